@@ -1,0 +1,4 @@
+//! ringcast — brokerless UDP multicast pub/sub.
+
+pub mod wire;
+pub mod proto;

@@ -1,0 +1,250 @@
+//! Publisher side of a session: packs messages into datagrams, numbers them, and
+//! splits messages too large for one datagram into fragments. No I/O, no clock.
+
+use crate::wire::{encode_frame, frame_len, Fragment, Header, Kind, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN, HEADER_LEN};
+
+/// A reusable datagram buffer being filled with frames.
+#[derive(Debug)]
+pub struct DatagramBuf {
+    buf: Box<[u8]>,
+    len: usize,
+    count: u16,
+    msg_seq: u64,
+}
+
+impl DatagramBuf {
+    /// A buffer for datagrams of up to `max_payload` bytes (allocated once).
+    pub fn new(max_payload: usize) -> Self {
+        DatagramBuf {
+            buf: vec![0u8; max_payload.max(HEADER_LEN)].into_boxed_slice(),
+            len: HEADER_LEN,
+            count: 0,
+            msg_seq: 0,
+        }
+    }
+
+    /// Whether no frame has been written since the last [`clear`](Self::clear).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded datagram (valid after [`SenderStream::seal`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Number of frames written.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// Empties the buffer for reuse.
+    pub fn clear(&mut self) {
+        self.len = HEADER_LEN;
+        self.count = 0;
+    }
+}
+
+/// Outcome of [`SenderStream::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
+    /// The message was written into the datagram.
+    Done,
+    /// The datagram has no room left for it: seal it and append to an empty one.
+    Full,
+    /// The message is larger than any single datagram: send it with
+    /// [`SenderStream::fragment`].
+    TooLarge,
+}
+
+/// The numbering state of one publishing session.
+#[derive(Debug)]
+pub struct SenderStream {
+    session: u32,
+    max_payload: usize,
+    next_seq: u64,
+    next_msg_seq: u64,
+}
+
+impl SenderStream {
+    /// A session sending datagrams of at most `max_payload` bytes.
+    pub fn new(session: u32, max_payload: usize) -> Self {
+        SenderStream {
+            session,
+            max_payload,
+            next_seq: 0,
+            next_msg_seq: 0,
+        }
+    }
+
+    /// The session id.
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// Sequence number the next datagram will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Sequence number the next message will carry.
+    pub fn next_msg_seq(&self) -> u64 {
+        self.next_msg_seq
+    }
+
+    /// Largest payload under `topic_len` that fits a datagram whole.
+    pub fn max_whole_payload(&self, topic_len: usize) -> usize {
+        self.max_payload.saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + topic_len)
+    }
+
+    /// Payload bytes one fragment under `topic_len` carries.
+    pub fn fragment_piece(&self, topic_len: usize) -> usize {
+        self.max_payload
+            .saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + FRAGMENT_EXT_LEN + topic_len)
+    }
+
+    /// Appends a whole message to `d`, numbering it.
+    pub fn append(&mut self, d: &mut DatagramBuf, topic: &str, payload: &[u8]) -> Append {
+        if payload.len() > self.max_whole_payload(topic.len()) {
+            return Append::TooLarge;
+        }
+        let limit = self.max_payload.min(d.buf.len());
+        if d.len + frame_len(topic.len(), payload.len(), false) > limit || d.count == u16::MAX {
+            return Append::Full;
+        }
+        match encode_frame(&mut d.buf[d.len..limit], topic, payload, None) {
+            Some(n) => {
+                if d.count == 0 {
+                    d.msg_seq = self.next_msg_seq;
+                }
+                d.len += n;
+                d.count += 1;
+                self.next_msg_seq += 1;
+                Append::Done
+            }
+            None => Append::Full,
+        }
+    }
+
+    /// Writes the fragment of `payload` that starts at `offset` into the empty
+    /// datagram `d` and seals it. Returns the offset of the next fragment
+    /// (`payload.len()` when this was the last). The message is numbered when its
+    /// last fragment is written; every fragment's datagram carries that number.
+    ///
+    /// `d` must be empty and the topic must leave room for a piece (the publisher
+    /// checks topic lengths when it is created); otherwise nothing is written and
+    /// `offset` is returned unchanged.
+    pub fn fragment(&mut self, d: &mut DatagramBuf, topic: &str, payload: &[u8], offset: usize) -> usize {
+        let piece = self.fragment_piece(topic.len());
+        let (Ok(total_len), Ok(off32)) = (u32::try_from(payload.len()), u32::try_from(offset)) else {
+            return offset;
+        };
+        if !d.is_empty() || piece == 0 || offset >= payload.len() {
+            return offset;
+        }
+        let end = (offset + piece).min(payload.len());
+        let frag = Fragment {
+            total_len,
+            offset: off32,
+        };
+        let limit = self.max_payload.min(d.buf.len());
+        match encode_frame(&mut d.buf[d.len..limit], topic, &payload[offset..end], Some(frag)) {
+            Some(n) => {
+                d.len += n;
+                d.count = 1;
+                d.msg_seq = self.next_msg_seq;
+                if end == payload.len() {
+                    self.next_msg_seq += 1;
+                }
+                self.seal(d);
+                end
+            }
+            None => offset,
+        }
+    }
+
+    /// Writes the header of `d` and gives it the next datagram sequence number.
+    /// Does nothing to an empty datagram.
+    pub fn seal(&mut self, d: &mut DatagramBuf) {
+        if d.is_empty() {
+            return;
+        }
+        let h = Header {
+            kind: Kind::Data,
+            flags: 0,
+            session: self.session,
+            stream: 0,
+            count: d.count,
+            seq: self.next_seq,
+            msg_seq: d.msg_seq,
+        };
+        let head: &mut [u8; HEADER_LEN] = match (&mut d.buf[..HEADER_LEN]).try_into() {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        h.encode(head);
+        self.next_seq += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Frames;
+
+    #[test]
+    fn packs_until_full_then_numbers_datagrams() {
+        let mut s = SenderStream::new(9, 200);
+        let mut d = DatagramBuf::new(200);
+        let msg = [7u8; 50];
+        let mut n = 0;
+        while s.append(&mut d, "/t", &msg) == Append::Done {
+            n += 1;
+        }
+        // 32 header + k * (8 + 2 + 50) <= 200  =>  k = 2
+        assert_eq!(n, 2);
+        s.seal(&mut d);
+        let (h, frames) = Frames::decode(d.bytes(), 1 << 20).unwrap();
+        assert_eq!((h.session, h.seq, h.msg_seq, h.count), (9, 0, 0, 2));
+        assert_eq!(frames.count(), 2);
+        d.clear();
+        assert_eq!(s.append(&mut d, "/t", &msg), Append::Done);
+        s.seal(&mut d);
+        let (h, _) = Frames::decode(d.bytes(), 1 << 20).unwrap();
+        assert_eq!((h.seq, h.msg_seq), (1, 2));
+    }
+
+    #[test]
+    fn fragments_a_large_message() {
+        let mut s = SenderStream::new(1, 100);
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mut d = DatagramBuf::new(100);
+        assert_eq!(s.append(&mut d, "/big", &payload), Append::TooLarge);
+        let mut off = 0;
+        let mut rebuilt = Vec::new();
+        let mut datagrams = 0;
+        while off < payload.len() {
+            d.clear();
+            off = s.fragment(&mut d, "/big", &payload, off);
+            let (h, mut f) = Frames::decode(d.bytes(), 1 << 20).unwrap();
+            assert_eq!(h.msg_seq, 0);
+            assert_eq!(h.seq, datagrams);
+            let fr = f.next().unwrap();
+            assert_eq!(fr.fragment.unwrap().offset as usize, rebuilt.len());
+            rebuilt.extend_from_slice(fr.payload);
+            datagrams += 1;
+        }
+        assert_eq!(rebuilt, payload);
+        assert_eq!(s.next_msg_seq(), 1);
+        // piece = 100 - 32 - 8 - 8 - 4 = 48 bytes => 21 datagrams
+        assert_eq!(datagrams, 21);
+    }
+
+    #[test]
+    fn refuses_fragment_into_non_empty_datagram() {
+        let mut s = SenderStream::new(1, 100);
+        let mut d = DatagramBuf::new(100);
+        assert_eq!(s.append(&mut d, "/t", b"x"), Append::Done);
+        assert_eq!(s.fragment(&mut d, "/t", &[0u8; 500], 0), 0);
+    }
+}

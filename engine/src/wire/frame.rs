@@ -1,0 +1,365 @@
+//! Message frames: encoding into a datagram body and validated decoding out of one.
+
+use super::{Header, Kind, WireError, HEADER_LEN};
+
+/// Size of a frame header without the fragment extension.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Size of the fragment extension (total length, offset).
+pub const FRAGMENT_EXT_LEN: usize = 8;
+
+const BEGIN: u8 = 0x1;
+const END: u8 = 0x2;
+const WHOLE: u8 = BEGIN | END;
+
+/// Where a fragment lies in its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// Length of the whole message.
+    pub total_len: u32,
+    /// Offset of this piece in the message.
+    pub offset: u32,
+}
+
+impl Fragment {
+    /// Whether this piece starts its message.
+    pub fn is_first(&self) -> bool {
+        self.offset == 0
+    }
+}
+
+/// One decoded frame, borrowed from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The message's topic.
+    pub topic: &'a str,
+    /// The payload (or the fragment's piece of it).
+    pub payload: &'a [u8],
+    /// `Some` when this frame is one piece of a larger message.
+    pub fragment: Option<Fragment>,
+}
+
+/// Bytes a frame needs on the wire.
+pub fn frame_len(topic_len: usize, payload_len: usize, fragmented: bool) -> usize {
+    FRAME_HEADER_LEN + if fragmented { FRAGMENT_EXT_LEN } else { 0 } + topic_len + payload_len
+}
+
+/// Encodes one frame at the start of `out`. Returns the bytes written, or `None` when
+/// it does not fit (nothing meaningful is written then) or a length exceeds the field.
+pub fn encode_frame(
+    out: &mut [u8],
+    topic: &str,
+    payload: &[u8],
+    fragment: Option<Fragment>,
+) -> Option<usize> {
+    let need = frame_len(topic.len(), payload.len(), fragment.is_some());
+    let len = u32::try_from(payload.len()).ok()?;
+    let topic_len = u16::try_from(topic.len()).ok()?;
+    let out = out.get_mut(..need)?;
+    let flags = match fragment {
+        None => WHOLE,
+        Some(f) => {
+            let first = if f.offset == 0 { BEGIN } else { 0 };
+            let last = if u64::from(f.offset) + u64::from(len) == u64::from(f.total_len) {
+                END
+            } else {
+                0
+            };
+            first | last
+        }
+    };
+    out[0..4].copy_from_slice(&len.to_le_bytes());
+    out[4..6].copy_from_slice(&topic_len.to_le_bytes());
+    out[6] = flags;
+    out[7] = 0;
+    let mut pos = FRAME_HEADER_LEN;
+    if let Some(f) = fragment {
+        out[8..12].copy_from_slice(&f.total_len.to_le_bytes());
+        out[12..16].copy_from_slice(&f.offset.to_le_bytes());
+        pos += FRAGMENT_EXT_LEN;
+    }
+    out[pos..pos + topic.len()].copy_from_slice(topic.as_bytes());
+    pos += topic.len();
+    out[pos..].copy_from_slice(payload);
+    Some(need)
+}
+
+/// Parses one frame at `pos` of `body`; returns it and the position after it.
+fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize), WireError> {
+    let past = WireError::FramePastEnd { index };
+    let h = body.get(pos..pos + FRAME_HEADER_LEN).ok_or(past)?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let topic_len = u16::from_le_bytes([h[4], h[5]]) as usize;
+    let flags = h[6];
+    if flags & !WHOLE != 0 {
+        return Err(WireError::FragmentOutOfRange);
+    }
+    let mut p = pos + FRAME_HEADER_LEN;
+    let fragment = if flags == WHOLE {
+        None
+    } else {
+        let e = body.get(p..p + FRAGMENT_EXT_LEN).ok_or(past)?;
+        p += FRAGMENT_EXT_LEN;
+        let f = Fragment {
+            total_len: u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+            offset: u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+        };
+        let end = u64::from(f.offset) + len as u64;
+        let begin_ok = (flags & BEGIN != 0) == (f.offset == 0);
+        let end_ok = (flags & END != 0) == (end == u64::from(f.total_len));
+        if end > u64::from(f.total_len) || !begin_ok || !end_ok || len == 0 {
+            return Err(WireError::FragmentOutOfRange);
+        }
+        Some(f)
+    };
+    let topic = body.get(p..p + topic_len).ok_or(past)?;
+    let topic = std::str::from_utf8(topic).map_err(|_| WireError::BadTopic)?;
+    p += topic_len;
+    let payload = body.get(p..p + len).ok_or(past)?;
+    Ok((
+        Frame {
+            topic,
+            payload,
+            fragment,
+        },
+        p + len,
+    ))
+}
+
+/// The validated frames of one datagram.
+#[derive(Debug, Clone)]
+pub struct Frames<'a> {
+    body: &'a [u8],
+    pos: usize,
+    left: u16,
+    index: u16,
+}
+
+impl<'a> Frames<'a> {
+    /// Decodes a whole datagram: header, then every frame, checking every length,
+    /// offset and the frame count, and that a fragment travels alone with a total
+    /// length of at most `max_message`. Nothing is returned unless all of it is valid.
+    pub fn decode(datagram: &'a [u8], max_message: usize) -> Result<(Header, Frames<'a>), WireError> {
+        let header = Header::decode(datagram)?;
+        let body = &datagram[HEADER_LEN..];
+        match header.kind {
+            Kind::Data => {
+                if header.count == 0 {
+                    return Err(WireError::Empty);
+                }
+                let mut pos = 0;
+                for index in 0..header.count {
+                    if pos == body.len() {
+                        return Err(WireError::CountMismatch {
+                            declared: header.count,
+                            found: index,
+                        });
+                    }
+                    let (frame, next) = parse_frame(body, pos, index)?;
+                    if let Some(f) = frame.fragment {
+                        if header.count != 1 || f.total_len as usize > max_message {
+                            return Err(WireError::FragmentOutOfRange);
+                        }
+                    }
+                    pos = next;
+                }
+                if pos != body.len() {
+                    return Err(WireError::CountMismatch {
+                        declared: header.count,
+                        found: header.count.saturating_add(1),
+                    });
+                }
+            }
+        }
+        Ok((
+            header,
+            Frames {
+                body,
+                pos: 0,
+                left: header.count,
+                index: 0,
+            },
+        ))
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Frame<'a>;
+
+    fn next(&mut self) -> Option<Frame<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        // Already validated by `decode`; a failure here cannot happen, and ends iteration.
+        let (frame, next) = parse_frame(self.body, self.pos, self.index).ok()?;
+        self.pos = next;
+        self.left -= 1;
+        self.index += 1;
+        Some(frame)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: usize = 16 << 20;
+
+    fn header(count: u16) -> Header {
+        Header {
+            kind: Kind::Data,
+            flags: 0,
+            session: 1,
+            stream: 0,
+            count,
+            seq: 5,
+            msg_seq: 10,
+        }
+    }
+
+    /// Builds a datagram from frames; the test-side mirror of the sender.
+    fn build(frames: &[(&str, &[u8], Option<Fragment>)]) -> Vec<u8> {
+        let mut buf = vec![0u8; 70_000];
+        let mut pos = HEADER_LEN;
+        for (t, p, f) in frames {
+            pos += encode_frame(&mut buf[pos..], t, p, *f).expect("fits");
+        }
+        let mut h = [0u8; HEADER_LEN];
+        header(frames.len() as u16).encode(&mut h);
+        buf[..HEADER_LEN].copy_from_slice(&h);
+        buf.truncate(pos);
+        buf
+    }
+
+    #[test]
+    fn round_trip_many_frames() {
+        let d = build(&[("/a", b"one", None), ("/bb", b"", None), ("", b"three", None)]);
+        let (h, frames) = Frames::decode(&d, MAX).unwrap();
+        assert_eq!(h, header(3));
+        let got: Vec<_> = frames.map(|f| (f.topic, f.payload)).collect();
+        assert_eq!(got, vec![("/a", &b"one"[..]), ("/bb", &b""[..]), ("", &b"three"[..])]);
+    }
+
+    #[test]
+    fn round_trip_fragment() {
+        let f = Fragment {
+            total_len: 10,
+            offset: 4,
+        };
+        let d = build(&[("/big", b"456789", Some(f))]);
+        let (_, mut frames) = Frames::decode(&d, MAX).unwrap();
+        let fr = frames.next().unwrap();
+        assert_eq!(fr.fragment, Some(f));
+        assert_eq!(fr.payload, b"456789");
+        assert!(frames.next().is_none());
+    }
+
+    #[test]
+    fn encode_refuses_what_does_not_fit() {
+        let mut small = [0u8; 12];
+        assert_eq!(encode_frame(&mut small, "/t", b"ab", None), Some(12));
+        assert_eq!(encode_frame(&mut small, "/t", b"abc", None), None);
+    }
+
+    #[test]
+    fn rejects_length_past_end() {
+        let mut d = build(&[("/a", b"hello", None)]);
+        d[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&100u32.to_le_bytes());
+        assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::FramePastEnd { index: 0 });
+        let mut t = build(&[("/a", b"hello", None)]);
+        t[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&60000u16.to_le_bytes());
+        assert_eq!(Frames::decode(&t, MAX).unwrap_err(), WireError::FramePastEnd { index: 0 });
+        let cut = build(&[("/a", b"hello", None)]);
+        assert_eq!(
+            Frames::decode(&cut[..HEADER_LEN + 5], MAX).unwrap_err(),
+            WireError::FramePastEnd { index: 0 }
+        );
+    }
+
+    #[test]
+    fn rejects_count_mismatch() {
+        let mut d = build(&[("/a", b"x", None), ("/a", b"y", None)]);
+        d[14..16].copy_from_slice(&3u16.to_le_bytes());
+        assert_eq!(
+            Frames::decode(&d, MAX).unwrap_err(),
+            WireError::CountMismatch { declared: 3, found: 2 }
+        );
+        d[14..16].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(
+            Frames::decode(&d, MAX).unwrap_err(),
+            WireError::CountMismatch { declared: 1, found: 2 }
+        );
+        d[14..16].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::Empty);
+    }
+
+    #[test]
+    fn rejects_bad_topic_and_flags() {
+        let mut d = build(&[("/a", b"x", None)]);
+        d[HEADER_LEN + FRAME_HEADER_LEN] = 0xff;
+        assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::BadTopic);
+        let mut f = build(&[("/a", b"x", None)]);
+        f[HEADER_LEN + 6] = 0x80 | WHOLE;
+        assert_eq!(Frames::decode(&f, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+    }
+
+    #[test]
+    fn rejects_fragment_out_of_range() {
+        let frag = |total, offset| {
+            Some(Fragment {
+                total_len: total,
+                offset,
+            })
+        };
+        // piece past the message's end (offset 8 + 6 > 10): hand-patch the total.
+        let mut d = build(&[("/b", b"abcdef", frag(14, 8))]);
+        d[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&10u32.to_le_bytes());
+        assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+        // message bigger than allowed
+        let big = build(&[("/b", b"abc", frag(1000, 0))]);
+        assert_eq!(Frames::decode(&big, 999).unwrap_err(), WireError::FragmentOutOfRange);
+        assert!(Frames::decode(&big, 1000).is_ok());
+        // a fragment must travel alone
+        let two = build(&[("/b", b"abc", frag(1000, 0)), ("/c", b"x", None)]);
+        assert_eq!(Frames::decode(&two, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+        // BEGIN flag with a non-zero offset
+        let mut lie = build(&[("/b", b"abc", frag(1000, 3))]);
+        lie[HEADER_LEN + 6] |= BEGIN;
+        assert_eq!(Frames::decode(&lie, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok((h, frames)) = Frames::decode(&bytes, MAX) {
+                prop_assert_eq!(frames.count(), h.count as usize);
+            }
+        }
+
+        #[test]
+        fn corrupted_valid_datagrams_never_panic(
+            msgs in proptest::collection::vec(("[a-z/]{0,12}", proptest::collection::vec(any::<u8>(), 0..300)), 1..20),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        ) {
+            let frames: Vec<(&str, &[u8], Option<Fragment>)> =
+                msgs.iter().map(|(t, p)| (t.as_str(), p.as_slice(), None)).collect();
+            let mut d = build(&frames);
+            let (_, decoded) = Frames::decode(&d, MAX).unwrap();
+            let got: Vec<_> = decoded.map(|f| (f.topic.to_string(), f.payload.to_vec())).collect();
+            prop_assert_eq!(&got, &msgs.iter().map(|(t, p)| (t.clone(), p.clone())).collect::<Vec<_>>());
+            for (at, v) in flips {
+                let i = at % d.len();
+                d[i] ^= v;
+            }
+            if let Ok((h, frames)) = Frames::decode(&d, MAX) {
+                prop_assert_eq!(frames.count(), h.count as usize);
+            }
+            let cut = d.len() / 2;
+            let _ = Frames::decode(&d[..cut], MAX);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The fixed 32-byte datagram header.
+
+use super::WireError;
+
+/// First four bytes of every ringcast datagram.
+pub const MAGIC: [u8; 4] = *b"RCST";
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Size of the encoded header.
+pub const HEADER_LEN: usize = 32;
+
+/// What a datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Message frames.
+    Data = 1,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Result<Kind, WireError> {
+        match v {
+            1 => Ok(Kind::Data),
+            other => Err(WireError::BadKind(other)),
+        }
+    }
+}
+
+/// A decoded datagram header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Datagram kind.
+    pub kind: Kind,
+    /// Flags, reserved (0).
+    pub flags: u16,
+    /// Publisher session (one per sending node, random).
+    pub session: u32,
+    /// Stream within the session (reserved, 0).
+    pub stream: u16,
+    /// Number of frames that follow.
+    pub count: u16,
+    /// Datagram sequence number within the session.
+    pub seq: u64,
+    /// Sequence number of the first message that starts or continues here.
+    pub msg_seq: u64,
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    ///
+    /// `out` must be at least `HEADER_LEN` long (the writer guarantees it).
+    pub fn encode(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4] = VERSION;
+        out[5] = self.kind as u8;
+        out[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        out[8..12].copy_from_slice(&self.session.to_le_bytes());
+        out[12..14].copy_from_slice(&self.stream.to_le_bytes());
+        out[14..16].copy_from_slice(&self.count.to_le_bytes());
+        out[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        out[24..32].copy_from_slice(&self.msg_seq.to_le_bytes());
+    }
+
+    /// Parses and checks the header at the start of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Header, WireError> {
+        let h: &[u8; HEADER_LEN] = buf
+            .get(..HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(WireError::Truncated(buf.len()))?;
+        if h[0..4] != MAGIC {
+            return Err(WireError::BadMagic);
+        }
+        if h[4] != VERSION {
+            return Err(WireError::BadVersion(h[4]));
+        }
+        Ok(Header {
+            kind: Kind::from_u8(h[5])?,
+            flags: u16::from_le_bytes([h[6], h[7]]),
+            session: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
+            stream: u16::from_le_bytes([h[12], h[13]]),
+            count: u16::from_le_bytes([h[14], h[15]]),
+            seq: u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()),
+            msg_seq: u64::from_le_bytes(h[24..32].try_into().unwrap_or_default()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            kind: Kind::Data,
+            flags: 0,
+            session: 0xdead_beef,
+            stream: 7,
+            count: 3,
+            seq: u64::MAX - 1,
+            msg_seq: 42,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut b = [0u8; HEADER_LEN];
+        sample().encode(&mut b);
+        assert_eq!(Header::decode(&b), Ok(sample()));
+    }
+
+    #[test]
+    fn rejects_short_bad_magic_version_kind() {
+        let mut b = [0u8; HEADER_LEN];
+        sample().encode(&mut b);
+        assert_eq!(Header::decode(&b[..31]), Err(WireError::Truncated(31)));
+        assert_eq!(Header::decode(&[]), Err(WireError::Truncated(0)));
+        let mut m = b;
+        m[0] = b'X';
+        assert_eq!(Header::decode(&m), Err(WireError::BadMagic));
+        let mut v = b;
+        v[4] = 9;
+        assert_eq!(Header::decode(&v), Err(WireError::BadVersion(9)));
+        let mut k = b;
+        k[5] = 0;
+        assert_eq!(Header::decode(&k), Err(WireError::BadKind(0)));
+    }
+}

@@ -1,0 +1,66 @@
+//! Sans-IO wire codec: the datagram header and the message frames behind it.
+//!
+//! ```text
+//! datagram = header (32 bytes) frame{count}
+//! header   = magic "RCST" | version u8 | kind u8 | flags u16 | session u32
+//!            | stream u16 | count u16 | seq u64 | msg_seq u64          (little-endian)
+//! frame    = len u32 | topic_len u16 | flags u8 | reserved u8
+//!            [ total_len u32 | offset u32 ]   only when the frame is a fragment
+//!            topic (topic_len bytes, UTF-8) | payload (len bytes)
+//! ```
+//!
+//! `seq` numbers datagrams per session (gap detection); `msg_seq` is the sequence
+//! number of the first message that starts or continues in the datagram, so the
+//! receiver knows exactly which messages a gap swallowed. A message that does not fit
+//! one datagram is split into fragments, one per datagram, each carrying the topic,
+//! the message's total length and the fragment's offset.
+//!
+//! Decoding validates every length and offset before anything is handed out; a
+//! datagram that fails is rejected whole with a [`WireError`].
+
+mod frame;
+mod header;
+
+pub use frame::{encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN};
+pub use header::{Header, Kind, HEADER_LEN, MAGIC, VERSION};
+
+/// Why a datagram was rejected. Each variant is counted by the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than the fixed header.
+    #[error("datagram of {0} bytes is shorter than the header")]
+    Truncated(usize),
+    /// The first four bytes are not the magic.
+    #[error("bad magic")]
+    BadMagic,
+    /// A protocol version this build does not speak.
+    #[error("unsupported version {0}")]
+    BadVersion(u8),
+    /// An unknown datagram kind.
+    #[error("unknown datagram kind {0}")]
+    BadKind(u8),
+    /// A frame header or body runs past the end of the datagram.
+    #[error("frame {index} runs past the end of the datagram")]
+    FramePastEnd {
+        /// Index of the offending frame.
+        index: u16,
+    },
+    /// The header's frame count does not match the frames present.
+    #[error("header says {declared} frames, datagram holds {found}")]
+    CountMismatch {
+        /// Count in the header.
+        declared: u16,
+        /// Frames actually parsed before the bytes ran out (or trailing bytes found).
+        found: u16,
+    },
+    /// A topic is not valid UTF-8.
+    #[error("topic is not UTF-8")]
+    BadTopic,
+    /// A fragment's offset/length lies outside its message, or the message exceeds the
+    /// configured maximum, or a fragment shares its datagram with other frames.
+    #[error("fragment out of range")]
+    FragmentOutOfRange,
+    /// A data datagram without frames.
+    #[error("empty data datagram")]
+    Empty,
+}
