@@ -1,4 +1,47 @@
-//! ringcast — brokerless UDP multicast pub/sub.
+//! ringcast — brokerless UDP multicast pub/sub for latency-critical applications.
+//!
+//! A [`Node`] joins a multicast group; [`Publisher`]s send topic-tagged messages
+//! through lock-free rings to a sender agent that packs them into datagrams and
+//! hands them to the kernel in batches (io_uring, or `sendmmsg` where io_uring is
+//! unavailable); a receiver agent checks every publisher's sequence, reassembles
+//! fragments and fills each [`Subscriber`]'s ring. Loss is never silent: a gap is
+//! handed to subscribers as an explicit [`Loss`] event and counted in [`Stats`].
+//!
+//! See the README for an example.
 
-pub mod wire;
-pub mod proto;
+mod agent;
+mod config;
+mod error;
+mod io;
+mod node;
+mod proto;
+mod publisher;
+mod ring;
+mod stats;
+mod subscriber;
+mod wire;
+
+pub use config::{
+    BackendChoice, Config, ConfigBuilder, IdleStrategy, ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE,
+};
+pub use error::{Error, PublishError};
+pub use io::BackendKind;
+pub use node::Node;
+pub use publisher::{Claim, Publisher};
+pub use stats::Stats;
+pub use subscriber::{Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, Subscriber};
+
+/// Host diagnostics for `ringcast doctor`: kernel, io_uring probe, interfaces.
+pub mod doctor {
+    pub use crate::io::iface::{list as interfaces, resolve as resolve_interface, Interface};
+    pub use crate::io::probe::{run as probe, BackendReport, Probe};
+}
+
+/// Smallest datagram payload a node accepts (room for headers and a topic).
+pub const MIN_PAYLOAD: usize = 512;
+/// Longest topic, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

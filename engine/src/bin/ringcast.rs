@@ -1,1 +1,374 @@
-fn main() {}
+//! `ringcast`: send, listen and check a host from the command line.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use ringcast::{doctor, Config, Event, Node, PublishError, DEFAULT_GROUP, DEFAULT_IFACE};
+
+#[derive(Parser)]
+#[command(name = "ringcast", version, about = "Brokerless UDP multicast pub/sub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish MESSAGE on a topic.
+    Send(SendArgs),
+    /// Print messages whose topic starts with one of the prefixes.
+    Listen(ListenArgs),
+    /// Check whether this host can run ringcast, and how.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+struct Net {
+    /// Multicast group ADDR:PORT.
+    #[arg(long, default_value = DEFAULT_GROUP)]
+    group: SocketAddrV4,
+    /// Interface name or address.
+    #[arg(long, default_value = DEFAULT_IFACE)]
+    iface: String,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[command(flatten)]
+    net: Net,
+    /// Multicast TTL (default 0 on loopback, 1 otherwise).
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// Topic to publish on.
+    #[arg(long)]
+    topic: String,
+    /// How many times to send the message.
+    #[arg(long, default_value_t = 1)]
+    repeat: u64,
+    /// Append the message's number (from 0) to each payload.
+    #[arg(long)]
+    autonumber: bool,
+    /// Messages per second (default: as fast as the receivers' path allows).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Pad each payload with spaces to this many bytes.
+    #[arg(long)]
+    size: Option<usize>,
+    /// The message.
+    message: String,
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    #[command(flatten)]
+    net: Net,
+    /// Topic prefix to receive (repeatable; default: every topic).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit after this many seconds without traffic.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Write messages to FILE instead of standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// Interface to check.
+    #[arg(long, default_value = DEFAULT_IFACE)]
+    iface: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(a) => send(a),
+        Command::Listen(a) => listen(a),
+        Command::Doctor(a) => doctor(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringcast: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Res = Result<ExitCode, Box<dyn std::error::Error>>;
+
+fn node(net: &Net, ttl: Option<u32>) -> Result<Node, ringcast::Error> {
+    let mut b = Config::builder().group(net.group).iface(net.iface.clone());
+    if let Some(t) = ttl {
+        b = b.ttl(t);
+    }
+    Node::new(b.build()?)
+}
+
+fn send(a: SendArgs) -> Res {
+    let node = node(&a.net, a.ttl)?;
+    let mut publisher = node.publisher(&a.topic)?;
+    let mut payload = Vec::with_capacity(a.size.unwrap_or(0).max(a.message.len() + 20));
+    let interval = a
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let start = Instant::now();
+    for i in 0..a.repeat {
+        payload.clear();
+        payload.extend_from_slice(a.message.as_bytes());
+        if a.autonumber {
+            write!(payload, "{i}")?;
+        }
+        if let Some(size) = a.size {
+            if payload.len() < size {
+                payload.resize(size, b' ');
+            }
+        }
+        if let Some(iv) = interval {
+            let due = start + iv.mul_f64(i as f64);
+            while Instant::now() < due {
+                let left = due - Instant::now();
+                if left > Duration::from_micros(200) {
+                    std::thread::sleep(left - Duration::from_micros(100));
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        match publisher.offer_blocking(&payload, Duration::from_secs(30)) {
+            Ok(()) => {}
+            Err(PublishError::Timeout) => {
+                return Err("publisher stayed back-pressured for 30 s".into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    publisher.flush(Duration::from_secs(30))?;
+    let secs = start.elapsed().as_secs_f64();
+    let s = node.stats();
+    eprintln!(
+        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}",
+        a.repeat,
+        s.datagrams_sent,
+        secs,
+        a.repeat as f64 / secs.max(1e-9),
+        s.backend,
+        s.send_errors
+    );
+    Ok(if s.send_errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn listen(a: ListenArgs) -> Res {
+    let node = node(&a.net, None)?;
+    let topics = if a.topics.is_empty() {
+        vec![String::new()]
+    } else {
+        a.topics.clone()
+    };
+    let mut sub = node.subscriber(&topics)?;
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(BufWriter::new(File::create(p)?)),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    eprintln!(
+        "listening on {} via {} ({} backend), topics {:?}",
+        a.net.group,
+        a.net.iface,
+        node.backend(),
+        topics
+    );
+    let idle_limit = a.timeout.map(Duration::from_secs_f64);
+    let mut received = 0u64;
+    let mut gaps = 0u64;
+    let mut lost = 0u64;
+    let mut last_traffic = Instant::now();
+    let mut write_err = None;
+    'outer: loop {
+        let want = a.count.map_or(1024, |c| (c - received).min(1024) as usize);
+        let n = sub.poll_timeout(want, Duration::from_millis(50), |ev| match ev {
+            Event::Message(m) => {
+                received += 1;
+                let r = out
+                    .write_all(String::from_utf8_lossy(m.payload()).as_bytes())
+                    .and_then(|_| out.write_all(b"\n"));
+                if let Err(e) = r {
+                    write_err.get_or_insert(e);
+                }
+            }
+            Event::Loss(l) => {
+                gaps += 1;
+                lost += l.count();
+                eprintln!(
+                    "loss: session {:08x} from {} messages {}..{} ({:?})",
+                    l.session, l.source, l.from_seq, l.to_seq, l.reason
+                );
+            }
+        });
+        if let Some(e) = write_err.take() {
+            return Err(e.into());
+        }
+        if n > 0 {
+            last_traffic = Instant::now();
+        }
+        if a.count.is_some_and(|c| received >= c) {
+            break 'outer;
+        }
+        if idle_limit.is_some_and(|t| last_traffic.elapsed() >= t) {
+            break 'outer;
+        }
+    }
+    out.flush()?;
+    let s = node.stats();
+    eprintln!(
+        "received {received} messages, gaps {gaps} (lost {lost}), malformed {}, duplicates {}, datagrams {}",
+        s.malformed, s.duplicates, s.datagrams_received
+    );
+    Ok(if gaps == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn doctor(a: DoctorArgs) -> Res {
+    let probe = doctor::probe();
+    println!("kernel:            {}", probe.kernel);
+    match probe.io_uring_disabled_sysctl {
+        Some(v) => println!("io_uring_disabled: {v}"),
+        None => println!("io_uring_disabled: (sysctl absent)"),
+    }
+    match &probe.uring_error {
+        None if probe.uring_ok => println!("io_uring:          works"),
+        err => println!(
+            "io_uring:          unavailable ({})",
+            err.as_deref().unwrap_or("unknown")
+        ),
+    }
+    let ops: Vec<String> = probe
+        .opcodes
+        .iter()
+        .map(|(name, ok)| format!("{name}{}", if *ok { "" } else { " (missing)" }))
+        .collect();
+    println!("io_uring opcodes:  {}", ops.join(", "));
+    println!(
+        "buffer ring:       {}",
+        if probe.buf_ring { "yes" } else { "no" }
+    );
+    let mut healthy = true;
+    match probe.choose() {
+        Ok(r) => println!("backend:           {} — {}", r.kind, r.reason),
+        Err(e) => {
+            healthy = false;
+            println!("backend:           NONE — {e}");
+        }
+    }
+    let show = |v: Option<u64>| v.map_or("unknown".to_string(), |b| format!("{b} bytes"));
+    println!("net.core.rmem_max: {}", show(probe.rmem_max));
+    println!("net.core.wmem_max: {}", show(probe.wmem_max));
+    match doctor::resolve_interface(&a.iface) {
+        Ok(i) => {
+            println!(
+                "interface:         {} {} mtu {} (datagram payload {}) {}{}{}",
+                i.name,
+                i.addr,
+                i.mtu,
+                i.max_udp_payload(),
+                if i.up { "up" } else { "DOWN" },
+                if i.loopback { " loopback" } else { "" },
+                if i.multicast { " multicast" } else { "" },
+            );
+            let ready = i.up && (i.multicast || i.loopback);
+            println!(
+                "multicast ready:   {}",
+                if ready {
+                    "yes"
+                } else {
+                    "no (interface down or without MULTICAST)"
+                }
+            );
+            healthy &= ready;
+            if ready && i.loopback {
+                let ok = self_test(&a.iface);
+                println!(
+                    "loopback self-test: {}",
+                    ok.as_deref().unwrap_or("ok: a message went round")
+                );
+                healthy &= ok.is_none();
+            }
+        }
+        Err(e) => {
+            healthy = false;
+            println!("interface:         {} — {e}", a.iface);
+        }
+    }
+    println!(
+        "verdict:           {}",
+        if healthy {
+            "this host can run ringcast"
+        } else {
+            "NOT READY"
+        }
+    );
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Sends one message round the loopback interface (TTL 0); `None` when it arrived.
+fn self_test(iface: &str) -> Option<String> {
+    let port = 40000 + (std::process::id() % 20000) as u16;
+    let cfg = Config::builder()
+        .group(SocketAddrV4::new([239, 255, 77, 77].into(), port))
+        .iface(iface)
+        .ttl(0)
+        .build()
+        .ok()?;
+    let node = match Node::new(cfg) {
+        Ok(n) => n,
+        Err(e) => return Some(format!("failed: {e}")),
+    };
+    let run = || -> Result<bool, Box<dyn std::error::Error>> {
+        let mut sub = node.subscriber(&["/doctor"])?;
+        let mut publ = node.publisher("/doctor")?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            publ.offer_blocking(b"ping", Duration::from_secs(1))?;
+            let mut got = false;
+            sub.poll_timeout(16, Duration::from_millis(100), |ev| {
+                got |= matches!(ev, Event::Message(m) if m.payload() == b"ping");
+            });
+            if got {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    match run() {
+        Ok(true) => None,
+        Ok(false) => Some("FAILED: nothing came back within 2 s".into()),
+        Err(e) => Some(format!("failed: {e}")),
+    }
+}

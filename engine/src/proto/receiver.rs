@@ -138,7 +138,8 @@ impl Receiver {
             session: header.session,
         };
         let first = frames.clone().next();
-        let starts_mid_message = matches!(first, Some(Frame { fragment: Some(f), .. }) if !f.is_first());
+        let starts_mid_message =
+            matches!(first, Some(Frame { fragment: Some(f), .. }) if !f.is_first());
         // The first message this datagram starts (a leading continuation belongs to an
         // earlier one).
         let first_start = header.msg_seq + u64::from(starts_mid_message);
@@ -272,7 +273,11 @@ impl Receiver {
 
     fn make_room(&mut self) {
         while self.sessions.len() >= self.max_sessions {
-            let oldest = self.sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k);
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| *k);
             match oldest {
                 Some(k) => {
                     self.sessions.remove(&k);

@@ -1,7 +1,9 @@
 //! Publisher side of a session: packs messages into datagrams, numbers them, and
 //! splits messages too large for one datagram into fragments. No I/O, no clock.
 
-use crate::wire::{encode_frame, frame_len, Fragment, Header, Kind, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN, HEADER_LEN};
+use crate::wire::{
+    encode_frame, frame_len, Fragment, Header, Kind, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN, HEADER_LEN,
+};
 
 /// A reusable datagram buffer being filled with frames.
 #[derive(Debug)]
@@ -94,7 +96,8 @@ impl SenderStream {
 
     /// Largest payload under `topic_len` that fits a datagram whole.
     pub fn max_whole_payload(&self, topic_len: usize) -> usize {
-        self.max_payload.saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + topic_len)
+        self.max_payload
+            .saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + topic_len)
     }
 
     /// Payload bytes one fragment under `topic_len` carries.
@@ -134,9 +137,16 @@ impl SenderStream {
     /// `d` must be empty and the topic must leave room for a piece (the publisher
     /// checks topic lengths when it is created); otherwise nothing is written and
     /// `offset` is returned unchanged.
-    pub fn fragment(&mut self, d: &mut DatagramBuf, topic: &str, payload: &[u8], offset: usize) -> usize {
+    pub fn fragment(
+        &mut self,
+        d: &mut DatagramBuf,
+        topic: &str,
+        payload: &[u8],
+        offset: usize,
+    ) -> usize {
         let piece = self.fragment_piece(topic.len());
-        let (Ok(total_len), Ok(off32)) = (u32::try_from(payload.len()), u32::try_from(offset)) else {
+        let (Ok(total_len), Ok(off32)) = (u32::try_from(payload.len()), u32::try_from(offset))
+        else {
             return offset;
         };
         if !d.is_empty() || piece == 0 || offset >= payload.len() {
@@ -148,7 +158,12 @@ impl SenderStream {
             offset: off32,
         };
         let limit = self.max_payload.min(d.buf.len());
-        match encode_frame(&mut d.buf[d.len..limit], topic, &payload[offset..end], Some(frag)) {
+        match encode_frame(
+            &mut d.buf[d.len..limit],
+            topic,
+            &payload[offset..end],
+            Some(frag),
+        ) {
             Some(n) => {
                 d.len += n;
                 d.count = 1;

@@ -64,9 +64,16 @@ fn receive(rx: &mut Receiver, datagrams: &[Vec<u8>]) -> Seen {
     for d in datagrams {
         let _ = rx.handle_datagram(now, SRC, d, &mut |ev| match ev {
             Delivery::Message {
-                seq, topic, payload, ..
-            } => seen.messages.push((seq, topic.to_string(), payload.to_vec())),
-            Delivery::Loss { from_seq, to_seq, .. } => seen.losses.push((from_seq, to_seq)),
+                seq,
+                topic,
+                payload,
+                ..
+            } => seen
+                .messages
+                .push((seq, topic.to_string(), payload.to_vec())),
+            Delivery::Loss {
+                from_seq, to_seq, ..
+            } => seen.losses.push((from_seq, to_seq)),
         });
     }
     seen
@@ -78,8 +85,15 @@ fn check(msgs: &[(String, Vec<u8>)], seen: &Seen, rx: &Receiver, first: u64) {
     let mut last = None;
     for (seq, topic, payload) in &seen.messages {
         let i = *seq as usize;
-        assert!(*seq >= first, "delivered {seq} before the join point {first}");
-        assert_eq!((topic, payload), (&msgs[i].0, &msgs[i].1), "message {seq} corrupted");
+        assert!(
+            *seq >= first,
+            "delivered {seq} before the join point {first}"
+        );
+        assert_eq!(
+            (topic, payload),
+            (&msgs[i].0, &msgs[i].1),
+            "message {seq} corrupted"
+        );
         assert!(last < Some(*seq), "out of order: {seq} after {last:?}");
         last = Some(*seq);
         owed[i] += 1;
@@ -255,7 +269,10 @@ fn one_mebibyte_message_reassembles_and_losing_a_fragment_reports_it() {
     let mut rx = Receiver::new(16 << 20, 4);
     let seen = receive(&mut rx, &wire);
     assert_eq!(seen.losses, vec![(1, 2)]);
-    assert_eq!(seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(
+        seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![0, 2]
+    );
     // a message above the receiver's limit is malformed, not delivered
     let mut rx = Receiver::new(1 << 19, 4);
     let seen = receive(&mut rx, &d);
@@ -271,7 +288,8 @@ fn sessions_are_bounded() {
         let mut d = DatagramBuf::new(200);
         assert_eq!(s.append(&mut d, "/t", b"x"), Append::Done);
         s.seal(&mut d);
-        rx.handle_datagram(Instant::now(), SRC, d.bytes(), &mut |_| {}).unwrap();
+        rx.handle_datagram(Instant::now(), SRC, d.bytes(), &mut |_| {})
+            .unwrap();
     }
     assert_eq!(rx.session_count(), 3);
     assert_eq!(rx.counters().sessions_evicted, 7);
@@ -290,7 +308,11 @@ fn random_bytes_are_counted_malformed() {
                 x as u8
             })
             .collect();
-        assert!(rx.handle_datagram(Instant::now(), SRC, &bytes, &mut |_| panic!("delivered junk")).is_err());
+        assert!(rx
+            .handle_datagram(Instant::now(), SRC, &bytes, &mut |_| panic!(
+                "delivered junk"
+            ))
+            .is_err());
     }
     assert_eq!(rx.counters().malformed, 500);
     assert_eq!(rx.session_count(), 0);

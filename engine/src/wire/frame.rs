@@ -138,7 +138,10 @@ impl<'a> Frames<'a> {
     /// Decodes a whole datagram: header, then every frame, checking every length,
     /// offset and the frame count, and that a fragment travels alone with a total
     /// length of at most `max_message`. Nothing is returned unless all of it is valid.
-    pub fn decode(datagram: &'a [u8], max_message: usize) -> Result<(Header, Frames<'a>), WireError> {
+    pub fn decode(
+        datagram: &'a [u8],
+        max_message: usize,
+    ) -> Result<(Header, Frames<'a>), WireError> {
         let header = Header::decode(datagram)?;
         let body = &datagram[HEADER_LEN..];
         match header.kind {
@@ -237,11 +240,18 @@ mod tests {
 
     #[test]
     fn round_trip_many_frames() {
-        let d = build(&[("/a", b"one", None), ("/bb", b"", None), ("", b"three", None)]);
+        let d = build(&[
+            ("/a", b"one", None),
+            ("/bb", b"", None),
+            ("", b"three", None),
+        ]);
         let (h, frames) = Frames::decode(&d, MAX).unwrap();
         assert_eq!(h, header(3));
         let got: Vec<_> = frames.map(|f| (f.topic, f.payload)).collect();
-        assert_eq!(got, vec![("/a", &b"one"[..]), ("/bb", &b""[..]), ("", &b"three"[..])]);
+        assert_eq!(
+            got,
+            vec![("/a", &b"one"[..]), ("/bb", &b""[..]), ("", &b"three"[..])]
+        );
     }
 
     #[test]
@@ -269,10 +279,16 @@ mod tests {
     fn rejects_length_past_end() {
         let mut d = build(&[("/a", b"hello", None)]);
         d[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&100u32.to_le_bytes());
-        assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::FramePastEnd { index: 0 });
+        assert_eq!(
+            Frames::decode(&d, MAX).unwrap_err(),
+            WireError::FramePastEnd { index: 0 }
+        );
         let mut t = build(&[("/a", b"hello", None)]);
         t[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&60000u16.to_le_bytes());
-        assert_eq!(Frames::decode(&t, MAX).unwrap_err(), WireError::FramePastEnd { index: 0 });
+        assert_eq!(
+            Frames::decode(&t, MAX).unwrap_err(),
+            WireError::FramePastEnd { index: 0 }
+        );
         let cut = build(&[("/a", b"hello", None)]);
         assert_eq!(
             Frames::decode(&cut[..HEADER_LEN + 5], MAX).unwrap_err(),
@@ -286,12 +302,18 @@ mod tests {
         d[14..16].copy_from_slice(&3u16.to_le_bytes());
         assert_eq!(
             Frames::decode(&d, MAX).unwrap_err(),
-            WireError::CountMismatch { declared: 3, found: 2 }
+            WireError::CountMismatch {
+                declared: 3,
+                found: 2
+            }
         );
         d[14..16].copy_from_slice(&1u16.to_le_bytes());
         assert_eq!(
             Frames::decode(&d, MAX).unwrap_err(),
-            WireError::CountMismatch { declared: 1, found: 2 }
+            WireError::CountMismatch {
+                declared: 1,
+                found: 2
+            }
         );
         d[14..16].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::Empty);
@@ -304,7 +326,10 @@ mod tests {
         assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::BadTopic);
         let mut f = build(&[("/a", b"x", None)]);
         f[HEADER_LEN + 6] = 0x80 | WHOLE;
-        assert_eq!(Frames::decode(&f, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+        assert_eq!(
+            Frames::decode(&f, MAX).unwrap_err(),
+            WireError::FragmentOutOfRange
+        );
     }
 
     #[test]
@@ -318,18 +343,30 @@ mod tests {
         // piece past the message's end (offset 8 + 6 > 10): hand-patch the total.
         let mut d = build(&[("/b", b"abcdef", frag(14, 8))]);
         d[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&10u32.to_le_bytes());
-        assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+        assert_eq!(
+            Frames::decode(&d, MAX).unwrap_err(),
+            WireError::FragmentOutOfRange
+        );
         // message bigger than allowed
         let big = build(&[("/b", b"abc", frag(1000, 0))]);
-        assert_eq!(Frames::decode(&big, 999).unwrap_err(), WireError::FragmentOutOfRange);
+        assert_eq!(
+            Frames::decode(&big, 999).unwrap_err(),
+            WireError::FragmentOutOfRange
+        );
         assert!(Frames::decode(&big, 1000).is_ok());
         // a fragment must travel alone
         let two = build(&[("/b", b"abc", frag(1000, 0)), ("/c", b"x", None)]);
-        assert_eq!(Frames::decode(&two, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+        assert_eq!(
+            Frames::decode(&two, MAX).unwrap_err(),
+            WireError::FragmentOutOfRange
+        );
         // BEGIN flag with a non-zero offset
         let mut lie = build(&[("/b", b"abc", frag(1000, 3))]);
         lie[HEADER_LEN + 6] |= BEGIN;
-        assert_eq!(Frames::decode(&lie, MAX).unwrap_err(), WireError::FragmentOutOfRange);
+        assert_eq!(
+            Frames::decode(&lie, MAX).unwrap_err(),
+            WireError::FragmentOutOfRange
+        );
     }
 
     proptest! {

@@ -21,7 +21,9 @@
 mod frame;
 mod header;
 
-pub use frame::{encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN};
+pub use frame::{
+    encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
+};
 pub use header::{Header, Kind, HEADER_LEN, MAGIC, VERSION};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.

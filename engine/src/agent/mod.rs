@@ -1,0 +1,243 @@
+//! Agents: duty-cycle loops that own the sockets. The sender agent drains publisher
+//! rings into datagrams; the receiver agent feeds datagrams through the protocol
+//! receiver into subscription rings. Application threads reach them only through
+//! lock-free rings and a command queue; an agent never waits on the application.
+
+pub(crate) mod delivery;
+mod idle;
+mod receiver;
+mod sender;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+
+use crate::config::{Config, ThreadingMode};
+use crate::io::{RxBackend, TxBackend};
+use crate::ring::{Consumer, Producer};
+use crate::stats::Counters;
+
+pub(crate) use idle::{Idler, Wait};
+pub(crate) use receiver::ReceiverAgent;
+pub(crate) use sender::SenderAgent;
+
+/// Largest number of datagrams in one send or receive batch.
+pub const MAX_BATCH: usize = 256;
+
+/// A publisher's ring as the sender agent sees it.
+pub(crate) struct PublisherEntry {
+    pub topic: Arc<str>,
+    pub ring: Consumer,
+    pub closed: Arc<AtomicBool>,
+}
+
+/// A subscription's ring as the receiver agent sees it.
+pub(crate) struct SubscriptionEntry {
+    pub prefixes: Vec<String>,
+    pub ring: Producer,
+    pub closed: Arc<AtomicBool>,
+}
+
+pub(crate) enum SenderCommand {
+    Backend(Box<dyn TxBackend>),
+    Publisher(PublisherEntry),
+}
+
+pub(crate) enum ReceiverCommand {
+    Backend(Box<dyn RxBackend>),
+    Subscription(SubscriptionEntry),
+}
+
+/// State shared by a node's handles and its agents.
+pub(crate) struct Shared {
+    pub counters: Counters,
+    pub stop: AtomicBool,
+    pub failure: OnceLock<String>,
+    pub tx_commands: SegQueue<SenderCommand>,
+    pub rx_commands: SegQueue<ReceiverCommand>,
+    pub sender_parked: AtomicBool,
+    pub sender_thread: OnceLock<Thread>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Shared {
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+            failure: OnceLock::new(),
+            tx_commands: SegQueue::new(),
+            rx_commands: SegQueue::new(),
+            sender_parked: AtomicBool::new(false),
+            sender_thread: OnceLock::new(),
+        }
+    }
+
+    /// Wakes the sender agent if it is parked (called after a publish).
+    #[inline]
+    pub(crate) fn wake_sender(&self) {
+        if self.sender_parked.load(Ordering::Relaxed) {
+            if let Some(t) = self.sender_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+fn pin(core: Option<usize>) {
+    if let Some(id) = core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            tracing::warn!(core = id, "could not pin agent thread");
+        }
+    }
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn run_sender(shared: &Shared, mut tx: SenderAgent, mut idler: Idler) {
+    loop {
+        let stopping = shared.stopped();
+        let t0 = Instant::now();
+        let work = tx.do_work(shared);
+        if work > 0 {
+            shared.counters.tx.max_cycle_ns.max(elapsed_ns(t0));
+        }
+        if stopping && work == 0 {
+            return;
+        }
+        match idler.after(work) {
+            Wait::Now => {}
+            Wait::Spin => std::hint::spin_loop(),
+            Wait::Yield => thread::yield_now(),
+            Wait::Park(d) => {
+                shared.sender_parked.store(true, Ordering::SeqCst);
+                if !tx.has_pending() && !shared.stopped() {
+                    thread::park_timeout(d);
+                }
+                shared.sender_parked.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn run_receiver(shared: &Shared, mut rx: ReceiverAgent, mut idler: Idler) {
+    let mut block = None;
+    while !shared.stopped() {
+        let t0 = Instant::now();
+        let work = rx.do_work(shared, block.take());
+        if work > 0 {
+            shared.counters.rx.max_cycle_ns.max(elapsed_ns(t0));
+        }
+        match idler.after(work) {
+            Wait::Now => {}
+            Wait::Spin => std::hint::spin_loop(),
+            Wait::Yield => thread::yield_now(),
+            Wait::Park(d) => block = Some(d),
+        }
+    }
+}
+
+fn run_shared(shared: &Shared, mut tx: SenderAgent, mut rx: ReceiverAgent, mut idler: Idler) {
+    let mut block = None;
+    loop {
+        let stopping = shared.stopped();
+        let t0 = Instant::now();
+        let sent = tx.do_work(shared);
+        if sent > 0 {
+            shared.counters.tx.max_cycle_ns.max(elapsed_ns(t0));
+        }
+        let t1 = Instant::now();
+        let received = if stopping {
+            0
+        } else {
+            rx.do_work(shared, block.take())
+        };
+        if received > 0 {
+            shared.counters.rx.max_cycle_ns.max(elapsed_ns(t1));
+        }
+        if stopping && sent == 0 {
+            return;
+        }
+        match idler.after(sent + received) {
+            Wait::Now => {}
+            Wait::Spin => std::hint::spin_loop(),
+            Wait::Yield => thread::yield_now(),
+            Wait::Park(d) => {
+                if rx.has_backend() {
+                    block = Some(d);
+                } else {
+                    shared.sender_parked.store(true, Ordering::SeqCst);
+                    if !tx.has_pending() && !shared.stopped() {
+                        thread::park_timeout(d);
+                    }
+                    shared.sender_parked.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Starts the agent threads of a node.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    config: &Config,
+    session: u32,
+    max_payload: usize,
+) -> Result<Vec<JoinHandle<()>>, std::io::Error> {
+    let tx = SenderAgent::new(session, max_payload, config.batch);
+    let rx = ReceiverAgent::new(config.max_message, config.max_sessions, config.batch);
+    let idler = || Idler::new(config.idle, config.max_park);
+    let core = |i: usize| {
+        if config.cores.is_empty() {
+            None
+        } else {
+            Some(config.cores[i % config.cores.len()])
+        }
+    };
+    let mut handles = Vec::new();
+    match config.threading {
+        ThreadingMode::Dedicated => {
+            let (s, c, i) = (shared.clone(), core(0), idler());
+            let h = thread::Builder::new()
+                .name("ringcast-sender".into())
+                .spawn(move || {
+                    pin(c);
+                    run_sender(&s, tx, i);
+                })?;
+            let _ = shared.sender_thread.set(h.thread().clone());
+            handles.push(h);
+            let (s, c, i) = (shared.clone(), core(1), idler());
+            handles.push(
+                thread::Builder::new()
+                    .name("ringcast-receiver".into())
+                    .spawn(move || {
+                        pin(c);
+                        run_receiver(&s, rx, i);
+                    })?,
+            );
+        }
+        ThreadingMode::Shared => {
+            let (s, c, i) = (shared.clone(), core(0), idler());
+            let h = thread::Builder::new()
+                .name("ringcast-agent".into())
+                .spawn(move || {
+                    pin(c);
+                    run_shared(&s, tx, rx, i);
+                })?;
+            let _ = shared.sender_thread.set(h.thread().clone());
+            handles.push(h);
+        }
+    }
+    Ok(handles)
+}
+
+/// How long `flush`-style waits sleep between checks once spinning stops paying.
+pub(crate) const POLL_SLEEP: Duration = Duration::from_micros(50);

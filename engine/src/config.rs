@@ -1,0 +1,257 @@
+//! Node configuration: a builder with safe single-host defaults.
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Default multicast group and port.
+pub const DEFAULT_GROUP: &str = "239.255.0.1:40456";
+/// Default interface: loopback, so nothing leaves the host unless asked.
+pub const DEFAULT_IFACE: &str = "lo";
+
+/// How agents wait when they have no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleStrategy {
+    /// Spin on the core: lowest latency, burns the core.
+    BusySpin,
+    /// Yield the core to the scheduler between polls.
+    Yield,
+    /// Spin briefly, then yield, then sleep with exponential backoff (up to
+    /// `max_park`), blocking in the kernel where the backend can. Kind to shared hosts.
+    #[default]
+    Park,
+}
+
+/// How many threads run the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadingMode {
+    /// A sender agent and a receiver agent, each on its own thread (pinned to its own
+    /// core when cores are given).
+    #[default]
+    Dedicated,
+    /// One thread runs both agents: for small hosts.
+    Shared,
+}
+
+/// Which I/O backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// Probe the host: io_uring when it works, else the mmsg fallback.
+    /// `RINGCAST_BACKEND=uring|mmsg` in the environment forces one.
+    #[default]
+    Auto,
+    /// io_uring (fails at start if the host blocks it).
+    Uring,
+    /// `sendmmsg`/`recvmmsg` + poll.
+    Mmsg,
+}
+
+/// Everything a [`Node`](crate::Node) needs. Build with [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) group: SocketAddrV4,
+    pub(crate) iface: String,
+    pub(crate) ttl: Option<u32>,
+    pub(crate) max_payload: Option<usize>,
+    pub(crate) max_message: usize,
+    pub(crate) cores: Vec<usize>,
+    pub(crate) threading: ThreadingMode,
+    pub(crate) idle: IdleStrategy,
+    pub(crate) max_park: Duration,
+    pub(crate) backend: BackendChoice,
+    pub(crate) publisher_ring: usize,
+    pub(crate) subscriber_ring: usize,
+    pub(crate) rcvbuf: usize,
+    pub(crate) sndbuf: usize,
+    pub(crate) batch: usize,
+    pub(crate) loopback: bool,
+    pub(crate) max_sessions: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            group: DEFAULT_GROUP
+                .parse()
+                .unwrap_or(SocketAddrV4::new([239, 255, 0, 1].into(), 40456)),
+            iface: DEFAULT_IFACE.to_string(),
+            ttl: None,
+            max_payload: None,
+            max_message: 4 << 20,
+            cores: Vec::new(),
+            threading: ThreadingMode::default(),
+            idle: IdleStrategy::default(),
+            max_park: Duration::from_millis(1),
+            backend: BackendChoice::default(),
+            publisher_ring: 8 << 20,
+            subscriber_ring: 8 << 20,
+            rcvbuf: 32 << 20,
+            sndbuf: 4 << 20,
+            batch: 32,
+            loopback: true,
+            max_sessions: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults (group 239.255.0.1:40456 on `lo`, TTL 0).
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config::default())
+    }
+
+    /// The multicast group.
+    pub fn group(&self) -> SocketAddrV4 {
+        self.group
+    }
+
+    /// The interface name or address.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Largest message accepted and reassembled.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+}
+
+/// Builds a [`Config`]; every setter is optional.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Multicast group `ADDR:PORT` (must be an IPv4 multicast address).
+    pub fn group(mut self, group: SocketAddrV4) -> Self {
+        self.0.group = group;
+        self
+    }
+
+    /// Interface by name (`lo`, `eth1`) or by one of its IPv4 addresses.
+    pub fn iface(mut self, iface: impl Into<String>) -> Self {
+        self.0.iface = iface.into();
+        self
+    }
+
+    /// Multicast TTL. Defaults to 0 on loopback (never leaves the host), 1 otherwise.
+    pub fn ttl(mut self, ttl: u32) -> Self {
+        self.0.ttl = Some(ttl);
+        self
+    }
+
+    /// Cap on a datagram's UDP payload. Defaults to the interface MTU minus the IP
+    /// and UDP headers (65507 on loopback, 1472 on a 1500-byte Ethernet NIC).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.0.max_payload = Some(bytes);
+        self
+    }
+
+    /// Largest message (fragmented across datagrams when needed). Default 4 MiB.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.0.max_message = bytes;
+        self
+    }
+
+    /// Cores to pin agents to: the sender agent to the first, the receiver agent to
+    /// the second (or the first when only one is given). Empty: no pinning.
+    pub fn cores(mut self, cores: Vec<usize>) -> Self {
+        self.0.cores = cores;
+        self
+    }
+
+    /// Dedicated (a thread per agent) or shared (one thread for both).
+    pub fn threading(mut self, mode: ThreadingMode) -> Self {
+        self.0.threading = mode;
+        self
+    }
+
+    /// How agents wait for work.
+    pub fn idle(mut self, idle: IdleStrategy) -> Self {
+        self.0.idle = idle;
+        self
+    }
+
+    /// Longest sleep of the [`IdleStrategy::Park`] backoff. Default 1 ms.
+    pub fn max_park(mut self, d: Duration) -> Self {
+        self.0.max_park = d;
+        self
+    }
+
+    /// I/O backend.
+    pub fn backend(mut self, backend: BackendChoice) -> Self {
+        self.0.backend = backend;
+        self
+    }
+
+    /// Bytes of each publisher's ring (rounded up to a power of two). Default 8 MiB.
+    pub fn publisher_ring(mut self, bytes: usize) -> Self {
+        self.0.publisher_ring = bytes;
+        self
+    }
+
+    /// Bytes of each subscription's ring (rounded up to a power of two). Default 8 MiB.
+    pub fn subscriber_ring(mut self, bytes: usize) -> Self {
+        self.0.subscriber_ring = bytes;
+        self
+    }
+
+    /// Requested socket receive buffer (the kernel may grant less; see stats).
+    pub fn rcvbuf(mut self, bytes: usize) -> Self {
+        self.0.rcvbuf = bytes;
+        self
+    }
+
+    /// Requested socket send buffer.
+    pub fn sndbuf(mut self, bytes: usize) -> Self {
+        self.0.sndbuf = bytes;
+        self
+    }
+
+    /// Datagrams per send/receive batch (one kernel entry per batch). Default 32.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.0.batch = n;
+        self
+    }
+
+    /// Whether this host's own subscribers hear its publishers (IP_MULTICAST_LOOP).
+    pub fn multicast_loop(mut self, on: bool) -> Self {
+        self.0.loopback = on;
+        self
+    }
+
+    /// Most publishing sessions tracked at once.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.0.max_sessions = n;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<Config, Error> {
+        let c = self.0;
+        if !c.group.ip().is_multicast() {
+            return Err(Error::Config(format!(
+                "{} is not a multicast address",
+                c.group.ip()
+            )));
+        }
+        if c.max_payload
+            .is_some_and(|p| !(crate::MIN_PAYLOAD..=65507).contains(&p))
+        {
+            return Err(Error::Config(format!(
+                "max payload must be {}..=65507 bytes",
+                crate::MIN_PAYLOAD
+            )));
+        }
+        if c.batch == 0 || c.batch > crate::agent::MAX_BATCH {
+            return Err(Error::Config(format!(
+                "batch must be 1..={}",
+                crate::agent::MAX_BATCH
+            )));
+        }
+        if c.max_message == 0 || c.max_message > u32::MAX as usize {
+            return Err(Error::Config("max message must be 1..=4 GiB".into()));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,118 @@
+//! I/O layer: the only place that talks to the kernel's network stack.
+//!
+//! Two backends sit behind one pair of traits: io_uring ([`uring`]) and a
+//! `sendmmsg`/`recvmmsg` fallback ([`mmsg`]). [`probe`] decides at start-up which one
+//! this host can run, and why. [`socket`] opens and configures the multicast sockets
+//! (socket2), [`iface`] resolves an interface name or address and reads its MTU.
+//!
+//! Each agent thread owns its own backend instance (one ring per thread): the
+//! sender agent a [`TxBackend`], the receiver agent an [`RxBackend`].
+
+pub mod iface;
+pub mod mmsg;
+pub mod probe;
+pub mod socket;
+pub mod uring;
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+pub use iface::Interface;
+pub use probe::{BackendKind, BackendReport, Probe};
+pub use socket::{SocketConfig, SocketInfo};
+
+/// Errors of the I/O layer.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The interface could not be resolved.
+    #[error("interface {0:?} not found or has no IPv4 address")]
+    NoSuchInterface(String),
+    /// The requested backend is not available on this host.
+    #[error("backend {kind} unavailable: {reason}")]
+    Unavailable {
+        /// Which backend.
+        kind: BackendKind,
+        /// Why.
+        reason: String,
+    },
+    /// `RINGCAST_BACKEND` (or a backend name given elsewhere) is not a known backend.
+    #[error("invalid backend {0:?} (expected uring, io_uring or mmsg)")]
+    InvalidBackend(String),
+}
+
+impl IoError {
+    pub(crate) fn sys(op: &'static str, source: std::io::Error) -> Self {
+        IoError::Sys { op, source }
+    }
+}
+
+/// Sends datagrams to the multicast group (or a unicast destination later).
+pub trait TxBackend: Send {
+    /// Hands every datagram in `datagrams` to the kernel, in order, addressed to the
+    /// group. Returns once the kernel has accepted all of them (their buffers may then
+    /// be reused). Implementations batch: one `io_uring_enter`/`sendmmsg` per call
+    /// where the batch fits the ring/vector.
+    fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError>;
+
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+}
+
+/// Receives datagrams from the group.
+pub trait RxBackend: Send {
+    /// Delivers up to `max` received datagrams to `on_datagram(bytes, source)`.
+    ///
+    /// With `wait == None` it never blocks: returns `Ok(0)` when nothing is ready.
+    /// With `Some(d)` it may block up to `d` for the first datagram (used by park idle
+    /// strategies); it returns early as soon as something arrives.
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        wait: Option<Duration>,
+        on_datagram: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> Result<usize, IoError>;
+
+    /// Datagrams dropped because they were larger than `max_datagram` (MSG_TRUNC),
+    /// since the backend was opened.
+    fn truncated(&self) -> u64 {
+        0
+    }
+
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+}
+
+/// Opens a transmit backend of the given kind on a socket configured by `cfg`.
+pub fn open_tx(
+    kind: BackendKind,
+    cfg: &SocketConfig,
+) -> Result<(Box<dyn TxBackend>, SocketInfo), IoError> {
+    let (sock, info) = socket::open_tx_socket(cfg)?;
+    let b: Box<dyn TxBackend> = match kind {
+        BackendKind::Uring => Box::new(uring::UringTx::new(sock, cfg)?),
+        BackendKind::Mmsg => Box::new(mmsg::MmsgTx::new(sock, cfg)?),
+    };
+    Ok((b, info))
+}
+
+/// Opens a receive backend of the given kind on a socket joined to `cfg.group`.
+pub fn open_rx(
+    kind: BackendKind,
+    cfg: &SocketConfig,
+) -> Result<(Box<dyn RxBackend>, SocketInfo), IoError> {
+    let (sock, info) = socket::open_rx_socket(cfg)?;
+    let b: Box<dyn RxBackend> = match kind {
+        BackendKind::Uring => Box::new(uring::UringRx::new(sock, cfg)?),
+        BackendKind::Mmsg => Box::new(mmsg::MmsgRx::new(sock, cfg)?),
+    };
+    Ok((b, info))
+}

@@ -1,0 +1,285 @@
+//! Start-up probe: can this host run the io_uring backend, with which features, and
+//! which backend do we pick (and why).
+//!
+//! io_uring can be blocked by a seccomp profile (Docker's default) or by the
+//! `kernel.io_uring_disabled` sysctl; the probe then reports the error text and
+//! [`Probe::choose`] falls back to `sendmmsg`/`recvmmsg`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::uring;
+use super::IoError;
+
+/// Environment variable that forces a backend: `uring`, `io_uring` or `mmsg`.
+pub const BACKEND_ENV: &str = "RINGCAST_BACKEND";
+
+/// Which I/O backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// io_uring: batched `Send` SQEs, multishot `RecvMsg` with a provided buffer ring.
+    Uring,
+    /// `sendmmsg(2)` / `recvmmsg(2)`.
+    Mmsg,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Uring => "io_uring",
+            BackendKind::Mmsg => "mmsg",
+        })
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = IoError;
+
+    fn from_str(s: &str) -> Result<Self, IoError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uring" | "io_uring" | "io-uring" => Ok(BackendKind::Uring),
+            "mmsg" => Ok(BackendKind::Mmsg),
+            _ => Err(IoError::InvalidBackend(s.to_owned())),
+        }
+    }
+}
+
+/// The backend picked for this run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendReport {
+    /// The backend.
+    pub kind: BackendKind,
+    /// Human-readable reason, printed at start-up and by `ringcast doctor`.
+    pub reason: String,
+    /// Whether receive uses multishot `RecvMsg` with a buffer ring (io_uring only).
+    pub multishot: bool,
+}
+
+/// What the host supports.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `uname -r`.
+    pub kernel: String,
+    /// `/proc/sys/kernel/io_uring_disabled` (0 enabled, 1 restricted to a group,
+    /// 2 disabled), `None` when the file does not exist (older kernels).
+    pub io_uring_disabled_sysctl: Option<u32>,
+    /// An io_uring instance could be created and used.
+    pub uring_ok: bool,
+    /// Why not, when `uring_ok` is false.
+    pub uring_error: Option<String>,
+    /// Opcode support: `SendMsg`, `Send`, `RecvMsg`, `RecvMsgMulti` (multishot
+    /// recvmsg, tested by actually receiving), `ProvideBuffers`, `SendZc`,
+    /// `SendMsgZc`, `AsyncCancel`.
+    pub opcodes: Vec<(&'static str, bool)>,
+    /// `IORING_REGISTER_PBUF_RING` works.
+    pub buf_ring: bool,
+    /// `/proc/sys/net/core/rmem_max`.
+    pub rmem_max: Option<u64>,
+    /// `/proc/sys/net/core/wmem_max`.
+    pub wmem_max: Option<u64>,
+}
+
+/// Probes the host. Never panics; every failure ends up as a field value.
+pub fn run() -> Probe {
+    let caps = uring::caps();
+    Probe {
+        kernel: kernel_release(),
+        io_uring_disabled_sysctl: read_proc_u64("/proc/sys/kernel/io_uring_disabled")
+            .and_then(|v| u32::try_from(v).ok()),
+        uring_ok: caps.error.is_none(),
+        uring_error: caps.error.clone(),
+        opcodes: caps.opcodes.clone(),
+        buf_ring: caps.buf_ring,
+        rmem_max: read_proc_u64("/proc/sys/net/core/rmem_max"),
+        wmem_max: read_proc_u64("/proc/sys/net/core/wmem_max"),
+    }
+}
+
+impl Probe {
+    /// Whether the named opcode (as listed in [`Probe::opcodes`]) is supported.
+    pub fn has(&self, opcode: &str) -> bool {
+        self.opcodes.iter().any(|&(n, ok)| ok && n == opcode)
+    }
+
+    /// Whether the io_uring receive path can use multishot `RecvMsg` with a buffer ring.
+    pub fn multishot(&self) -> bool {
+        self.uring_ok && self.buf_ring && self.has("RecvMsgMulti")
+    }
+
+    /// Picks the backend, honouring `RINGCAST_BACKEND` (`uring`, `io_uring`, `mmsg`).
+    /// Forcing io_uring where it is unavailable is an error, not a silent fallback.
+    pub fn choose(&self) -> Result<BackendReport, IoError> {
+        let forced = std::env::var(BACKEND_ENV).ok();
+        self.choose_with(forced.as_deref())
+    }
+
+    /// [`Probe::choose`] with the environment value passed in (`None` = unset).
+    pub fn choose_with(&self, forced: Option<&str>) -> Result<BackendReport, IoError> {
+        let forced = forced.map(str::trim).filter(|s| !s.is_empty());
+        let report = match forced {
+            Some(v) => match v.parse::<BackendKind>()? {
+                BackendKind::Mmsg => BackendReport {
+                    kind: BackendKind::Mmsg,
+                    reason: format!("forced by {BACKEND_ENV}={v}"),
+                    multishot: false,
+                },
+                BackendKind::Uring if self.uring_ok => BackendReport {
+                    kind: BackendKind::Uring,
+                    reason: format!("forced by {BACKEND_ENV}={v} ({})", self.uring_detail()),
+                    multishot: self.multishot(),
+                },
+                BackendKind::Uring => {
+                    return Err(IoError::Unavailable {
+                        kind: BackendKind::Uring,
+                        reason: format!(
+                            "forced by {BACKEND_ENV}={v} but {}",
+                            self.uring_error
+                                .as_deref()
+                                .unwrap_or("io_uring is unusable")
+                        ),
+                    })
+                }
+            },
+            None if self.uring_ok => BackendReport {
+                kind: BackendKind::Uring,
+                reason: format!("io_uring available ({})", self.uring_detail()),
+                multishot: self.multishot(),
+            },
+            None => BackendReport {
+                kind: BackendKind::Mmsg,
+                reason: format!(
+                    "io_uring unavailable: {}",
+                    self.uring_error.as_deref().unwrap_or("unknown error")
+                ),
+                multishot: false,
+            },
+        };
+        tracing::debug!(backend = %report.kind, reason = %report.reason, "backend chosen");
+        Ok(report)
+    }
+
+    fn uring_detail(&self) -> &'static str {
+        if self.multishot() {
+            "multishot recvmsg + buffer ring"
+        } else {
+            "no multishot recvmsg / buffer ring: plain RecvMsg"
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    // SAFETY: `utsname` is plain old data; all-zero is valid.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".to_owned();
+    }
+    let bytes: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn read_proc_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(uring_ok: bool, multishot: bool) -> Probe {
+        Probe {
+            kernel: "test".into(),
+            io_uring_disabled_sysctl: Some(0),
+            uring_ok,
+            uring_error: (!uring_ok).then(|| "Operation not permitted (os error 1)".into()),
+            opcodes: vec![("RecvMsgMulti", multishot)],
+            buf_ring: multishot,
+            rmem_max: None,
+            wmem_max: None,
+        }
+    }
+
+    #[test]
+    fn run_reports_uring_on_this_host() {
+        let p = run();
+        assert!(!p.kernel.is_empty());
+        assert!(p.uring_ok, "io_uring unusable here: {:?}", p.uring_error);
+        assert!(p.has("Send") && p.has("RecvMsg"));
+        assert!(
+            p.multishot(),
+            "expected multishot recvmsg on this kernel: {p:?}"
+        );
+        assert!(p.rmem_max.is_some() && p.wmem_max.is_some());
+        let r = p.choose_with(None).expect("choose");
+        assert_eq!(r.kind, BackendKind::Uring);
+        assert!(r.multishot);
+        assert_eq!(
+            r.reason,
+            "io_uring available (multishot recvmsg + buffer ring)"
+        );
+    }
+
+    #[test]
+    fn env_forces_backend() {
+        let p = fake(true, true);
+        let r = p.choose_with(Some("mmsg")).expect("mmsg");
+        assert_eq!(r.kind, BackendKind::Mmsg);
+        assert_eq!(r.reason, "forced by RINGCAST_BACKEND=mmsg");
+        for v in ["uring", "io_uring"] {
+            let r = p.choose_with(Some(v)).expect("uring");
+            assert_eq!(r.kind, BackendKind::Uring);
+            assert!(r
+                .reason
+                .starts_with(&format!("forced by RINGCAST_BACKEND={v}")));
+        }
+        assert_eq!(
+            p.choose_with(Some("")).expect("empty").kind,
+            BackendKind::Uring
+        );
+        assert!(matches!(
+            p.choose_with(Some("epoll")),
+            Err(IoError::InvalidBackend(_))
+        ));
+    }
+
+    #[test]
+    fn unavailable_uring_falls_back_or_errors_when_forced() {
+        let p = fake(false, false);
+        let r = p.choose_with(None).expect("fallback");
+        assert_eq!(r.kind, BackendKind::Mmsg);
+        assert!(r
+            .reason
+            .starts_with("io_uring unavailable: Operation not permitted"));
+        assert!(matches!(
+            p.choose_with(Some("uring")),
+            Err(IoError::Unavailable {
+                kind: BackendKind::Uring,
+                ..
+            })
+        ));
+        let r = fake(true, false).choose_with(None).expect("no multishot");
+        assert_eq!(r.kind, BackendKind::Uring);
+        assert!(!r.multishot);
+    }
+
+    #[test]
+    fn kind_display_and_parse() {
+        assert_eq!(BackendKind::Uring.to_string(), "io_uring");
+        assert_eq!(BackendKind::Mmsg.to_string(), "mmsg");
+        assert_eq!(
+            "uring".parse::<BackendKind>().ok(),
+            Some(BackendKind::Uring)
+        );
+        assert_eq!(
+            "io_uring".parse::<BackendKind>().ok(),
+            Some(BackendKind::Uring)
+        );
+        assert_eq!("MMSG".parse::<BackendKind>().ok(), Some(BackendKind::Mmsg));
+        assert!("x".parse::<BackendKind>().is_err());
+    }
+}

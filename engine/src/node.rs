@@ -1,0 +1,246 @@
+//! A node: one per process (or more), owning the sockets and the agent threads
+//! that every publisher and subscriber created from it share.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use crate::agent::{
+    self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
+};
+use crate::config::{BackendChoice, Config};
+use crate::error::Error;
+use crate::io::{self, BackendKind, BackendReport, Interface, SocketConfig, SocketInfo};
+use crate::publisher::Publisher;
+use crate::ring::byte_ring;
+use crate::stats::Stats;
+use crate::subscriber::Subscriber;
+use crate::{MAX_TOPIC_LEN, MIN_PAYLOAD};
+
+/// A participant on a multicast group: create publishers and subscribers from it.
+///
+/// Nodes find each other with no broker: every node joins the group, and every
+/// datagram names its publishing session. Dropping the node sends what publishers
+/// had queued, then stops its agents.
+pub struct Node {
+    shared: Arc<Shared>,
+    config: Config,
+    socket: SocketConfig,
+    session: u32,
+    backend: BackendReport,
+    tx_info: SocketInfo,
+    rx_info: OnceLock<SocketInfo>,
+    rx_open: Mutex<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("group", &self.socket.group)
+            .field("iface", &self.socket.iface.name)
+            .field("session", &self.session)
+            .field("backend", &self.backend.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_session_id() -> u32 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+fn choose_backend(choice: BackendChoice) -> Result<BackendReport, Error> {
+    let probe = io::probe::run();
+    let report = match choice {
+        BackendChoice::Auto => probe.choose()?,
+        BackendChoice::Uring => probe.choose_with(Some("uring"))?,
+        BackendChoice::Mmsg => probe.choose_with(Some("mmsg"))?,
+    };
+    Ok(report)
+}
+
+impl Node {
+    /// Resolves the interface, probes the backend, opens the send socket and starts
+    /// the agents. The receive socket joins the group with the first subscriber.
+    pub fn new(config: Config) -> Result<Node, Error> {
+        let iface: Interface = io::iface::resolve(&config.iface)?;
+        let ceiling = iface.max_udp_payload();
+        let max_payload = config.max_payload.map_or(ceiling, |p| p.min(ceiling));
+        if max_payload < MIN_PAYLOAD {
+            return Err(Error::Config(format!(
+                "interface {} allows datagrams of {max_payload} bytes; at least {MIN_PAYLOAD} needed",
+                iface.name
+            )));
+        }
+        let ttl = config.ttl.unwrap_or(if iface.loopback { 0 } else { 1 });
+        let backend = choose_backend(config.backend)?;
+        tracing::info!(backend = %backend.kind, reason = %backend.reason, "ringcast backend");
+        let socket = SocketConfig {
+            group: config.group,
+            iface,
+            ttl,
+            loopback: config.loopback,
+            rcvbuf: config.rcvbuf,
+            sndbuf: config.sndbuf,
+            max_datagram: max_payload,
+            batch: config.batch,
+        };
+        let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
+        let shared = Arc::new(Shared::new());
+        shared.tx_commands.push(SenderCommand::Backend(tx));
+        let session = new_session_id();
+        let threads =
+            agent::start(&shared, &config, session, max_payload).map_err(Error::Thread)?;
+        Ok(Node {
+            shared,
+            config,
+            socket,
+            session,
+            backend,
+            tx_info,
+            rx_info: OnceLock::new(),
+            rx_open: Mutex::new(()),
+            threads,
+        })
+    }
+
+    /// A node with the default configuration (loopback, TTL 0).
+    pub fn loopback() -> Result<Node, Error> {
+        Node::new(Config::default())
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        match self.shared.failure.get() {
+            Some(why) => Err(Error::Stopped(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A publisher on `topic` (UTF-8, at most 256 bytes).
+    pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
+        self.check_running()?;
+        if topic.len() > MAX_TOPIC_LEN {
+            return Err(Error::Topic(format!(
+                "{} bytes; at most {MAX_TOPIC_LEN}",
+                topic.len()
+            )));
+        }
+        let (producer, consumer) = byte_ring(self.config.publisher_ring);
+        let closed = Arc::new(AtomicBool::new(false));
+        let topic: Arc<str> = Arc::from(topic);
+        self.shared
+            .tx_commands
+            .push(SenderCommand::Publisher(PublisherEntry {
+                topic: topic.clone(),
+                ring: consumer,
+                closed: closed.clone(),
+            }));
+        self.shared.wake_sender();
+        Ok(Publisher::new(
+            producer,
+            self.shared.clone(),
+            topic,
+            closed,
+            self.config.max_message,
+        ))
+    }
+
+    /// A subscriber to every topic starting with one of `prefixes` (`""` matches
+    /// all). The first subscriber joins the group.
+    pub fn subscriber<S: AsRef<str>>(&self, prefixes: &[S]) -> Result<Subscriber, Error> {
+        self.check_running()?;
+        if prefixes.is_empty() {
+            return Err(Error::Topic(
+                "a subscriber needs at least one prefix".into(),
+            ));
+        }
+        self.ensure_receiving()?;
+        let (producer, consumer) = byte_ring(self.config.subscriber_ring);
+        let closed = Arc::new(AtomicBool::new(false));
+        self.shared
+            .rx_commands
+            .push(ReceiverCommand::Subscription(SubscriptionEntry {
+                prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
+                ring: producer,
+                closed: closed.clone(),
+            }));
+        Ok(Subscriber::new(consumer, self.shared.clone(), closed))
+    }
+
+    fn ensure_receiving(&self) -> Result<(), Error> {
+        let _guard = self.rx_open.lock().unwrap_or_else(|p| p.into_inner());
+        if self.rx_info.get().is_none() {
+            let (rx, info) = io::open_rx(self.backend.kind, &self.socket)?;
+            self.shared.rx_commands.push(ReceiverCommand::Backend(rx));
+            let _ = self.rx_info.set(info);
+        }
+        Ok(())
+    }
+
+    /// This node's publishing session id.
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// The I/O backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.backend.kind
+    }
+
+    /// Largest datagram payload this node sends.
+    pub fn max_payload(&self) -> usize {
+        self.socket.max_datagram
+    }
+
+    /// A snapshot of the node's counters.
+    pub fn stats(&self) -> Stats {
+        let rx = self.rx_info.get();
+        self.shared.counters.snapshot(Stats {
+            backend: self.backend.kind,
+            backend_reason: self.backend.reason.clone(),
+            max_payload: self.socket.max_datagram,
+            rcvbuf: rx.map_or(0, |i| i.rcvbuf),
+            sndbuf: self.tx_info.sndbuf,
+            datagrams_sent: 0,
+            messages_sent: 0,
+            bytes_sent: 0,
+            messages_fragmented: 0,
+            send_errors: 0,
+            datagrams_received: 0,
+            messages_received: 0,
+            bytes_received: 0,
+            gaps: 0,
+            lost_datagrams: 0,
+            lost_messages: 0,
+            duplicates: 0,
+            malformed: 0,
+            ring_full_drops: 0,
+            recv_errors: 0,
+            sessions: 0,
+            back_pressure: 0,
+            sender_max_cycle_ns: 0,
+            receiver_max_cycle_ns: 0,
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.shared.sender_thread.get() {
+            t.unpark();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

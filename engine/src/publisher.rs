@@ -1,0 +1,181 @@
+//! Publishing: a topic's handle that queues messages for the sender agent.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::agent::{Shared, POLL_SLEEP};
+use crate::error::PublishError;
+use crate::ring;
+
+/// Publishes messages on one topic. Create with [`Node::publisher`](crate::Node::publisher).
+///
+/// `offer` and `try_claim` never block and never drop: a full ring is returned as
+/// [`PublishError::BackPressured`]. A publisher belongs to one thread at a time
+/// (it is `Send`, not `Sync`); create one per publishing thread.
+pub struct Publisher {
+    ring: ring::Producer,
+    shared: Arc<Shared>,
+    topic: Arc<str>,
+    closed: Arc<AtomicBool>,
+    max_message: usize,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Space claimed in a publisher's ring: fill it, then [`commit`](Claim::commit).
+/// Dropping it without committing publishes nothing.
+pub struct Claim<'a> {
+    inner: ring::Claim<'a>,
+    shared: &'a Shared,
+}
+
+impl Claim<'_> {
+    /// Publishes the claimed message.
+    pub fn commit(self) {
+        self.inner.commit();
+        self.shared.wake_sender();
+    }
+}
+
+impl Deref for Claim<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.inner
+    }
+}
+
+impl DerefMut for Claim<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.inner
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        ring: ring::Producer,
+        shared: Arc<Shared>,
+        topic: Arc<str>,
+        closed: Arc<AtomicBool>,
+        max_message: usize,
+    ) -> Self {
+        let max_message = max_message.min(ring.max_record());
+        Publisher {
+            ring,
+            shared,
+            topic,
+            closed,
+            max_message,
+        }
+    }
+
+    /// The topic this publisher sends on.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Largest message this publisher accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    fn check(&self, len: usize) -> Result<(), PublishError> {
+        if len > self.max_message {
+            return Err(PublishError::TooLarge {
+                len,
+                max: self.max_message,
+            });
+        }
+        if self.shared.stopped() {
+            return Err(PublishError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Claims `len` bytes in the ring to be filled in place (no copy) and committed.
+    pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        self.check(len)?;
+        match self.ring.try_claim(len) {
+            Some(inner) => Ok(Claim {
+                inner,
+                shared: &self.shared,
+            }),
+            None => {
+                self.shared.counters.app.back_pressure.add_shared(1);
+                Err(PublishError::BackPressured)
+            }
+        }
+    }
+
+    /// Copies `payload` into the ring for sending.
+    pub fn offer(&mut self, payload: &[u8]) -> Result<(), PublishError> {
+        let mut claim = self.try_claim(payload.len())?;
+        claim.copy_from_slice(payload);
+        claim.commit();
+        Ok(())
+    }
+
+    /// Like [`offer`](Self::offer) but waits (spinning, then yielding, then sleeping)
+    /// while back-pressured, up to `timeout`.
+    pub fn offer_blocking(
+        &mut self,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let deadline = Instant::now() + timeout;
+        let mut tries = 0u32;
+        loop {
+            match self.offer(payload) {
+                Err(PublishError::BackPressured) => {}
+                other => return other,
+            }
+            if Instant::now() >= deadline {
+                return Err(PublishError::Timeout);
+            }
+            backoff(&mut tries);
+        }
+    }
+
+    /// Waits until every message offered so far has been handed to the kernel.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), PublishError> {
+        let deadline = Instant::now() + timeout;
+        let mut tries = 0u32;
+        while !self.ring.is_empty() {
+            if self.shared.stopped() {
+                return Err(PublishError::Stopped);
+            }
+            if Instant::now() >= deadline {
+                return Err(PublishError::Timeout);
+            }
+            self.shared.wake_sender();
+            backoff(&mut tries);
+        }
+        Ok(())
+    }
+}
+
+/// Spin, then yield, then sleep.
+pub(crate) fn backoff(tries: &mut u32) {
+    *tries = tries.saturating_add(1);
+    if *tries < 100 {
+        std::hint::spin_loop();
+    } else if *tries < 200 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(POLL_SLEEP);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        self.shared.wake_sender();
+    }
+}

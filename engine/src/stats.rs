@@ -1,0 +1,169 @@
+//! Counters: written by the agents and publishers with relaxed atomics, read as a
+//! [`Stats`] snapshot from any thread.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+use crate::io::BackendKind;
+
+/// A monotonically increasing counter with one writer (an agent) and many readers.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning agent calls this, so a load + store is enough (no
+    /// locked read-modify-write on the hot path).
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Adds `n` from any thread.
+    #[inline]
+    pub(crate) fn add_shared(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    /// Sets the value (for counters mirrored from a protocol state machine).
+    #[inline]
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    /// Raises the value to `v` if larger.
+    #[inline]
+    pub(crate) fn max(&self, v: u64) {
+        if v > self.0.load(Relaxed) {
+            self.0.store(v, Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Written by the sender agent.
+#[derive(Debug, Default)]
+pub(crate) struct SenderCounters {
+    pub datagrams: Counter,
+    pub messages: Counter,
+    pub bytes: Counter,
+    pub fragmented: Counter,
+    pub send_errors: Counter,
+    pub max_cycle_ns: Counter,
+}
+
+/// Written by the receiver agent.
+#[derive(Debug, Default)]
+pub(crate) struct ReceiverCounters {
+    pub datagrams: Counter,
+    pub messages: Counter,
+    pub bytes: Counter,
+    pub gaps: Counter,
+    pub lost_datagrams: Counter,
+    pub lost_messages: Counter,
+    pub duplicates: Counter,
+    pub malformed: Counter,
+    pub ring_full_drops: Counter,
+    pub recv_errors: Counter,
+    pub sessions: Counter,
+    pub max_cycle_ns: Counter,
+}
+
+/// Written by application threads.
+#[derive(Debug, Default)]
+pub(crate) struct AppCounters {
+    pub back_pressure: Counter,
+}
+
+/// All counters of a node, each writer's group on its own cache line.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub tx: CachePadded<SenderCounters>,
+    pub rx: CachePadded<ReceiverCounters>,
+    pub app: CachePadded<AppCounters>,
+}
+
+/// A snapshot of a node's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// The I/O backend in use.
+    pub backend: BackendKind,
+    /// Why that backend was chosen.
+    pub backend_reason: String,
+    /// Largest datagram payload this node sends.
+    pub max_payload: usize,
+    /// Datagrams handed to the kernel.
+    pub datagrams_sent: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Messages that needed fragmenting.
+    pub messages_fragmented: u64,
+    /// Datagrams the kernel refused (their sequence numbers show up as gaps at the
+    /// receivers).
+    pub send_errors: u64,
+    /// Valid datagrams received.
+    pub datagrams_received: u64,
+    /// Messages received (before topic filtering).
+    pub messages_received: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Gaps detected in a publisher's datagram sequence.
+    pub gaps: u64,
+    /// Datagrams those gaps skipped.
+    pub lost_datagrams: u64,
+    /// Messages reported lost to subscribers because of gaps.
+    pub lost_messages: u64,
+    /// Duplicate or late datagrams dropped.
+    pub duplicates: u64,
+    /// Malformed or hostile datagrams dropped.
+    pub malformed: u64,
+    /// Messages dropped because a subscription's ring was full (each reported to
+    /// that subscriber as a loss).
+    pub ring_full_drops: u64,
+    /// Receive calls that failed.
+    pub recv_errors: u64,
+    /// Publishing sessions heard.
+    pub sessions: u64,
+    /// `offer`/`try_claim` calls refused because a publisher ring was full.
+    pub back_pressure: u64,
+    /// Longest sender agent duty cycle that did work, in nanoseconds.
+    pub sender_max_cycle_ns: u64,
+    /// Longest receiver agent duty cycle that did work, in nanoseconds.
+    pub receiver_max_cycle_ns: u64,
+    /// Socket receive buffer the kernel granted (0 before the first subscriber).
+    pub rcvbuf: usize,
+    /// Socket send buffer the kernel granted.
+    pub sndbuf: usize,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, base: Stats) -> Stats {
+        Stats {
+            datagrams_sent: self.tx.datagrams.get(),
+            messages_sent: self.tx.messages.get(),
+            bytes_sent: self.tx.bytes.get(),
+            messages_fragmented: self.tx.fragmented.get(),
+            send_errors: self.tx.send_errors.get(),
+            sender_max_cycle_ns: self.tx.max_cycle_ns.get(),
+            datagrams_received: self.rx.datagrams.get(),
+            messages_received: self.rx.messages.get(),
+            bytes_received: self.rx.bytes.get(),
+            gaps: self.rx.gaps.get(),
+            lost_datagrams: self.rx.lost_datagrams.get(),
+            lost_messages: self.rx.lost_messages.get(),
+            duplicates: self.rx.duplicates.get(),
+            malformed: self.rx.malformed.get(),
+            ring_full_drops: self.rx.ring_full_drops.get(),
+            recv_errors: self.rx.recv_errors.get(),
+            sessions: self.rx.sessions.get(),
+            receiver_max_cycle_ns: self.rx.max_cycle_ns.get(),
+            back_pressure: self.app.back_pressure.get(),
+            ..base
+        }
+    }
+}
