@@ -1,0 +1,408 @@
+//! The `ringcast` binary across processes, on loopback multicast, with each backend.
+
+use std::net::{Ipv4Addr, UdpSocket};
+
+/// A plain UDP socket whose multicast goes out on `lo` only, with TTL 0.
+fn loopback_sender() -> UdpSocket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    s.set_multicast_ttl_v4(0).unwrap();
+    s.bind(&std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
+        .unwrap();
+    s.into()
+}
+use std::time::Duration;
+
+use ringcast_e2e::{group, numbered, ringcast, send, start_listener, Proc, TempDir, BACKENDS};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Acceptance: `listen --count 1000 --output F` + `send --repeat 1000 --autonumber MSG`
+/// → F holds MSG0 … MSG999 in order.
+#[test]
+fn send_and_listen_in_order() {
+    for backend in BACKENDS {
+        let dir = TempDir::new(&format!("order-{backend}"));
+        let out = dir.file("F");
+        let g = group(1, backend).to_string();
+        let out_s = out.to_str().unwrap();
+        let l = start_listener(
+            backend,
+            &[
+                "--group", &g, "--topic", "/t", "--count", "1000", "--output", out_s,
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/t",
+                "--repeat",
+                "1000",
+                "--autonumber",
+                "MSG",
+            ],
+        );
+        let f = l.finish(WAIT);
+        assert!(
+            f.status.success(),
+            "[{backend}] listener failed: {}",
+            f.stderr
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            numbered("MSG", 1000),
+            "[{backend}]"
+        );
+        assert!(
+            f.stderr.contains("received 1000 messages, gaps 0"),
+            "[{backend}] {}",
+            f.stderr
+        );
+    }
+}
+
+/// One publisher, two subscribers in separate processes: both get the same 100,000
+/// messages, in order, with no gap.
+#[test]
+fn two_listeners_each_get_all_100k() {
+    const N: usize = 100_000;
+    for backend in BACKENDS {
+        let dir = TempDir::new(&format!("fanout-{backend}"));
+        let g = group(2, backend).to_string();
+        let (a, b) = (dir.file("a"), dir.file("b"));
+        let n = N.to_string();
+        let la = start_listener(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/f",
+                "--count",
+                &n,
+                "--output",
+                a.to_str().unwrap(),
+            ],
+        );
+        let lb = start_listener(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/f",
+                "--count",
+                &n,
+                "--output",
+                b.to_str().unwrap(),
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/f",
+                "--repeat",
+                &n,
+                "--autonumber",
+                "m",
+            ],
+        );
+        let expected = numbered("m", N);
+        for (l, path) in [(la, a), (lb, b)] {
+            let f = l.finish(WAIT);
+            assert!(
+                f.status.success(),
+                "[{backend}] listener failed: {}",
+                f.stderr
+            );
+            assert!(
+                std::fs::read_to_string(&path).unwrap() == expected,
+                "[{backend}] {} differs",
+                path.display()
+            );
+        }
+    }
+}
+
+/// A listener for `/a` prints nothing published on `/b`, and everything on `/a…`.
+#[test]
+fn topic_prefix_filtering() {
+    for backend in BACKENDS {
+        let g = group(3, backend).to_string();
+        let l = start_listener(backend, &["--group", &g, "--topic", "/a", "--timeout", "2"]);
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/b",
+                "--repeat",
+                "50",
+                "--autonumber",
+                "B",
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/a/x",
+                "--repeat",
+                "3",
+                "--autonumber",
+                "A",
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/bb",
+                "--repeat",
+                "50",
+                "--autonumber",
+                "B",
+            ],
+        );
+        let f = l.finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&f.stdout),
+            "A0\nA1\nA2\n",
+            "[{backend}]"
+        );
+    }
+}
+
+/// Several prefixes on one listener; messages keep their publisher's order.
+#[test]
+fn several_prefixes() {
+    for backend in BACKENDS {
+        let g = group(4, backend).to_string();
+        let l = start_listener(
+            backend,
+            &[
+                "--group", &g, "--topic", "/x", "--topic", "/y", "--count", "4",
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/x",
+                "--repeat",
+                "2",
+                "--autonumber",
+                "x",
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/z",
+                "--repeat",
+                "2",
+                "--autonumber",
+                "z",
+            ],
+        );
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/y",
+                "--repeat",
+                "2",
+                "--autonumber",
+                "y",
+            ],
+        );
+        let f = l.finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&f.stdout),
+            "x0\nx1\ny0\ny1\n",
+            "[{backend}]"
+        );
+    }
+}
+
+/// A 1 MiB message is fragmented across datagrams and arrives intact.
+#[test]
+fn one_mebibyte_message_arrives_intact() {
+    const SIZE: usize = 1 << 20;
+    for backend in BACKENDS {
+        let g = group(5, backend).to_string();
+        let l = start_listener(backend, &["--group", &g, "--topic", "/big", "--count", "2"]);
+        let size = SIZE.to_string();
+        send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/big",
+                "--repeat",
+                "2",
+                "--autonumber",
+                "--size",
+                &size,
+                "HEAD",
+            ],
+        );
+        let f = l.finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        let text = String::from_utf8(f.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "[{backend}]");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line.len(), SIZE, "[{backend}] message {i} length");
+            let head = format!("HEAD{i}");
+            assert!(line.starts_with(&head), "[{backend}]");
+            assert!(
+                line[head.len()..].bytes().all(|b| b == b' '),
+                "[{backend}] padding corrupted"
+            );
+        }
+    }
+}
+
+/// Random bytes sent to the group do not crash a listener; they are counted as
+/// malformed and real messages still arrive.
+#[test]
+fn garbage_datagram_is_counted_not_fatal() {
+    for backend in BACKENDS {
+        let g = group(6, backend);
+        let gs = g.to_string();
+        let l = start_listener(backend, &["--group", &gs, "--topic", "/t", "--count", "2"]);
+        let sock = loopback_sender();
+        let mut x: u32 = 0x1234_5678;
+        for len in [0usize, 1, 7, 31, 32, 33, 100, 1400] {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            sock.send_to(&junk, g).unwrap();
+        }
+        // A valid header with a lying frame length.
+        let mut lie = b"RCST\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x00".to_vec();
+        lie.extend_from_slice(&[0u8; 16]);
+        lie.extend_from_slice(&[0xff, 0xff, 0, 0, 2, 0, 3, 0, b'/', b't']);
+        sock.send_to(&lie, g).unwrap();
+        send(
+            backend,
+            &[
+                "--group",
+                &gs,
+                "--topic",
+                "/t",
+                "--repeat",
+                "2",
+                "--autonumber",
+                "ok",
+            ],
+        );
+        let f = l.finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&f.stdout),
+            "ok0\nok1\n",
+            "[{backend}]"
+        );
+        assert!(f.stderr.contains("malformed 9"), "[{backend}] {}", f.stderr);
+    }
+}
+
+/// `ringcast doctor` names the backend and exits 0 on this host.
+#[test]
+fn doctor_names_backend() {
+    for backend in BACKENDS {
+        let f = Proc::spawn(ringcast(backend, &["doctor"])).finish(WAIT);
+        let out = String::from_utf8_lossy(&f.stdout);
+        assert!(f.status.success(), "[{backend}] {out} {}", f.stderr);
+        let want = if backend == "mmsg" {
+            "backend:           mmsg"
+        } else {
+            "backend:           io_uring"
+        };
+        assert!(out.contains(want), "[{backend}] {out}");
+        assert!(out.contains("loopback self-test: ok"), "[{backend}] {out}");
+    }
+}
+
+/// `listen --timeout` exits after that long without traffic, with a clean summary.
+#[test]
+fn listen_times_out_when_idle() {
+    let g = group(7, "uring").to_string();
+    let l = start_listener("uring", &["--group", &g, "--timeout", "0.5"]);
+    let f = l.finish(Duration::from_secs(10));
+    assert!(f.status.success());
+    assert!(
+        f.stderr.contains("received 0 messages, gaps 0"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// `send --rate` paces messages (the listener gets them all, spread over time).
+#[test]
+fn send_rate_and_size() {
+    let g = group(8, "mmsg").to_string();
+    let l = start_listener("mmsg", &["--group", &g, "--count", "20"]);
+    let s = send(
+        "mmsg",
+        &[
+            "--group", &g, "--topic", "/r", "--repeat", "20", "--rate", "200", "--size", "16", "r",
+        ],
+    );
+    let f = l.finish(WAIT);
+    assert!(f.status.success());
+    let text = String::from_utf8_lossy(&f.stdout);
+    assert_eq!(text.lines().count(), 20);
+    assert!(text.lines().all(|l| l == "r               "), "{text:?}");
+    // 20 messages at 200/s take at least 95 ms: check the sender's own report.
+    let secs: f64 = s
+        .stderr
+        .split(", ")
+        .find_map(|p| p.split_once(" s (").and_then(|(n, _)| n.parse().ok()))
+        .unwrap_or(0.0);
+    assert!(secs >= 0.09, "paced send took {secs} s: {}", s.stderr);
+}
+
+/// Bad input on the command line is an error, not a panic.
+#[test]
+fn cli_rejects_bad_arguments() {
+    let f = Proc::spawn(ringcast(
+        "uring",
+        &["send", "--group", "10.0.0.1:5000", "--topic", "/t", "x"],
+    ))
+    .finish(WAIT);
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert!(f.stderr.contains("not a multicast address"), "{}", f.stderr);
+    let f = Proc::spawn(ringcast("uring", &["listen", "--iface", "nosuchif0"])).finish(WAIT);
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    let f = Proc::spawn(ringcast("bogus", &["doctor"])).finish(WAIT);
+    assert!(!f.status.success());
+}

@@ -1,0 +1,274 @@
+//! The library API across nodes on loopback multicast, with each backend.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ringcast::{
+    BackendChoice, BackendKind, Config, ConfigBuilder, Event, IdleStrategy, LossReason, Node,
+    PublishError, ThreadingMode,
+};
+use ringcast_e2e::group;
+
+const BACKENDS: [(BackendChoice, &str); 2] = [
+    (BackendChoice::Uring, "uring"),
+    (BackendChoice::Mmsg, "mmsg"),
+];
+
+fn config(test_id: u8, backend: BackendChoice, name: &str) -> ConfigBuilder {
+    Config::builder()
+        .group(group(test_id, name))
+        .iface("lo")
+        .backend(backend)
+}
+
+/// Polls until `want` messages arrived or `timeout` passed; returns (messages, losses).
+fn collect(
+    sub: &mut ringcast::Subscriber,
+    want: usize,
+    timeout: Duration,
+) -> (Vec<(String, Vec<u8>, u32, u64)>, Vec<ringcast::Loss>) {
+    let deadline = Instant::now() + timeout;
+    let (mut msgs, mut losses) = (Vec::new(), Vec::new());
+    while msgs.len() < want && Instant::now() < deadline {
+        sub.poll_timeout(1024, Duration::from_millis(20), |ev| match ev {
+            Event::Message(m) => msgs.push((
+                m.topic().to_string(),
+                m.payload().to_vec(),
+                m.session(),
+                m.seq(),
+            )),
+            Event::Loss(l) => losses.push(l),
+        });
+    }
+    (msgs, losses)
+}
+
+#[test]
+fn claim_commit_across_nodes_with_metadata() {
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(config(20, backend, name).build().unwrap()).unwrap();
+        let tx = Node::new(config(20, backend, name).build().unwrap()).unwrap();
+        assert_eq!(
+            rx.backend(),
+            if name == "mmsg" {
+                BackendKind::Mmsg
+            } else {
+                BackendKind::Uring
+            }
+        );
+        let mut sub = rx.subscriber(&["/md/"]).unwrap();
+        let mut publ = tx.publisher("/md/eurusd").unwrap();
+        for i in 0..500u32 {
+            let mut claim = publ.try_claim(8).unwrap();
+            claim[..4].copy_from_slice(&i.to_le_bytes());
+            claim[4..].copy_from_slice(b"tick");
+            claim.commit();
+        }
+        // an abandoned claim publishes nothing
+        drop(publ.try_claim(8).unwrap());
+        publ.flush(Duration::from_secs(10)).unwrap();
+        let (msgs, losses) = collect(&mut sub, 500, Duration::from_secs(10));
+        assert!(losses.is_empty(), "[{name}] {losses:?}");
+        assert_eq!(msgs.len(), 500, "[{name}]");
+        for (i, (topic, payload, session, seq)) in msgs.iter().enumerate() {
+            assert_eq!(topic, "/md/eurusd");
+            assert_eq!(&payload[..4], &(i as u32).to_le_bytes());
+            assert_eq!(&payload[4..], b"tick");
+            assert_eq!(*session, tx.session());
+            assert_eq!(*seq, i as u64);
+        }
+        let s = tx.stats();
+        assert_eq!(s.messages_sent, 500);
+        let r = rx.stats();
+        assert_eq!(
+            (r.messages_received, r.gaps, r.malformed),
+            (500, 0, 0),
+            "[{name}] {r:?}"
+        );
+    }
+}
+
+#[test]
+fn slow_subscriber_gets_explicit_losses_and_does_not_deafen_others() {
+    const N: u64 = 5000;
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            config(21, backend, name)
+                .subscriber_ring(64 * 1024)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(config(21, backend, name).build().unwrap()).unwrap();
+        let mut slow = rx.subscriber(&["/s"]).unwrap();
+        let mut fast = rx.subscriber(&["/s"]).unwrap();
+        let mut publ = tx.publisher("/s").unwrap();
+        let payload = [7u8; 100];
+        // Chunks of 200 records (~27 KiB) fit the fast ring; the fast subscriber drains
+        // each chunk before the next. The slow one never polls and overflows its ring.
+        let mut fast_seqs = Vec::new();
+        for chunk in 0..N / 200 {
+            for _ in 0..200 {
+                publ.offer_blocking(&payload, Duration::from_secs(10))
+                    .unwrap();
+            }
+            publ.flush(Duration::from_secs(10)).unwrap();
+            let (msgs, losses) = collect(&mut fast, 200, Duration::from_secs(10));
+            assert!(
+                losses.is_empty(),
+                "[{name}] fast subscriber lost {losses:?} in chunk {chunk}"
+            );
+            fast_seqs.extend(msgs.iter().map(|m| m.3));
+        }
+        assert_eq!(fast_seqs, (0..N).collect::<Vec<_>>(), "[{name}]");
+
+        // The slow one: whatever did not fit is reported as slow-consumer loss, in
+        // order, and together with what it got covers every message exactly once.
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let n = slow.poll(1024, |ev| match ev {
+                Event::Message(m) => seen.push((m.seq(), m.seq() + 1)),
+                Event::Loss(l) => {
+                    assert_eq!(l.reason, LossReason::SlowConsumer);
+                    seen.push((l.from_seq, l.to_seq));
+                }
+            });
+            if n == 0 && seen.last().is_some_and(|r| r.1 == N) {
+                break;
+            }
+        }
+        let mut next = 0;
+        for (from, to) in &seen {
+            assert_eq!(*from, next, "[{name}] hole or overlap at {from}");
+            next = *to;
+        }
+        assert_eq!(next, N, "[{name}]");
+        let dropped: u64 = N - seen.iter().filter(|r| r.1 - r.0 == 1).count() as u64;
+        let s = rx.stats();
+        assert!(s.ring_full_drops > 0, "[{name}] the slow ring never filled");
+        assert!(
+            s.ring_full_drops >= dropped.saturating_sub(1),
+            "[{name}] {s:?}"
+        );
+        assert_eq!(s.gaps, 0);
+    }
+}
+
+#[test]
+fn many_publishers_many_nodes_keep_per_session_order() {
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(config(22, backend, name).build().unwrap()).unwrap();
+        let mut sub = rx.subscriber(&["/p"]).unwrap();
+        let nodes: Vec<Node> = (0..3)
+            .map(|_| Node::new(config(22, backend, name).build().unwrap()).unwrap())
+            .collect();
+        let mut pubs: Vec<_> = nodes
+            .iter()
+            .flat_map(|n| {
+                [
+                    n.publisher("/p/one").unwrap(),
+                    n.publisher("/p/two").unwrap(),
+                ]
+            })
+            .collect();
+        for i in 0..1000u32 {
+            for p in pubs.iter_mut() {
+                p.offer_blocking(&i.to_le_bytes(), Duration::from_secs(10))
+                    .unwrap();
+            }
+        }
+        for p in pubs.iter_mut() {
+            p.flush(Duration::from_secs(10)).unwrap();
+        }
+        let (msgs, losses) = collect(&mut sub, 6000, Duration::from_secs(20));
+        assert!(losses.is_empty(), "[{name}] {losses:?}");
+        assert_eq!(msgs.len(), 6000, "[{name}]");
+        // per session, sequence numbers are consecutive; per (session, topic) payloads count up
+        let mut last_seq: HashMap<u32, u64> = HashMap::new();
+        let mut per_topic: HashMap<(u32, String), u32> = HashMap::new();
+        for (topic, payload, session, seq) in msgs {
+            if let Some(prev) = last_seq.insert(session, seq) {
+                assert_eq!(seq, prev + 1, "[{name}] session {session:08x}");
+            }
+            let v = u32::from_le_bytes(payload[..4].try_into().unwrap());
+            let next = per_topic.entry((session, topic)).or_insert(0);
+            assert_eq!(v, *next);
+            *next += 1;
+        }
+        assert_eq!(last_seq.len(), 3);
+        assert!(per_topic.values().all(|&n| n == 1000));
+    }
+}
+
+#[test]
+fn shared_threading_busy_spin_and_capped_datagrams() {
+    for (backend, name) in BACKENDS {
+        let base = config(23, backend, name)
+            .threading(ThreadingMode::Shared)
+            .idle(IdleStrategy::Yield)
+            .max_payload(1472);
+        let rx = Node::new(base.clone().build().unwrap()).unwrap();
+        let tx = Node::new(base.idle(IdleStrategy::BusySpin).build().unwrap()).unwrap();
+        assert_eq!(tx.max_payload(), 1472);
+        let mut sub = rx.subscriber(&[""]).unwrap();
+        let mut publ = tx.publisher("/cap").unwrap();
+        let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        for i in 0..200u32 {
+            let msg: &[u8] = if i % 50 == 0 { &big } else { &[1u8; 1000] };
+            publ.offer_blocking(msg, Duration::from_secs(10)).unwrap();
+        }
+        publ.flush(Duration::from_secs(10)).unwrap();
+        let (msgs, losses) = collect(&mut sub, 200, Duration::from_secs(10));
+        assert!(losses.is_empty(), "[{name}] {losses:?}");
+        assert_eq!(msgs.len(), 200);
+        for (i, m) in msgs.iter().enumerate() {
+            if i % 50 == 0 {
+                assert_eq!(m.1, big, "[{name}] fragmented message {i}");
+            } else {
+                assert_eq!(m.1, vec![1u8; 1000]);
+            }
+        }
+        let s = tx.stats();
+        assert_eq!(s.messages_fragmented, 4);
+        // 1000-byte messages one per 1472-byte datagram; each 20 kB one in 14 fragments
+        assert!(s.datagrams_sent >= 196 + 4 * 14, "{s:?}");
+    }
+}
+
+#[test]
+fn publisher_errors_are_typed() {
+    let node = Node::new(
+        config(24, BackendChoice::Mmsg, "mmsg")
+            .max_message(1000)
+            .publisher_ring(4096)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut p = node.publisher("/e").unwrap();
+    assert_eq!(
+        p.offer(&[0u8; 1001]),
+        Err(PublishError::TooLarge {
+            len: 1001,
+            max: 1000
+        })
+    );
+    assert!(node.publisher(&"x".repeat(300)).is_err());
+    // Hammer a 4 KiB ring: every refusal is BackPressured and counted.
+    let mut refused = 0u64;
+    for _ in 0..20_000 {
+        match p.offer(&[9u8; 900]) {
+            Ok(()) => {}
+            Err(PublishError::BackPressured) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(node.stats().back_pressure, refused);
+    assert!(Config::builder()
+        .group("10.1.1.1:5".parse().unwrap())
+        .build()
+        .is_err());
+    assert!(Config::builder().max_payload(100).build().is_err());
+}
