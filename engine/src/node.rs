@@ -95,6 +95,7 @@ impl Node {
             batch: config.batch,
         };
         let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
+        debug_assert_eq!(tx.kind(), backend.kind);
         let shared = Arc::new(Shared::new());
         shared.tx_commands.push(SenderCommand::Backend(tx));
         let session = new_session_id();
@@ -180,6 +181,7 @@ impl Node {
         let _guard = self.rx_open.lock().unwrap_or_else(|p| p.into_inner());
         if self.rx_info.get().is_none() {
             let (rx, info) = io::open_rx(self.backend.kind, &self.socket)?;
+            debug_assert_eq!(rx.kind(), self.backend.kind);
             self.shared.rx_commands.push(ReceiverCommand::Backend(rx));
             let _ = self.rx_info.set(info);
         }
@@ -225,6 +227,7 @@ impl Node {
             malformed: 0,
             ring_full_drops: 0,
             recv_errors: 0,
+            truncated: 0,
             sessions: 0,
             back_pressure: 0,
             sender_max_cycle_ns: 0,

@@ -68,6 +68,7 @@ pub(crate) struct ReceiverCounters {
     pub malformed: Counter,
     pub ring_full_drops: Counter,
     pub recv_errors: Counter,
+    pub truncated: Counter,
     pub sessions: Counter,
     pub max_cycle_ns: Counter,
 }
@@ -127,6 +128,9 @@ pub struct Stats {
     pub ring_full_drops: u64,
     /// Receive calls that failed.
     pub recv_errors: u64,
+    /// Datagrams larger than the receive buffers (over the configured max payload),
+    /// truncated by the kernel and dropped.
+    pub truncated: u64,
     /// Publishing sessions heard.
     pub sessions: u64,
     /// `offer`/`try_claim` calls refused because a publisher ring was full.
@@ -160,6 +164,7 @@ impl Counters {
             malformed: self.rx.malformed.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
+            truncated: self.rx.truncated.get(),
             sessions: self.rx.sessions.get(),
             receiver_max_cycle_ns: self.rx.max_cycle_ns.get(),
             back_pressure: self.app.back_pressure.get(),

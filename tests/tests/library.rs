@@ -21,12 +21,11 @@ fn config(test_id: u8, backend: BackendChoice, name: &str) -> ConfigBuilder {
         .backend(backend)
 }
 
+/// Messages (topic, payload, session, seq) and losses a subscriber handed out.
+type Collected = (Vec<(String, Vec<u8>, u32, u64)>, Vec<ringcast::Loss>);
+
 /// Polls until `want` messages arrived or `timeout` passed; returns (messages, losses).
-fn collect(
-    sub: &mut ringcast::Subscriber,
-    want: usize,
-    timeout: Duration,
-) -> (Vec<(String, Vec<u8>, u32, u64)>, Vec<ringcast::Loss>) {
+fn collect(sub: &mut ringcast::Subscriber, want: usize, timeout: Duration) -> Collected {
     let deadline = Instant::now() + timeout;
     let (mut msgs, mut losses) = (Vec::new(), Vec::new());
     while msgs.len() < want && Instant::now() < deadline {
@@ -65,7 +64,9 @@ fn claim_commit_across_nodes_with_metadata() {
             claim.commit();
         }
         // an abandoned claim publishes nothing
-        drop(publ.try_claim(8).unwrap());
+        {
+            let _abandoned = publ.try_claim(8).unwrap();
+        }
         publ.flush(Duration::from_secs(10)).unwrap();
         let (msgs, losses) = collect(&mut sub, 500, Duration::from_secs(10));
         assert!(losses.is_empty(), "[{name}] {losses:?}");

@@ -187,6 +187,7 @@ impl ReceiverAgent {
         self.subs
             .retain(|s| !s.entry.closed.load(Ordering::Acquire));
         work += before - self.subs.len();
+        c.truncated.set(backend.truncated());
         let pc = self.proto.counters();
         c.datagrams.set(pc.datagrams);
         c.messages.set(pc.messages);

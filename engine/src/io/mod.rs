@@ -18,7 +18,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 pub use iface::Interface;
-pub use probe::{BackendKind, BackendReport, Probe};
+pub use probe::{BackendKind, BackendReport};
 pub use socket::{SocketConfig, SocketInfo};
 
 /// Errors of the I/O layer.

@@ -10,5 +10,5 @@ pub mod sender;
 #[cfg(test)]
 mod sim_tests;
 
-pub use receiver::{Delivery, Receiver, ReceiverCounters, SessionKey};
+pub use receiver::{Delivery, Receiver, SessionKey};
 pub use sender::{Append, DatagramBuf, SenderStream};

@@ -112,6 +112,7 @@ impl Receiver {
     }
 
     /// Number of sessions tracked.
+    #[cfg(test)]
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }

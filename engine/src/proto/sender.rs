@@ -35,11 +35,6 @@ impl DatagramBuf {
         &self.buf[..self.len]
     }
 
-    /// Number of frames written.
-    pub fn count(&self) -> u16 {
-        self.count
-    }
-
     /// Empties the buffer for reuse.
     pub fn clear(&mut self) {
         self.len = HEADER_LEN;
@@ -79,17 +74,8 @@ impl SenderStream {
         }
     }
 
-    /// The session id.
-    pub fn session(&self) -> u32 {
-        self.session
-    }
-
-    /// Sequence number the next datagram will carry.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-
     /// Sequence number the next message will carry.
+    #[cfg(test)]
     pub fn next_msg_seq(&self) -> u64 {
         self.next_msg_seq
     }

@@ -162,6 +162,7 @@ impl Producer {
     /// Size of the ring buffer in bytes (a power of two).
     #[inline]
     #[must_use]
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.cap
     }
@@ -219,6 +220,7 @@ impl Producer {
     /// consumer may release more at any time; wrap padding can make a smaller record not fit).
     #[inline]
     #[must_use]
+    #[cfg(test)]
     pub fn free_bytes(&self) -> usize {
         let tail = self.shared.tail.load(Ordering::Relaxed);
         // `head - tail <= cap` always holds, so this neither underflows nor truncates.
