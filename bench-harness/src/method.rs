@@ -1,0 +1,269 @@
+//! The benchmark method end to end: isolate the network, record the
+//! environment and machine jitter, run every configuration `reps` times
+//! (repetition-major, so configurations are interleaved in time), then write
+//! the reports.
+
+use crate::report::{self, Document, SettingsRecord, Skipped};
+use crate::rows;
+use crate::spec::{Endpoint, Mode, RunSpec};
+use crate::suite::{self, Settings};
+use crate::systems;
+use crate::{env, jitter, netns, runner, RunArgs};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DEFAULT_COUNTS: &[u64] = &[1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+const DEFAULT_RATES: &[u64] = &[10_000, 100_000, 500_000, 1_000_000];
+
+fn parse_core(s: &str) -> Result<Option<usize>> {
+    match s {
+        "none" | "" => Ok(None),
+        n => Ok(Some(n.parse().with_context(|| format!("bad core {n}"))?)),
+    }
+}
+
+fn parse_mode(s: &str) -> Result<Mode> {
+    Ok(match s {
+        "full" => Mode::Full,
+        "rate" => Mode::Rate,
+        "count-sweep" | "sweep" => Mode::CountSweep,
+        other => bail!("unknown mode {other} (full, rate, count-sweep)"),
+    })
+}
+
+/// Resolve explicit options over the quick or standard defaults.
+pub fn settings(a: &RunArgs) -> Result<Settings> {
+    let q = a.quick;
+    let messages = a.messages.unwrap_or(if q { 100_000 } else { 1_000_000 });
+    if messages == 0 {
+        bail!("--messages must be at least 1");
+    }
+    if a.size < crate::message::HEADER_LEN {
+        bail!(
+            "--size must be at least {} bytes",
+            crate::message::HEADER_LEN
+        );
+    }
+    let systems = a
+        .systems
+        .clone()
+        .unwrap_or_else(|| systems::SYSTEMS.iter().map(|s| s.to_string()).collect());
+    for s in &systems {
+        if !systems::SYSTEMS.contains(&s.as_str()) {
+            bail!(
+                "unknown system {s} (known: {})",
+                systems::SYSTEMS.join(", ")
+            );
+        }
+    }
+    let modes = match &a.modes {
+        Some(m) => m.iter().map(|s| parse_mode(s)).collect::<Result<_>>()?,
+        None => vec![Mode::Full, Mode::Rate, Mode::CountSweep],
+    };
+    let rates = a.rates.clone().unwrap_or_else(|| {
+        if q {
+            vec![100_000]
+        } else {
+            DEFAULT_RATES.to_vec()
+        }
+    });
+    if rates.contains(&0) {
+        bail!("rates must be positive");
+    }
+    let counts = a.counts.clone().unwrap_or_else(|| {
+        let all = if q {
+            vec![1_000, 10_000, 100_000]
+        } else {
+            DEFAULT_COUNTS.to_vec()
+        };
+        all.into_iter().filter(|&c| c <= messages).collect()
+    });
+    Ok(Settings {
+        systems,
+        variants: a.variants.clone(),
+        modes,
+        messages,
+        size: a.size,
+        rates,
+        rate_secs: a.rate_secs.unwrap_or(if q { 1.0 } else { 2.0 }),
+        counts,
+        reps: a.reps.unwrap_or(if q { 1 } else { 3 }).max(1),
+        all_variants: a.all_variants,
+    })
+}
+
+/// Default output directory: `results/<UTC date-time>/` under the workspace root.
+fn default_out(stamp: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let base = if root.join("Cargo.toml").exists() {
+        root
+    } else {
+        PathBuf::from(".")
+    };
+    base.join("results").join(stamp.replace(':', "-"))
+}
+
+fn safe_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn free_tcp_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    // First, before any thread exists: leave the host network.
+    let isolation = netns::isolate()?;
+    let settings = settings(&args)?;
+    let pub_core = parse_core(&args.pub_core)?;
+    let sub_core = parse_core(&args.sub_core)?;
+    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let out = args.out.clone().unwrap_or_else(|| default_out(&created));
+    std::fs::create_dir_all(out.join("hdr"))?;
+    std::fs::create_dir_all(out.join("logs"))?;
+    let out = out.canonicalize()?;
+    let exe = std::env::current_exe()?;
+
+    let environment = env::capture(isolation.describe());
+    let jitter_secs = args
+        .jitter_secs
+        .unwrap_or(if args.quick { 0.5 } else { 1.0 });
+    let cores: Vec<usize> = [pub_core, sub_core].into_iter().flatten().collect();
+    let probe_cores = if cores.is_empty() { vec![0] } else { cores };
+    let jitter = if jitter_secs > 0.0 {
+        eprintln!("jitter probe: {jitter_secs} s on cores {probe_cores:?}");
+        jitter::probe(&probe_cores, Duration::from_secs_f64(jitter_secs))
+    } else {
+        Vec::new()
+    };
+
+    let plan = suite::plan(&settings);
+    for (s, why) in &plan.skipped {
+        eprintln!("{s}: {why}");
+    }
+    if plan.cases.is_empty() {
+        bail!("nothing to run");
+    }
+    let total = plan.cases.len() as u64 * settings.reps as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}] {msg}")
+            .expect("valid template"),
+    );
+    let mut runs = Vec::new();
+    let mut index = 0u32;
+    let pid = std::process::id();
+    for rep in 0..settings.reps {
+        for case in &plan.cases {
+            index += 1;
+            let id = safe_name(&format!(
+                "{index:04}-{}-{}-{}-{}-{}{}-r{rep}",
+                case.variant.system,
+                case.variant.transport,
+                case.variant.variant,
+                case.mode.as_str(),
+                case.messages,
+                case.rate.map_or(String::new(), |r| format!("-at{r}")),
+            ));
+            let spec = RunSpec {
+                id: id.clone(),
+                rep,
+                variant: case.variant.clone(),
+                mode: case.mode,
+                messages: case.messages,
+                size: settings.size,
+                rate: case.rate,
+                endpoint: Endpoint {
+                    // A fresh group and port per run (and per harness process, in
+                    // case several share the host namespace).
+                    group: SocketAddrV4::new(
+                        Ipv4Addr::new(239, 255, (pid % 256) as u8, 1),
+                        40_000 + ((index + pid * 131) % 20_000) as u16,
+                    ),
+                    iface: Ipv4Addr::LOCALHOST,
+                    tcp: SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port()?),
+                    ipc: std::env::temp_dir()
+                        .join(format!("ringcast-bench-{}-{index}.ipc", std::process::id())),
+                },
+                pub_core,
+                sub_core,
+                hdr_path: out.join("hdr").join(format!("{id}.hdr")),
+                warmup_interval_us: 1_000,
+                quiet_ms: args.quiet_ms,
+            };
+            bar.set_message(format!(
+                "{} {} {}{}",
+                case.variant.label(),
+                case.mode.as_str(),
+                case.messages,
+                case.rate.map_or(String::new(), |r| format!(" @{r}/s"))
+            ));
+            let outcome = runner::run(&exe, &spec, &out.join("logs").join(format!("{id}.log")));
+            let row = rows::rep_row(&outcome, &format!("hdr/{id}.hdr"));
+            if row.failed {
+                bar.println(format!("FAILED {id}: {}", row.reasons.join("; ")));
+            }
+            runs.push((row, outcome.hist));
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    let rep_rows: Vec<rows::Row> = runs.iter().map(|(r, _)| r.clone()).collect();
+    let medians = rows::medians(&rep_rows);
+    let merged = report::merge(&runs);
+    let doc = Document {
+        schema: report::json::SCHEMA,
+        created_utc: created,
+        settings: SettingsRecord {
+            systems: settings.systems.clone(),
+            modes: settings
+                .modes
+                .iter()
+                .map(|m| m.as_str().to_owned())
+                .collect(),
+            messages: settings.messages,
+            size: settings.size,
+            rates: settings.rates.clone(),
+            rate_secs: settings.rate_secs,
+            counts: settings.counts.clone(),
+            reps: settings.reps,
+            quick: args.quick,
+            pub_core,
+            sub_core,
+        },
+        environment,
+        jitter,
+        skipped: plan
+            .skipped
+            .iter()
+            .map(|(s, r)| Skipped {
+                system: s.clone(),
+                reason: r.clone(),
+            })
+            .collect(),
+        rows: rep_rows.into_iter().chain(medians).collect(),
+    };
+    let plots = report::write_all(&out, &doc, &merged)?;
+    println!("{}", report::markdown::table(doc.medians(), false));
+    let failed = doc.medians().filter(|r| r.failed).count();
+    eprintln!(
+        "{} configuration(s), {failed} FAILED; wrote {} (results.json, RESULTS.md, {} plots, hdr/, logs/)",
+        doc.medians().count(),
+        out.display(),
+        plots.len()
+    );
+    Ok(())
+}
