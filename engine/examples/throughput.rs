@@ -160,7 +160,7 @@ fn subscriber(o: Opts) -> Result<(), Box<dyn std::error::Error>> {
         } else if idle_since.elapsed() > Duration::from_secs(10) {
             break;
         } else {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
     let secs = first.map_or(0.0, |f| (last - f).as_secs_f64());
@@ -204,8 +204,9 @@ fn publisher(o: Opts) -> Result<bool, Box<dyn std::error::Error>> {
                     break;
                 }
                 Err(PublishError::BackPressured) => {
+                    // On a small host the agents need this core more than we do.
                     back_pressured += 1;
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -34,6 +34,21 @@ pub enum ThreadingMode {
     Shared,
 }
 
+/// What happens when a subscription's ring is full because its application does not
+/// poll fast enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Hold back: the receiver leaves datagrams in the socket and its status messages
+    /// stop the publishers (flow control) until the subscriber catches up. Lossless;
+    /// the slowest back-pressure subscriber on a node sets the pace for that node.
+    #[default]
+    BackPressure,
+    /// Drop the message for this subscription only, count it, and hand the
+    /// subscriber an explicit [`Loss`](crate::Loss) with reason `SlowConsumer`.
+    /// Never slows the publisher or the other subscriptions.
+    Drop,
+}
+
 /// Which I/O backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
@@ -67,6 +82,7 @@ pub struct Config {
     pub(crate) batch: usize,
     pub(crate) loopback: bool,
     pub(crate) max_sessions: usize,
+    pub(crate) slow_consumer: SlowConsumerPolicy,
 }
 
 impl Default for Config {
@@ -91,6 +107,7 @@ impl Default for Config {
             batch: 32,
             loopback: true,
             max_sessions: 1024,
+            slow_consumer: SlowConsumerPolicy::default(),
         }
     }
 }
@@ -226,6 +243,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Default policy for subscriptions whose application falls behind
+    /// ([`Node::subscriber_with_policy`](crate::Node::subscriber_with_policy) overrides it).
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.0.slow_consumer = policy;
+        self
+    }
+
     /// Checks the settings.
     pub fn build(self) -> Result<Config, Error> {
         let c = self.0;
@@ -248,6 +272,11 @@ impl ConfigBuilder {
                 "batch must be 1..={}",
                 crate::agent::MAX_BATCH
             )));
+        }
+        if c.group.port() == u16::MAX {
+            return Err(Error::Config(
+                "port 65535 leaves no room for the control port (port + 1)".into(),
+            ));
         }
         if c.max_message == 0 || c.max_message > u32::MAX as usize {
             return Err(Error::Config("max message must be 1..=4 GiB".into()));

@@ -22,7 +22,8 @@ mod subscriber;
 mod wire;
 
 pub use config::{
-    BackendChoice, Config, ConfigBuilder, IdleStrategy, ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE,
+    BackendChoice, Config, ConfigBuilder, IdleStrategy, SlowConsumerPolicy, ThreadingMode,
+    DEFAULT_GROUP, DEFAULT_IFACE,
 };
 pub use error::{Error, PublishError};
 pub use io::BackendKind;

@@ -1,7 +1,6 @@
 //! A node: one per process (or more), owning the sockets and the agent threads
 //! that every publisher and subscriber created from it share.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -9,7 +8,7 @@ use std::thread::JoinHandle;
 use crate::agent::{
     self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
 };
-use crate::config::{BackendChoice, Config};
+use crate::config::{BackendChoice, Config, SlowConsumerPolicy};
 use crate::error::Error;
 use crate::io::{self, BackendKind, BackendReport, Interface, SocketConfig, SocketInfo};
 use crate::publisher::Publisher;
@@ -44,18 +43,6 @@ impl std::fmt::Debug for Node {
             .field("backend", &self.backend.kind)
             .finish_non_exhaustive()
     }
-}
-
-fn new_session_id() -> u32 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
 }
 
 fn choose_backend(choice: BackendChoice) -> Result<BackendReport, Error> {
@@ -96,9 +83,11 @@ impl Node {
         };
         let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
         debug_assert_eq!(tx.kind(), backend.kind);
+        let control = io::socket::open_control_rx(&socket, config.max_park)?;
         let shared = Arc::new(Shared::new());
         shared.tx_commands.push(SenderCommand::Backend(tx));
-        let session = new_session_id();
+        shared.tx_commands.push(SenderCommand::Control(control));
+        let session = agent::random_u64() as u32;
         let threads =
             agent::start(&shared, &config, session, max_payload).map_err(Error::Thread)?;
         Ok(Node {
@@ -158,6 +147,15 @@ impl Node {
     /// A subscriber to every topic starting with one of `prefixes` (`""` matches
     /// all). The first subscriber joins the group.
     pub fn subscriber<S: AsRef<str>>(&self, prefixes: &[S]) -> Result<Subscriber, Error> {
+        self.subscriber_with_policy(prefixes, self.config.slow_consumer)
+    }
+
+    /// Like [`subscriber`](Self::subscriber), with its own slow-consumer policy.
+    pub fn subscriber_with_policy<S: AsRef<str>>(
+        &self,
+        prefixes: &[S],
+        policy: SlowConsumerPolicy,
+    ) -> Result<Subscriber, Error> {
         self.check_running()?;
         if prefixes.is_empty() {
             return Err(Error::Topic(
@@ -171,6 +169,7 @@ impl Node {
             .rx_commands
             .push(ReceiverCommand::Subscription(SubscriptionEntry {
                 prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
+                policy,
                 ring: producer,
                 closed: closed.clone(),
             }));
@@ -182,7 +181,17 @@ impl Node {
         if self.rx_info.get().is_none() {
             let (rx, info) = io::open_rx(self.backend.kind, &self.socket)?;
             debug_assert_eq!(rx.kind(), self.backend.kind);
-            self.shared.rx_commands.push(ReceiverCommand::Backend(rx));
+            let control = io::socket::open_control_tx(&self.socket)?;
+            // Publishers may have this many datagrams in flight towards us: half of
+            // what the socket buffer holds (the kernel counts a datagram's truesize,
+            // its payload plus a few KiB of bookkeeping).
+            let per = self.socket.max_datagram + 4096;
+            let window = (info.rcvbuf / 2 / per).clamp(4, u32::MAX as usize) as u32;
+            self.shared.rx_commands.push(ReceiverCommand::Backend {
+                backend: rx,
+                control,
+                window,
+            });
             let _ = self.rx_info.set(info);
         }
         Ok(())
@@ -206,33 +215,12 @@ impl Node {
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> Stats {
         let rx = self.rx_info.get();
-        self.shared.counters.snapshot(Stats {
-            backend: self.backend.kind,
-            backend_reason: self.backend.reason.clone(),
-            max_payload: self.socket.max_datagram,
-            rcvbuf: rx.map_or(0, |i| i.rcvbuf),
-            sndbuf: self.tx_info.sndbuf,
-            datagrams_sent: 0,
-            messages_sent: 0,
-            bytes_sent: 0,
-            messages_fragmented: 0,
-            send_errors: 0,
-            datagrams_received: 0,
-            messages_received: 0,
-            bytes_received: 0,
-            gaps: 0,
-            lost_datagrams: 0,
-            lost_messages: 0,
-            duplicates: 0,
-            malformed: 0,
-            ring_full_drops: 0,
-            recv_errors: 0,
-            truncated: 0,
-            sessions: 0,
-            back_pressure: 0,
-            sender_max_cycle_ns: 0,
-            receiver_max_cycle_ns: 0,
-        })
+        self.shared.counters.snapshot(
+            &self.backend,
+            self.socket.max_datagram,
+            rx.map_or(0, |i| i.rcvbuf),
+            self.tx_info.sndbuf,
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
 
-use crate::io::BackendKind;
+use crate::io::{BackendKind, BackendReport};
 
 /// A monotonically increasing counter with one writer (an agent) and many readers.
 #[derive(Debug, Default)]
@@ -52,6 +52,10 @@ pub(crate) struct SenderCounters {
     pub bytes: Counter,
     pub fragmented: Counter,
     pub send_errors: Counter,
+    pub status_received: Counter,
+    pub control_malformed: Counter,
+    pub flow_blocked: Counter,
+    pub receivers: Counter,
     pub max_cycle_ns: Counter,
 }
 
@@ -69,6 +73,8 @@ pub(crate) struct ReceiverCounters {
     pub ring_full_drops: Counter,
     pub recv_errors: Counter,
     pub truncated: Counter,
+    pub status_sent: Counter,
+    pub back_pressured: Counter,
     pub sessions: Counter,
     pub max_cycle_ns: Counter,
 }
@@ -107,6 +113,14 @@ pub struct Stats {
     /// Datagrams the kernel refused (their sequence numbers show up as gaps at the
     /// receivers).
     pub send_errors: u64,
+    /// Status messages heard from receivers of this node's publishers.
+    pub status_received: u64,
+    /// Malformed datagrams on the control port.
+    pub control_malformed: u64,
+    /// Duty cycles in which the sender stopped at a receiver's window.
+    pub flow_blocked: u64,
+    /// Receivers currently holding this node's publishers back (heard within 1 s).
+    pub receivers: u64,
     /// Valid datagrams received.
     pub datagrams_received: u64,
     /// Messages received (before topic filtering).
@@ -131,6 +145,11 @@ pub struct Stats {
     /// Datagrams larger than the receive buffers (over the configured max payload),
     /// truncated by the kernel and dropped.
     pub truncated: u64,
+    /// Status messages this node's receiver sent to publishers.
+    pub status_sent: u64,
+    /// Duty cycles in which the receiver left datagrams in the socket because a
+    /// back-pressure subscription's ring was full.
+    pub receive_back_pressured: u64,
     /// Publishing sessions heard.
     pub sessions: u64,
     /// `offer`/`try_claim` calls refused because a publisher ring was full.
@@ -146,13 +165,28 @@ pub struct Stats {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, base: Stats) -> Stats {
+    pub(crate) fn snapshot(
+        &self,
+        backend: &BackendReport,
+        max_payload: usize,
+        rcvbuf: usize,
+        sndbuf: usize,
+    ) -> Stats {
         Stats {
+            backend: backend.kind,
+            backend_reason: backend.reason.clone(),
+            max_payload,
+            rcvbuf,
+            sndbuf,
             datagrams_sent: self.tx.datagrams.get(),
             messages_sent: self.tx.messages.get(),
             bytes_sent: self.tx.bytes.get(),
             messages_fragmented: self.tx.fragmented.get(),
             send_errors: self.tx.send_errors.get(),
+            status_received: self.tx.status_received.get(),
+            control_malformed: self.tx.control_malformed.get(),
+            flow_blocked: self.tx.flow_blocked.get(),
+            receivers: self.tx.receivers.get(),
             sender_max_cycle_ns: self.tx.max_cycle_ns.get(),
             datagrams_received: self.rx.datagrams.get(),
             messages_received: self.rx.messages.get(),
@@ -165,10 +199,11 @@ impl Counters {
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             truncated: self.rx.truncated.get(),
+            status_sent: self.rx.status_sent.get(),
+            receive_back_pressured: self.rx.back_pressured.get(),
             sessions: self.rx.sessions.get(),
             receiver_max_cycle_ns: self.rx.max_cycle_ns.get(),
             back_pressure: self.app.back_pressure.get(),
-            ..base
         }
     }
 }

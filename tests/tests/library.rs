@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ringcast::{
     BackendChoice, BackendKind, Config, ConfigBuilder, Event, IdleStrategy, LossReason, Node,
-    PublishError, ThreadingMode,
+    PublishError, SlowConsumerPolicy, ThreadingMode,
 };
 use ringcast_e2e::group;
 
@@ -101,7 +101,9 @@ fn slow_subscriber_gets_explicit_losses_and_does_not_deafen_others() {
         )
         .unwrap();
         let tx = Node::new(config(21, backend, name).build().unwrap()).unwrap();
-        let mut slow = rx.subscriber(&["/s"]).unwrap();
+        let mut slow = rx
+            .subscriber_with_policy(&["/s"], SlowConsumerPolicy::Drop)
+            .unwrap();
         let mut fast = rx.subscriber(&["/s"]).unwrap();
         let mut publ = tx.publisher("/s").unwrap();
         let payload = [7u8; 100];
@@ -272,4 +274,79 @@ fn publisher_errors_are_typed() {
         .build()
         .is_err());
     assert!(Config::builder().max_payload(100).build().is_err());
+}
+
+/// Under the default back-pressure policy a subscriber that stops polling holds the
+/// publisher back (its `offer` reports it), and nothing is lost once it resumes.
+#[test]
+fn back_pressure_reaches_the_publisher_and_loses_nothing() {
+    const N: u64 = 20_000;
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            config(25, backend, name)
+                .subscriber_ring(256 * 1024)
+                .rcvbuf(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(
+            config(25, backend, name)
+                .publisher_ring(64 * 1024)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut sub = rx.subscriber(&["/bp"]).unwrap();
+        let mut publ = tx.publisher("/bp").unwrap();
+        let payload = [3u8; 1000];
+        let mut sent = 0u64;
+        let mut refused = 0u64;
+        // Offer without polling until the publisher is pushed back for a while.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sent < N && Instant::now() < deadline {
+            match publ.offer(&payload) {
+                Ok(()) => sent += 1,
+                Err(PublishError::BackPressured) => {
+                    refused += 1;
+                    if refused > 1000 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            refused > 1000,
+            "[{name}] publisher never back-pressured after {sent} messages"
+        );
+        assert!(sent < N, "[{name}] all {N} fitted: the test proves nothing");
+        let s = tx.stats();
+        assert!(s.flow_blocked > 0 && s.receivers == 1, "[{name}] {s:?}");
+        assert!(
+            rx.stats().receive_back_pressured > 0,
+            "[{name}] {:?}",
+            rx.stats()
+        );
+        // Now drain while sending the rest: every message arrives, in order.
+        let mut next = 0u64;
+        let mut losses = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next < N && Instant::now() < deadline {
+            if sent < N && publ.offer(&payload).is_ok() {
+                sent += 1;
+            }
+            sub.poll(256, |ev| match ev {
+                Event::Message(m) => {
+                    assert_eq!(m.seq(), next, "[{name}]");
+                    next += 1;
+                }
+                Event::Loss(_) => losses += 1,
+            });
+        }
+        assert_eq!((next, losses), (N, 0), "[{name}]");
+        assert_eq!(rx.stats().ring_full_drops, 0);
+        assert_eq!(rx.stats().gaps, 0);
+    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
-use crate::config::{Config, ThreadingMode};
+use crate::config::{Config, SlowConsumerPolicy, ThreadingMode};
 use crate::io::{RxBackend, TxBackend};
 use crate::ring::{Consumer, Producer};
 use crate::stats::Counters;
@@ -37,17 +37,26 @@ pub(crate) struct PublisherEntry {
 /// A subscription's ring as the receiver agent sees it.
 pub(crate) struct SubscriptionEntry {
     pub prefixes: Vec<String>,
+    pub policy: SlowConsumerPolicy,
     pub ring: Producer,
     pub closed: Arc<AtomicBool>,
 }
 
 pub(crate) enum SenderCommand {
     Backend(Box<dyn TxBackend>),
+    /// The socket status messages arrive on.
+    Control(socket2::Socket),
     Publisher(PublisherEntry),
 }
 
 pub(crate) enum ReceiverCommand {
-    Backend(Box<dyn RxBackend>),
+    /// The group socket, the socket to send status on, and the window (datagrams) the
+    /// socket buffer can absorb.
+    Backend {
+        backend: Box<dyn RxBackend>,
+        control: socket2::Socket,
+        window: u32,
+    },
     Subscription(SubscriptionEntry),
 }
 
@@ -90,6 +99,20 @@ impl Shared {
     }
 }
 
+/// A random 64-bit id (session and receiver ids), from the std hasher's random keys.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
 fn pin(core: Option<usize>) {
     if let Some(id) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
@@ -117,15 +140,23 @@ fn run_sender(shared: &Shared, mut tx: SenderAgent, mut idler: Idler) {
             Wait::Now => {}
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
-            Wait::Park(d) => {
-                shared.sender_parked.store(true, Ordering::SeqCst);
-                if !tx.has_pending() && !shared.stopped() {
-                    thread::park_timeout(d);
-                }
-                shared.sender_parked.store(false, Ordering::Relaxed);
-            }
+            Wait::Park(d) => park_sender(shared, &mut tx, d),
         }
     }
+}
+
+/// Idles the sender: waits for a status message when a window holds it back (the
+/// status is what lets it go on), else parks until a publisher wakes it.
+fn park_sender(shared: &Shared, tx: &mut SenderAgent, d: Duration) {
+    if tx.flow_blocked() {
+        tx.read_status(shared, true);
+        return;
+    }
+    shared.sender_parked.store(true, Ordering::SeqCst);
+    if !tx.has_pending() && !shared.stopped() {
+        thread::park_timeout(d);
+    }
+    shared.sender_parked.store(false, Ordering::Relaxed);
 }
 
 fn run_receiver(shared: &Shared, mut rx: ReceiverAgent, mut idler: Idler) {
@@ -171,14 +202,10 @@ fn run_shared(shared: &Shared, mut tx: SenderAgent, mut rx: ReceiverAgent, mut i
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
             Wait::Park(d) => {
-                if rx.has_backend() {
+                if rx.has_backend() && !tx.flow_blocked() {
                     block = Some(d);
                 } else {
-                    shared.sender_parked.store(true, Ordering::SeqCst);
-                    if !tx.has_pending() && !shared.stopped() {
-                        thread::park_timeout(d);
-                    }
-                    shared.sender_parked.store(false, Ordering::Relaxed);
+                    park_sender(shared, &mut tx, d);
                 }
             }
         }
@@ -193,7 +220,12 @@ pub(crate) fn start(
     max_payload: usize,
 ) -> Result<Vec<JoinHandle<()>>, std::io::Error> {
     let tx = SenderAgent::new(session, max_payload, config.batch);
-    let rx = ReceiverAgent::new(config.max_message, config.max_sessions, config.batch);
+    let rx = ReceiverAgent::new(
+        config.max_message,
+        config.max_sessions,
+        config.batch,
+        max_payload,
+    );
     let idler = || Idler::new(config.idle, config.max_park);
     let core = |i: usize| {
         if config.cores.is_empty() {

@@ -1,17 +1,29 @@
 //! The receiver agent: datagrams → protocol receiver → topic filter → subscription
-//! rings. A full subscription ring never stalls the agent or the other
-//! subscriptions: the message is dropped for that subscription, counted, and
-//! reported to it as a loss once its ring has room again.
+//! rings, and status messages back to the publishers (flow control).
+//!
+//! Slow consumers, per subscription policy:
+//! - back-pressure: before reading the socket the agent checks that every
+//!   back-pressure subscription has room for a batch; when one has not, datagrams stay
+//!   in the socket, the position in its status messages stops advancing, and the
+//!   publishers stop at their window. Nothing is lost; the slowest sets the pace.
+//! - drop: a full ring drops the message for that subscription only, counted, and
+//!   reported to it as a loss once its ring has room again. Never stalls anything.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use socket2::Socket;
+
 use super::delivery;
 use super::{ReceiverCommand, Shared, SubscriptionEntry};
+use crate::config::SlowConsumerPolicy;
 use crate::io::RxBackend;
 use crate::proto::{Delivery, Receiver, SessionKey};
+use crate::publisher::backoff;
+use crate::ring::Claim;
 use crate::stats::ReceiverCounters;
 use crate::subscriber::{Loss, LossReason};
+use crate::wire::{Status, STATUS_LEN};
 
 struct Subscription {
     entry: SubscriptionEntry,
@@ -27,12 +39,34 @@ impl Subscription {
             .any(|p| topic.starts_with(p.as_str()))
     }
 
+    /// Claims `len` bytes. A back-pressure subscription waits for room (the batch
+    /// check makes that rare: only records much larger than their datagram need it)
+    /// unless the subscriber is gone or the node is stopping.
+    fn claim(&mut self, len: usize, shared: &Shared) -> Option<Claim<'_>> {
+        let ring = &mut self.entry.ring;
+        if self.entry.policy == SlowConsumerPolicy::BackPressure && len <= ring.max_record() {
+            let mut tries = 0u32;
+            while !ring.has_room_for(len) {
+                // Fits only after wrap padding: `try_claim` writes it (the claim itself
+                // is dropped unused, publishing nothing) and the next one succeeds.
+                if ring.try_claim(len).is_some() {
+                    break;
+                }
+                if self.entry.closed.load(Ordering::Acquire) || shared.stopped() {
+                    return None;
+                }
+                backoff(&mut tries);
+            }
+        }
+        ring.try_claim(len)
+    }
+
     /// Writes queued losses; false if some remain (ring still full).
-    fn flush_pending(&mut self) -> bool {
-        while let Some(loss) = self.pending.first() {
-            match self.entry.ring.try_claim(delivery::LOSS_LEN) {
+    fn flush_pending(&mut self, shared: &Shared) -> bool {
+        while let Some(&loss) = self.pending.first() {
+            match self.claim(delivery::LOSS_LEN, shared) {
                 Some(mut claim) => {
-                    delivery::write_loss(&mut claim, loss);
+                    delivery::write_loss(&mut claim, &loss);
                     claim.commit();
                     self.pending.remove(0);
                 }
@@ -56,9 +90,9 @@ impl Subscription {
         self.pending.push(loss);
     }
 
-    fn deliver_loss(&mut self, loss: Loss) {
+    fn deliver_loss(&mut self, loss: Loss, shared: &Shared) {
         self.note_loss(loss);
-        self.flush_pending();
+        self.flush_pending(shared);
     }
 
     fn deliver_message(
@@ -67,20 +101,16 @@ impl Subscription {
         seq: u64,
         topic: &str,
         payload: &[u8],
-        drops: &crate::stats::Counter,
+        shared: &Shared,
     ) {
-        if self.flush_pending() {
-            if let Some(mut claim) = self
-                .entry
-                .ring
-                .try_claim(delivery::message_len(topic, payload))
-            {
+        if self.flush_pending(shared) {
+            if let Some(mut claim) = self.claim(delivery::message_len(topic, payload), shared) {
                 delivery::write_message(&mut claim, key, seq, topic, payload);
                 claim.commit();
                 return;
             }
         }
-        drops.add(1);
+        shared.counters.rx.ring_full_drops.add(1);
         self.note_loss(Loss {
             session: key.session,
             source: key.source,
@@ -91,7 +121,7 @@ impl Subscription {
     }
 }
 
-fn dispatch(subs: &mut [Subscription], c: &ReceiverCounters, d: Delivery<'_>) {
+fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
     match d {
         Delivery::Message {
             from,
@@ -100,7 +130,7 @@ fn dispatch(subs: &mut [Subscription], c: &ReceiverCounters, d: Delivery<'_>) {
             payload,
         } => {
             for s in subs.iter_mut().filter(|s| s.matches(topic)) {
-                s.deliver_message(from, seq, topic, payload, &c.ring_full_drops);
+                s.deliver_message(from, seq, topic, payload, shared);
             }
         }
         Delivery::Loss {
@@ -110,13 +140,16 @@ fn dispatch(subs: &mut [Subscription], c: &ReceiverCounters, d: Delivery<'_>) {
         } => {
             // What was lost cannot be filtered by topic: every subscription hears it.
             for s in subs.iter_mut() {
-                s.deliver_loss(Loss {
-                    session: from.session,
-                    source: from.source,
-                    from_seq,
-                    to_seq,
-                    reason: LossReason::Network,
-                });
+                s.deliver_loss(
+                    Loss {
+                        session: from.session,
+                        source: from.source,
+                        from_seq,
+                        to_seq,
+                        reason: LossReason::Network,
+                    },
+                    shared,
+                );
             }
         }
     }
@@ -124,23 +157,78 @@ fn dispatch(subs: &mut [Subscription], c: &ReceiverCounters, d: Delivery<'_>) {
 
 pub(crate) struct ReceiverAgent {
     backend: Option<Box<dyn RxBackend>>,
+    control: Option<Socket>,
+    window: u32,
+    id: u64,
     proto: Receiver,
     subs: Vec<Subscription>,
     batch: usize,
+    max_payload: usize,
 }
 
 impl ReceiverAgent {
-    pub(crate) fn new(max_message: usize, max_sessions: usize, batch: usize) -> Self {
+    pub(crate) fn new(
+        max_message: usize,
+        max_sessions: usize,
+        batch: usize,
+        max_payload: usize,
+    ) -> Self {
         ReceiverAgent {
             backend: None,
+            control: None,
+            window: 1,
+            id: super::random_u64(),
             proto: Receiver::new(max_message, max_sessions),
             subs: Vec::new(),
             batch,
+            max_payload,
         }
     }
 
     pub(crate) fn has_backend(&self) -> bool {
         self.backend.is_some()
+    }
+
+    /// Datagrams that may be read now without overrunning a back-pressure
+    /// subscription: each needs room for about twice its size (record headers and
+    /// wrap padding); an empty ring always takes one.
+    fn room(&mut self) -> usize {
+        let per = 2 * self.max_payload + 64;
+        let mut n = self.batch;
+        for s in self.subs.iter_mut() {
+            if s.entry.policy == SlowConsumerPolicy::BackPressure {
+                let free = s.entry.ring.free_bytes();
+                let fits = if free == s.entry.ring.capacity() {
+                    (free / per).max(1)
+                } else {
+                    free / per
+                };
+                n = n.min(fits);
+            }
+        }
+        n
+    }
+
+    fn send_status(&mut self, now: Instant, shared: &Shared) {
+        let (Some(sock), id) = (self.control.as_ref(), self.id) else {
+            return;
+        };
+        let c = &shared.counters.rx;
+        self.proto
+            .poll_status(now, self.window, &mut |key, next_seq, window| {
+                let mut buf = [0u8; STATUS_LEN];
+                Status {
+                    session: key.session,
+                    receiver: id,
+                    next_seq,
+                    window,
+                }
+                .encode(&mut buf);
+                match sock.send(&buf) {
+                    Ok(_) => c.status_sent.add(1),
+                    Err(e) => tracing::debug!(error = %e, "status send failed"),
+                }
+            });
     }
 
     /// One duty cycle; may block up to `block` waiting for the first datagram.
@@ -149,45 +237,60 @@ impl ReceiverAgent {
         while let Some(cmd) = shared.rx_commands.pop() {
             work += 1;
             match cmd {
-                ReceiverCommand::Backend(b) => self.backend = Some(b),
+                ReceiverCommand::Backend {
+                    backend,
+                    control,
+                    window,
+                } => {
+                    self.backend = Some(backend);
+                    self.control = Some(control);
+                    self.window = window;
+                }
                 ReceiverCommand::Subscription(entry) => self.subs.push(Subscription {
                     entry,
                     pending: Vec::with_capacity(16),
                 }),
             }
         }
-        let Some(backend) = self.backend.as_mut() else {
+        if self.backend.is_none() {
             if let Some(d) = block {
                 std::thread::park_timeout(d);
             }
             return work;
-        };
-        let c = &shared.counters.rx;
+        }
+        let c: &ReceiverCounters = &shared.counters.rx;
+        let room = self.room();
         let now = Instant::now();
-        let (proto, subs) = (&mut self.proto, &mut self.subs);
-        let got = backend.recv_batch(self.batch, block, &mut |bytes, source| {
-            // Malformed datagrams are counted inside the receiver and dropped here.
-            let _ = proto.handle_datagram(now, source, bytes, &mut |d| dispatch(subs, c, d));
-        });
-        match got {
-            Ok(n) => work += n,
-            Err(e) => {
-                c.recv_errors.add(1);
-                tracing::warn!(error = %e, "receive failed");
-                if let Some(d) = block {
-                    std::thread::sleep(d);
+        if room == 0 {
+            c.back_pressured.add(1);
+        } else if let Some(backend) = self.backend.as_mut() {
+            let (proto, subs) = (&mut self.proto, &mut self.subs);
+            let got = backend.recv_batch(room, block, &mut |bytes, source| {
+                // Malformed datagrams are counted inside the receiver and dropped here.
+                let _ =
+                    proto.handle_datagram(now, source, bytes, &mut |d| dispatch(subs, shared, d));
+            });
+            match got {
+                Ok(n) => work += n,
+                Err(e) => {
+                    c.recv_errors.add(1);
+                    tracing::warn!(error = %e, "receive failed");
+                    if let Some(d) = block {
+                        std::thread::sleep(d);
+                    }
                 }
             }
+            c.truncated.set(backend.truncated());
         }
+        self.send_status(Instant::now(), shared);
         // Retry losses owed to subscriptions whose rings were full.
         for s in self.subs.iter_mut().filter(|s| !s.pending.is_empty()) {
-            s.flush_pending();
+            s.flush_pending(shared);
         }
         let before = self.subs.len();
         self.subs
             .retain(|s| !s.entry.closed.load(Ordering::Acquire));
         work += before - self.subs.len();
-        c.truncated.set(backend.truncated());
         let pc = self.proto.counters();
         c.datagrams.set(pc.datagrams);
         c.messages.set(pc.messages);

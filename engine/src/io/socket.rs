@@ -99,6 +99,65 @@ pub fn open_rx_socket(cfg: &SocketConfig) -> Result<(Socket, SocketInfo), IoErro
     Ok((sock, info))
 }
 
+/// The group's control address: the same group on the data port + 1 (as RTCP sits
+/// beside RTP). Receivers' status messages travel there.
+pub fn control_addr(group: SocketAddrV4) -> Option<SocketAddrV4> {
+    Some(SocketAddrV4::new(*group.ip(), group.port().checked_add(1)?))
+}
+
+fn control_config(cfg: &SocketConfig) -> Result<SocketConfig, IoError> {
+    let group = control_addr(cfg.group).ok_or_else(|| {
+        IoError::sys(
+            "control port",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "data port 65535 leaves no control port",
+            ),
+        )
+    })?;
+    Ok(SocketConfig {
+        group,
+        rcvbuf: 1 << 20,
+        sndbuf: 0,
+        ..cfg.clone()
+    })
+}
+
+/// Opens a publisher's control socket: joined to the control address, blocking, with
+/// reads timing out after `wait` (so an agent can wait for a status instead of
+/// sleeping blind). Poll it without blocking with `MSG_DONTWAIT`.
+pub fn open_control_rx(cfg: &SocketConfig, wait: std::time::Duration) -> Result<Socket, IoError> {
+    let (sock, _) = open_rx_socket(&control_config(cfg)?)?;
+    sock.set_nonblocking(false)
+        .map_err(|e| IoError::sys("fcntl(O_NONBLOCK)", e))?;
+    sock.set_read_timeout(Some(wait.max(std::time::Duration::from_micros(1))))
+        .map_err(|e| IoError::sys("setsockopt(SO_RCVTIMEO)", e))?;
+    Ok(sock)
+}
+
+/// Opens a receiver's socket for sending status messages to the control address
+/// (same interface, TTL and loop settings as data), non-blocking.
+pub fn open_control_tx(cfg: &SocketConfig) -> Result<Socket, IoError> {
+    let (sock, _) = open_tx_socket(&control_config(cfg)?)?;
+    sock.set_nonblocking(true)
+        .map_err(|e| IoError::sys("fcntl(O_NONBLOCK)", e))?;
+    Ok(sock)
+}
+
+/// Reads one datagram from a control socket into `buf`: waits up to the socket's
+/// read timeout when `wait`, else returns `WouldBlock` at once if nothing is queued.
+pub fn recv_control(sock: &Socket, buf: &mut [u8], wait: bool) -> std::io::Result<usize> {
+    let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+    // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the whole call, and
+    // the descriptor belongs to `sock`, which outlives the call.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 fn new_udp() -> Result<Socket, IoError> {
     // socket2 sets SOCK_CLOEXEC on Linux.
     Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))

@@ -2,13 +2,16 @@
 //!
 //! [`sender`] numbers and packs a publishing session's messages into datagrams;
 //! [`receiver`] tracks the sessions heard on a group, detects loss, drops duplicates
-//! and reassembles fragments. Tested with a simulated network in [`sim`](self) tests.
+//! and reassembles fragments, and says when to report status; [`flow`] keeps a
+//! publisher within its receivers' windows. Tested with a simulated network in [`sim`](self) tests.
 
+pub mod flow;
 pub mod receiver;
 pub mod sender;
 
 #[cfg(test)]
 mod sim_tests;
 
+pub use flow::FlowControl;
 pub use receiver::{Delivery, Receiver, SessionKey};
 pub use sender::{Append, DatagramBuf, SenderStream};

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::wire::{Frame, Frames, WireError};
 
@@ -83,7 +83,15 @@ struct Session {
     next_msg: u64,
     last_seen: Instant,
     asm: Reassembly,
+    /// Position in the last status sent for this session (`None`: none sent yet).
+    reported: Option<u64>,
+    last_status: Instant,
 }
+
+/// How often a receiver reports status for a session that is sending.
+pub const STATUS_INTERVAL: Duration = Duration::from_millis(5);
+/// A session silent this long gets no more status messages.
+pub const SESSION_QUIET: Duration = Duration::from_secs(2);
 
 /// The receive-side protocol state for every session heard on a group.
 #[derive(Debug)]
@@ -156,6 +164,8 @@ impl Receiver {
                     next_msg: first_start,
                     last_seen: now,
                     asm: Reassembly::default(),
+                    reported: None,
+                    last_status: now,
                 },
             );
         }
@@ -270,6 +280,44 @@ impl Receiver {
             }
         }
         Ok(())
+    }
+
+    /// Calls `out(session, next_seq, window)` for every session that is owed a status
+    /// now: a new session at once, then whenever the position moved a quarter of
+    /// `window` past the last report, or `STATUS_INTERVAL` passed while it was sending.
+    /// `window` is shared among the sessions heard recently.
+    pub fn poll_status(
+        &mut self,
+        now: Instant,
+        window: u32,
+        out: &mut dyn FnMut(SessionKey, u64, u32),
+    ) {
+        let live = self
+            .sessions
+            .values()
+            .filter(|s| now.saturating_duration_since(s.last_seen) < SESSION_QUIET)
+            .count()
+            .max(1);
+        let share = (window / live as u32).max(1);
+        for (key, s) in self.sessions.iter_mut() {
+            if now.saturating_duration_since(s.last_seen) >= SESSION_QUIET {
+                continue;
+            }
+            let due = match s.reported {
+                None => true,
+                Some(pos) => {
+                    s.next_seq.saturating_sub(pos) >= u64::from(share / 4).max(1)
+                        || (now.saturating_duration_since(s.last_status) >= STATUS_INTERVAL
+                            && pos != s.next_seq)
+                        || now.saturating_duration_since(s.last_status) >= STATUS_INTERVAL * 20
+                }
+            };
+            if due {
+                out(*key, s.next_seq, share);
+                s.reported = Some(s.next_seq);
+                s.last_status = now;
+            }
+        }
     }
 
     fn make_room(&mut self) {

@@ -74,6 +74,16 @@ impl SenderStream {
         }
     }
 
+    /// Sequence number the next datagram will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The session id.
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
     /// Sequence number the next message will carry.
     #[cfg(test)]
     pub fn next_msg_seq(&self) -> u64 {

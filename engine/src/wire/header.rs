@@ -15,12 +15,15 @@ pub const HEADER_LEN: usize = 32;
 pub enum Kind {
     /// Message frames.
     Data = 1,
+    /// A receiver's status (flow control), on the control port.
+    Status = 2,
 }
 
 impl Kind {
     fn from_u8(v: u8) -> Result<Kind, WireError> {
         match v {
             1 => Ok(Kind::Data),
+            2 => Ok(Kind::Status),
             other => Err(WireError::BadKind(other)),
         }
     }

@@ -20,11 +20,13 @@
 
 mod frame;
 mod header;
+mod status;
 
 pub use frame::{
     encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
 };
 pub use header::{Header, Kind, HEADER_LEN};
+pub use status::{Status, STATUS_LEN};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
