@@ -1,6 +1,6 @@
 //! Idle strategies: what an agent does after a duty cycle that found no work.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::IdleStrategy;
 
@@ -17,16 +17,20 @@ pub(crate) enum Wait {
     Park(Duration),
 }
 
-const SPINS: u32 = 200;
-const YIELDS: u32 = 20;
+/// Idle time spent spinning before yielding.
+const SPIN_FOR: Duration = Duration::from_micros(10);
+/// Idle time (from the last work) after which yielding gives way to parking. A
+/// parked agent costs a thread wake-up (tens of µs or more on a busy host) on the
+/// next message, so an agent that saw traffic within this long stays runnable.
+const YIELD_UNTIL: Duration = Duration::from_micros(250);
 const FIRST_PARK: Duration = Duration::from_micros(20);
 
-/// Tracks consecutive idle cycles and escalates as the strategy says.
+/// Tracks how long the agent has been idle and escalates as the strategy says.
 #[derive(Debug)]
 pub(crate) struct Idler {
     strategy: IdleStrategy,
     max_park: Duration,
-    idle_cycles: u32,
+    idle_since: Option<Instant>,
     park: Duration,
 }
 
@@ -35,26 +39,31 @@ impl Idler {
         Idler {
             strategy,
             max_park: max_park.max(FIRST_PARK),
-            idle_cycles: 0,
+            idle_since: None,
             park: FIRST_PARK,
         }
     }
 
     /// Call after every duty cycle with the amount of work it did.
     pub(crate) fn after(&mut self, work: usize) -> Wait {
+        self.after_at(work, Instant::now())
+    }
+
+    /// [`after`](Self::after) with the time passed in (for tests).
+    pub(crate) fn after_at(&mut self, work: usize, now: Instant) -> Wait {
         if work > 0 {
-            self.idle_cycles = 0;
+            self.idle_since = None;
             self.park = FIRST_PARK;
             return Wait::Now;
         }
-        self.idle_cycles = self.idle_cycles.saturating_add(1);
         match self.strategy {
             IdleStrategy::BusySpin => Wait::Spin,
             IdleStrategy::Yield => Wait::Yield,
             IdleStrategy::Park => {
-                if self.idle_cycles <= SPINS {
+                let idle = now.saturating_duration_since(*self.idle_since.get_or_insert(now));
+                if idle < SPIN_FOR {
                     Wait::Spin
-                } else if self.idle_cycles <= SPINS + YIELDS {
+                } else if idle < YIELD_UNTIL {
                     Wait::Yield
                 } else {
                     let d = self.park;
@@ -71,15 +80,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn park_escalates_and_resets_on_work() {
+    fn park_escalates_with_idle_time_and_resets_on_work() {
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
         let mut i = Idler::new(IdleStrategy::Park, Duration::from_millis(1));
-        let waits: Vec<Wait> = (0..(SPINS + YIELDS + 10)).map(|_| i.after(0)).collect();
-        assert_eq!(waits[0], Wait::Spin);
-        assert_eq!(waits[SPINS as usize], Wait::Yield);
-        assert_eq!(waits[(SPINS + YIELDS) as usize], Wait::Park(FIRST_PARK));
-        assert_eq!(*waits.last().unwrap(), Wait::Park(Duration::from_millis(1)));
-        assert_eq!(i.after(3), Wait::Now);
-        assert_eq!(i.after(0), Wait::Spin);
+        assert_eq!(i.after_at(0, at(0)), Wait::Spin);
+        assert_eq!(i.after_at(0, at(5)), Wait::Spin);
+        assert_eq!(i.after_at(0, at(20)), Wait::Yield);
+        assert_eq!(i.after_at(0, at(249)), Wait::Yield);
+        assert_eq!(i.after_at(0, at(250)), Wait::Park(FIRST_PARK));
+        assert_eq!(i.after_at(0, at(300)), Wait::Park(FIRST_PARK * 2));
+        for k in 0..10 {
+            i.after_at(0, at(400 + k));
+        }
+        assert_eq!(i.after_at(0, at(500)), Wait::Park(Duration::from_millis(1)));
+        assert_eq!(i.after_at(3, at(501)), Wait::Now);
+        assert_eq!(i.after_at(0, at(502)), Wait::Spin);
     }
 
     #[test]
