@@ -83,6 +83,12 @@ pub struct Config {
     pub(crate) loopback: bool,
     pub(crate) max_sessions: usize,
     pub(crate) slow_consumer: SlowConsumerPolicy,
+    pub(crate) reliable: bool,
+    pub(crate) retransmit_window: usize,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) nak_delay: Duration,
+    pub(crate) nak_interval: Duration,
+    pub(crate) nak_retries: u32,
 }
 
 impl Default for Config {
@@ -108,6 +114,12 @@ impl Default for Config {
             loopback: true,
             max_sessions: 1024,
             slow_consumer: SlowConsumerPolicy::default(),
+            reliable: true,
+            retransmit_window: 16 << 20,
+            heartbeat_interval: Duration::from_millis(1),
+            nak_delay: Duration::from_micros(200),
+            nak_interval: Duration::from_millis(2),
+            nak_retries: 50,
         }
     }
 }
@@ -247,6 +259,38 @@ impl ConfigBuilder {
     /// ([`Node::subscriber_with_policy`](crate::Node::subscriber_with_policy) overrides it).
     pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
         self.0.slow_consumer = policy;
+        self
+    }
+
+    /// Reliable delivery (default on): receivers NAK missing datagrams and publishers
+    /// retransmit them from their retransmit window; only what cannot be repaired is
+    /// reported as a loss. Off (best effort): a gap is reported at once and publishers
+    /// ignore NAKs.
+    pub fn reliable(mut self, on: bool) -> Self {
+        self.0.reliable = on;
+        self
+    }
+
+    /// Bytes of recent datagrams a publisher keeps for retransmission. Default 16 MiB.
+    pub fn retransmit_window(mut self, bytes: usize) -> Self {
+        self.0.retransmit_window = bytes;
+        self
+    }
+
+    /// How soon an idle publisher sends its first heartbeat (then backing off to
+    /// 100 ms): how fast receivers learn of a lost last datagram. Default 1 ms.
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.0.heartbeat_interval = d;
+        self
+    }
+
+    /// NAK timing: the random delay before a gap's first NAK (at most `delay`), the
+    /// time between NAKs, and how many go unanswered before the gap is declared lost.
+    /// Defaults: 200 µs, 2 ms, 50.
+    pub fn nak(mut self, delay: Duration, interval: Duration, retries: u32) -> Self {
+        self.0.nak_delay = delay;
+        self.0.nak_interval = interval;
+        self.0.nak_retries = retries.max(1);
         self
     }
 

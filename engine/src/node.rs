@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::agent::{
     self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
@@ -165,14 +166,12 @@ impl Node {
         self.ensure_receiving()?;
         let (producer, consumer) = byte_ring(self.config.subscriber_ring);
         let closed = Arc::new(AtomicBool::new(false));
-        self.shared
-            .rx_commands
-            .push(ReceiverCommand::Subscription(SubscriptionEntry {
-                prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
-                policy,
-                ring: producer,
-                closed: closed.clone(),
-            }));
+        self.shared.new_subscriptions.push(SubscriptionEntry {
+            prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
+            policy,
+            ring: producer,
+            closed: closed.clone(),
+        });
         Ok(Subscriber::new(consumer, self.shared.clone(), closed))
     }
 
@@ -195,6 +194,26 @@ impl Node {
             let _ = self.rx_info.set(info);
         }
         Ok(())
+    }
+
+    /// Waits until every receiver that reported to this node's publishers has
+    /// acknowledged everything sent so far (so late NAKs can still be answered before
+    /// the node goes away), waiting at least `min` for receivers to make themselves
+    /// known. Returns whether everything was acknowledged within `timeout`.
+    pub fn wait_acknowledged(&self, min: Duration, timeout: Duration) -> bool {
+        let start = Instant::now();
+        let tx = &self.shared.counters.tx;
+        loop {
+            let (next, acked) = (tx.next_seq.get(), tx.acked.get());
+            let elapsed = start.elapsed();
+            if acked >= next && elapsed >= min {
+                return true;
+            }
+            if elapsed >= timeout || self.shared.stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// This node's publishing session id.

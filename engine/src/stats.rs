@@ -56,6 +56,11 @@ pub(crate) struct SenderCounters {
     pub control_malformed: Counter,
     pub flow_blocked: Counter,
     pub receivers: Counter,
+    pub naks_received: Counter,
+    pub retransmits: Counter,
+    pub heartbeats: Counter,
+    pub next_seq: Counter,
+    pub acked: Counter,
     pub max_cycle_ns: Counter,
 }
 
@@ -75,6 +80,10 @@ pub(crate) struct ReceiverCounters {
     pub truncated: Counter,
     pub status_sent: Counter,
     pub back_pressured: Counter,
+    pub naks_sent: Counter,
+    pub unmatched: Counter,
+    pub reordered: Counter,
+    pub repaired: Counter,
     pub sessions: Counter,
     pub max_cycle_ns: Counter,
 }
@@ -121,14 +130,26 @@ pub struct Stats {
     pub flow_blocked: u64,
     /// Receivers currently holding this node's publishers back (heard within 1 s).
     pub receivers: u64,
+    /// NAK ranges heard for this node's publishers.
+    pub naks_received: u64,
+    /// Datagrams sent again in answer to NAKs.
+    pub retransmits: u64,
+    /// Heartbeats sent while idle.
+    pub heartbeats_sent: u64,
     /// Valid datagrams received.
     pub datagrams_received: u64,
     /// Messages received (before topic filtering).
     pub messages_received: u64,
     /// Payload bytes received.
     pub bytes_received: u64,
-    /// Gaps detected in a publisher's datagram sequence.
+    /// Gaps that could not be repaired (each reported to subscribers as a loss).
     pub gaps: u64,
+    /// NAK ranges this node's receiver sent.
+    pub naks_sent: u64,
+    /// Datagrams that arrived ahead of a missing one and were held.
+    pub reordered: u64,
+    /// Missing datagrams that arrived later (mostly retransmissions) and filled a gap.
+    pub gaps_filled: u64,
     /// Datagrams those gaps skipped.
     pub lost_datagrams: u64,
     /// Messages reported lost to subscribers because of gaps.
@@ -140,6 +161,8 @@ pub struct Stats {
     /// Messages dropped because a subscription's ring was full (each reported to
     /// that subscriber as a loss).
     pub ring_full_drops: u64,
+    /// Messages received that no subscription of this node wanted (topic filter).
+    pub unmatched: u64,
     /// Receive calls that failed.
     pub recv_errors: u64,
     /// Datagrams larger than the receive buffers (over the configured max payload),
@@ -187,6 +210,12 @@ impl Counters {
             control_malformed: self.tx.control_malformed.get(),
             flow_blocked: self.tx.flow_blocked.get(),
             receivers: self.tx.receivers.get(),
+            naks_received: self.tx.naks_received.get(),
+            retransmits: self.tx.retransmits.get(),
+            heartbeats_sent: self.tx.heartbeats.get(),
+            naks_sent: self.rx.naks_sent.get(),
+            reordered: self.rx.reordered.get(),
+            gaps_filled: self.rx.repaired.get(),
             sender_max_cycle_ns: self.tx.max_cycle_ns.get(),
             datagrams_received: self.rx.datagrams.get(),
             messages_received: self.rx.messages.get(),
@@ -198,6 +227,7 @@ impl Counters {
             malformed: self.rx.malformed.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
+            unmatched: self.rx.unmatched.get(),
             truncated: self.rx.truncated.get(),
             status_sent: self.rx.status_sent.get(),
             receive_back_pressured: self.rx.back_pressured.get(),

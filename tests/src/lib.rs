@@ -5,6 +5,8 @@
 //! Every test uses the loopback interface and TTL 0: nothing leaves the host. CI runs
 //! them inside a fresh network namespace (`unshare -n`).
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;

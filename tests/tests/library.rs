@@ -70,7 +70,13 @@ fn claim_commit_across_nodes_with_metadata() {
         publ.flush(Duration::from_secs(10)).unwrap();
         let (msgs, losses) = collect(&mut sub, 500, Duration::from_secs(10));
         assert!(losses.is_empty(), "[{name}] {losses:?}");
-        assert_eq!(msgs.len(), 500, "[{name}]");
+        assert_eq!(
+            msgs.len(),
+            500,
+            "[{name}] {:?} {:?}",
+            rx.stats(),
+            tx.stats()
+        );
         for (i, (topic, payload, session, seq)) in msgs.iter().enumerate() {
             assert_eq!(topic, "/md/eurusd");
             assert_eq!(&payload[..4], &(i as u32).to_le_bytes());

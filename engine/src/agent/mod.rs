@@ -57,7 +57,6 @@ pub(crate) enum ReceiverCommand {
         control: socket2::Socket,
         window: u32,
     },
-    Subscription(SubscriptionEntry),
 }
 
 /// State shared by a node's handles and its agents.
@@ -67,6 +66,10 @@ pub(crate) struct Shared {
     pub failure: OnceLock<String>,
     pub tx_commands: SegQueue<SenderCommand>,
     pub rx_commands: SegQueue<ReceiverCommand>,
+    /// New subscriptions, taken by the receiver agent before it dispatches each
+    /// datagram: a message published after `subscriber()` returned always finds its
+    /// subscription, even when the agent was blocked in the kernel meanwhile.
+    pub new_subscriptions: SegQueue<SubscriptionEntry>,
     pub sender_parked: AtomicBool,
     pub sender_thread: OnceLock<Thread>,
 }
@@ -79,6 +82,7 @@ impl Shared {
             failure: OnceLock::new(),
             tx_commands: SegQueue::new(),
             rx_commands: SegQueue::new(),
+            new_subscriptions: SegQueue::new(),
             sender_parked: AtomicBool::new(false),
             sender_thread: OnceLock::new(),
         }
@@ -219,13 +223,8 @@ pub(crate) fn start(
     session: u32,
     max_payload: usize,
 ) -> Result<Vec<JoinHandle<()>>, std::io::Error> {
-    let tx = SenderAgent::new(session, max_payload, config.batch);
-    let rx = ReceiverAgent::new(
-        config.max_message,
-        config.max_sessions,
-        config.batch,
-        max_payload,
-    );
+    let tx = SenderAgent::new(config, session, max_payload);
+    let rx = ReceiverAgent::new(config, max_payload);
     let idler = || Idler::new(config.idle, config.max_park);
     let core = |i: usize| {
         if config.cores.is_empty() {

@@ -23,7 +23,7 @@ use crate::publisher::backoff;
 use crate::ring::Claim;
 use crate::stats::ReceiverCounters;
 use crate::subscriber::{Loss, LossReason};
-use crate::wire::{Status, STATUS_LEN};
+use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
 
 struct Subscription {
     entry: SubscriptionEntry,
@@ -121,6 +121,19 @@ impl Subscription {
     }
 }
 
+/// Registers subscriptions created since the last look.
+fn adopt(subs: &mut Vec<Subscription>, shared: &Shared) -> usize {
+    let mut n = 0;
+    while let Some(entry) = shared.new_subscriptions.pop() {
+        subs.push(Subscription {
+            entry,
+            pending: Vec::with_capacity(16),
+        });
+        n += 1;
+    }
+    n
+}
+
 fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
     match d {
         Delivery::Message {
@@ -129,8 +142,13 @@ fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
             topic,
             payload,
         } => {
+            let mut matched = false;
             for s in subs.iter_mut().filter(|s| s.matches(topic)) {
                 s.deliver_message(from, seq, topic, payload, shared);
+                matched = true;
+            }
+            if !matched {
+                shared.counters.rx.unmatched.add(1);
             }
         }
         Delivery::Loss {
@@ -167,20 +185,24 @@ pub(crate) struct ReceiverAgent {
 }
 
 impl ReceiverAgent {
-    pub(crate) fn new(
-        max_message: usize,
-        max_sessions: usize,
-        batch: usize,
-        max_payload: usize,
-    ) -> Self {
+    pub(crate) fn new(config: &crate::config::Config, max_payload: usize) -> Self {
         ReceiverAgent {
             backend: None,
             control: None,
             window: 1,
             id: super::random_u64(),
-            proto: Receiver::new(max_message, max_sessions),
+            proto: Receiver::new(crate::proto::ReceiverConfig {
+                max_message: config.max_message,
+                max_sessions: config.max_sessions,
+                reliable: config.reliable,
+                nak_delay: config.nak_delay,
+                nak_interval: config.nak_interval,
+                nak_retries: config.nak_retries,
+                seed: super::random_u64(),
+                ..Default::default()
+            }),
             subs: Vec::new(),
-            batch,
+            batch: config.batch,
             max_payload,
         }
     }
@@ -207,6 +229,27 @@ impl ReceiverAgent {
             }
         }
         n
+    }
+
+    fn send_naks(&mut self, shared: &Shared) {
+        let (Some(sock), id) = (self.control.as_ref(), self.id) else {
+            return;
+        };
+        let c = &shared.counters.rx;
+        self.proto.poll_nak(&mut |key, from, to| {
+            let mut buf = [0u8; NAK_LEN];
+            Nak {
+                session: key.session,
+                from,
+                to,
+                receiver: id,
+            }
+            .encode(&mut buf);
+            match sock.send(&buf) {
+                Ok(_) => c.naks_sent.add(1),
+                Err(e) => tracing::debug!(error = %e, "NAK send failed"),
+            }
+        });
     }
 
     fn send_status(&mut self, now: Instant, shared: &Shared) {
@@ -246,12 +289,9 @@ impl ReceiverAgent {
                     self.control = Some(control);
                     self.window = window;
                 }
-                ReceiverCommand::Subscription(entry) => self.subs.push(Subscription {
-                    entry,
-                    pending: Vec::with_capacity(16),
-                }),
             }
         }
+        work += adopt(&mut self.subs, shared);
         if self.backend.is_none() {
             if let Some(d) = block {
                 std::thread::park_timeout(d);
@@ -266,6 +306,7 @@ impl ReceiverAgent {
         } else if let Some(backend) = self.backend.as_mut() {
             let (proto, subs) = (&mut self.proto, &mut self.subs);
             let got = backend.recv_batch(room, block, &mut |bytes, source| {
+                adopt(subs, shared);
                 // Malformed datagrams are counted inside the receiver and dropped here.
                 let _ =
                     proto.handle_datagram(now, source, bytes, &mut |d| dispatch(subs, shared, d));
@@ -282,7 +323,13 @@ impl ReceiverAgent {
             }
             c.truncated.set(backend.truncated());
         }
-        self.send_status(Instant::now(), shared);
+        let now = Instant::now();
+        if self.proto.poll_timeout().is_some_and(|t| t <= now) {
+            let (proto, subs) = (&mut self.proto, &mut self.subs);
+            proto.handle_timeout(now, &mut |d| dispatch(subs, shared, d));
+        }
+        self.send_naks(shared);
+        self.send_status(now, shared);
         // Retry losses owed to subscriptions whose rings were full.
         for s in self.subs.iter_mut().filter(|s| !s.pending.is_empty()) {
             s.flush_pending(shared);
@@ -301,6 +348,8 @@ impl ReceiverAgent {
         c.duplicates.set(pc.duplicates);
         c.malformed.set(pc.malformed);
         c.sessions.set(pc.sessions);
+        c.reordered.set(pc.reordered);
+        c.repaired.set(pc.repaired);
         work
     }
 }

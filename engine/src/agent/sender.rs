@@ -1,8 +1,13 @@
 //! The sender agent: drains publisher rings into datagrams and hands them to the
-//! kernel in batches, never past what its receivers' windows allow. Records are
-//! released back to their publishers only after the datagrams holding them were
-//! accepted by the kernel, so `Publisher::flush` means "on the wire"; records held
-//! back by flow control stay in the rings, which is how back-pressure reaches `offer`.
+//! kernel in batches, never past what its receivers' windows allow; answers NAKs from
+//! its retransmit window and sends heartbeats when idle.
+//!
+//! Datagrams are built in a pool of buffers used as a ring; once sent, a buffer keeps
+//! its datagram until the ring comes round again, so the pool *is* the retransmit
+//! window and a retransmission costs no copy. Records are released back to their
+//! publishers only after the datagrams holding them were accepted by the kernel, so
+//! `Publisher::flush` means "on the wire"; records held back by flow control stay in
+//! the rings, which is how back-pressure reaches `offer`.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,65 +15,114 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use super::{PublisherEntry, SenderCommand, Shared, MAX_BATCH};
+use crate::config::Config;
 use crate::io::socket::recv_control;
 use crate::io::TxBackend;
-use crate::proto::{Append, DatagramBuf, FlowControl, SenderStream};
-use crate::wire::{Status, STATUS_LEN};
+use crate::proto::{Append, DatagramBuf, FlowControl, Retransmitter, SenderStream};
+use crate::wire::{Control, HEARTBEAT_LEN, NAK_LEN};
 
 /// Messages taken from one publisher per duty cycle before moving to the next.
 const FAIR_SHARE: usize = 4096;
-/// Status messages read per duty cycle at most.
-const STATUS_PER_CYCLE: usize = 256;
+/// Control messages read per duty cycle at most.
+const CONTROL_PER_CYCLE: usize = 256;
 /// A receiver silent this long no longer holds the publisher back.
 pub(crate) const RECEIVER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Heartbeats back off to this interval while the publisher stays idle.
+const MAX_HEARTBEAT: Duration = Duration::from_millis(100);
+/// A datagram retransmitted this recently is not sent again for another NAK.
+const RETRANSMIT_LINGER: Duration = Duration::from_micros(500);
+
+/// The ring of datagram buffers: `pool[head]` is being filled; the `unsent` before
+/// it are sealed and waiting for the next batch; the rest hold sent datagrams.
+struct Outbox {
+    pool: Vec<DatagramBuf>,
+    head: usize,
+    unsent: usize,
+    batch: usize,
+}
+
+impl Outbox {
+    fn current(&mut self) -> &mut DatagramBuf {
+        &mut self.pool[self.head]
+    }
+
+    /// Seals the current datagram (if it has frames) and moves on.
+    fn seal(
+        &mut self,
+        stream: &mut SenderStream,
+        backend: &mut Option<Box<dyn TxBackend>>,
+        shared: &Shared,
+    ) {
+        if !self.pool[self.head].is_empty() {
+            stream.seal(&mut self.pool[self.head]);
+            self.advance(backend, shared);
+        }
+    }
+
+    /// Moves past the current buffer, already sealed; sends when a batch is full or
+    /// the ring wraps (so a batch is always contiguous).
+    fn advance(&mut self, backend: &mut Option<Box<dyn TxBackend>>, shared: &Shared) {
+        self.unsent += 1;
+        self.head = (self.head + 1) % self.pool.len();
+        self.pool[self.head].clear();
+        if self.unsent >= self.batch || self.head == 0 {
+            self.send(backend, shared);
+        }
+    }
+
+    /// Hands the sealed datagrams to the kernel.
+    fn send(&mut self, backend: &mut Option<Box<dyn TxBackend>>, shared: &Shared) {
+        if self.unsent == 0 {
+            return;
+        }
+        let n = self.pool.len();
+        let start = (self.head + n - self.unsent) % n;
+        let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        let mut bytes = 0u64;
+        for (r, b) in refs
+            .iter_mut()
+            .zip(self.pool[start..start + self.unsent].iter())
+        {
+            *r = b.bytes();
+            bytes += b.bytes().len() as u64;
+        }
+        let c = &shared.counters.tx;
+        match backend.as_mut().map(|b| b.send_batch(&refs[..self.unsent])) {
+            Some(Ok(())) => {
+                c.datagrams.add(self.unsent as u64);
+                c.bytes.add(bytes);
+            }
+            Some(Err(e)) => {
+                // The sequence numbers are spent: receivers NAK them, and they are
+                // retransmitted from the pool, or reported lost.
+                c.send_errors.add(self.unsent as u64);
+                tracing::warn!(error = %e, datagrams = self.unsent, "send failed");
+            }
+            None => c.send_errors.add(self.unsent as u64),
+        }
+        self.unsent = 0;
+    }
+
+    /// A sent datagram still in the pool.
+    fn sent(&self, seq: u64) -> Option<&[u8]> {
+        let b = &self.pool[(seq % self.pool.len() as u64) as usize];
+        (b.seq() == Some(seq)).then(|| b.bytes())
+    }
+}
 
 pub(crate) struct SenderAgent {
     backend: Option<Box<dyn TxBackend>>,
     control: Option<Socket>,
     stream: SenderStream,
     flow: FlowControl,
+    retransmit: Option<Retransmitter>,
+    outbox: Outbox,
     publishers: Vec<PublisherEntry>,
-    bufs: Vec<DatagramBuf>,
-    /// Sealed datagrams waiting in `bufs[..ready]`.
-    ready: usize,
     next_publisher: usize,
     blocked: bool,
-}
-
-/// Sends the sealed datagrams and empties the batch.
-fn send(
-    backend: &mut Option<Box<dyn TxBackend>>,
-    bufs: &mut [DatagramBuf],
-    ready: &mut usize,
-    shared: &Shared,
-) {
-    if *ready == 0 {
-        return;
-    }
-    let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
-    let mut bytes = 0u64;
-    for (r, b) in refs.iter_mut().zip(bufs[..*ready].iter()) {
-        *r = b.bytes();
-        bytes += b.bytes().len() as u64;
-    }
-    let c = &shared.counters.tx;
-    match backend.as_mut().map(|b| b.send_batch(&refs[..*ready])) {
-        Some(Ok(())) => {
-            c.datagrams.add(*ready as u64);
-            c.bytes.add(bytes);
-        }
-        Some(Err(e)) => {
-            // The datagrams' sequence numbers are spent: receivers see the gap and
-            // report it. Count it here too.
-            c.send_errors.add(*ready as u64);
-            tracing::warn!(error = %e, datagrams = *ready, "send failed");
-        }
-        None => c.send_errors.add(*ready as u64),
-    }
-    for b in bufs[..*ready].iter_mut() {
-        b.clear();
-    }
-    *ready = 0;
+    heartbeat_interval: Duration,
+    heartbeat_every: Duration,
+    next_heartbeat: Option<Instant>,
 }
 
 /// Whether `n` more datagrams fit the receivers' windows.
@@ -78,18 +132,30 @@ fn window_allows(flow: &FlowControl, stream: &SenderStream, n: u64) -> bool {
 }
 
 impl SenderAgent {
-    pub(crate) fn new(session: u32, max_payload: usize, batch: usize) -> Self {
-        let batch = batch.clamp(1, MAX_BATCH);
+    pub(crate) fn new(config: &Config, session: u32, max_payload: usize) -> Self {
+        let batch = config.batch.clamp(1, MAX_BATCH);
+        let slots = (config.retransmit_window / max_payload.max(1)).max(2 * batch);
         SenderAgent {
             backend: None,
             control: None,
             stream: SenderStream::new(session, max_payload),
             flow: FlowControl::new(RECEIVER_TIMEOUT),
+            // The buffer being filled is not retained: the window is the others.
+            retransmit: config
+                .reliable
+                .then(|| Retransmitter::new(slots - 1, RETRANSMIT_LINGER)),
+            outbox: Outbox {
+                pool: (0..slots).map(|_| DatagramBuf::new(max_payload)).collect(),
+                head: 0,
+                unsent: 0,
+                batch,
+            },
             publishers: Vec::new(),
-            bufs: (0..batch).map(|_| DatagramBuf::new(max_payload)).collect(),
-            ready: 0,
             next_publisher: 0,
             blocked: false,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_every: config.heartbeat_interval,
+            next_heartbeat: None,
         }
     }
 
@@ -116,23 +182,40 @@ impl SenderAgent {
         n
     }
 
-    /// Reads queued status messages (waiting up to the socket's timeout for the first
-    /// when `wait`). Returns how many concerned this session.
+    /// Reads queued status messages and NAKs (waiting up to the socket's timeout for
+    /// the first when `wait`) and answers the NAKs. Returns how many concerned us.
     pub(crate) fn read_status(&mut self, shared: &Shared, mut wait: bool) -> usize {
         let Some(sock) = self.control.as_ref() else {
             return 0;
         };
         let c = &shared.counters.tx;
-        let mut buf = [0u8; STATUS_LEN + 1];
+        let mut buf = [0u8; NAK_LEN + 1];
         let mut mine = 0;
-        for _ in 0..STATUS_PER_CYCLE {
+        let mut resend: [u64; MAX_BATCH] = [0; MAX_BATCH];
+        let mut queued = 0usize;
+        for _ in 0..CONTROL_PER_CYCLE {
+            let now = Instant::now();
             match recv_control(sock, &mut buf, wait) {
-                Ok(n) => match Status::decode(&buf[..n]) {
-                    Ok(s) if s.session == self.stream.session() => {
-                        self.flow
-                            .on_status(Instant::now(), s.receiver, s.next_seq, s.window);
+                Ok(n) => match Control::decode(&buf[..n]) {
+                    Ok(Control::Status(s)) if s.session == self.stream.session() => {
+                        self.flow.on_status(now, s.receiver, s.next_seq, s.window);
                         c.status_received.add(1);
                         mine += 1;
+                    }
+                    Ok(Control::Nak(nak)) if nak.session == self.stream.session() => {
+                        c.naks_received.add(1);
+                        mine += 1;
+                        let Some(r) = self.retransmit.as_mut() else {
+                            continue;
+                        };
+                        // Everything sealed was sent at the end of the last cycle.
+                        let sent_up_to = self.stream.next_seq() - self.outbox.unsent as u64;
+                        r.on_nak(now, nak.from, nak.to, sent_up_to, &mut |seq| {
+                            if queued < MAX_BATCH {
+                                resend[queued] = seq;
+                                queued += 1;
+                            }
+                        });
                     }
                     Ok(_) => {}
                     Err(_) => c.control_malformed.add(1),
@@ -153,26 +236,69 @@ impl SenderAgent {
             }
             wait = false;
         }
+        if queued > 0 {
+            self.retransmit(&resend[..queued], shared);
+        }
         mine
+    }
+
+    fn retransmit(&mut self, seqs: &[u64], shared: &Shared) {
+        let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        let mut n = 0;
+        for &seq in seqs {
+            if let Some(bytes) = self.outbox.sent(seq) {
+                refs[n] = bytes;
+                n += 1;
+            }
+        }
+        let c = &shared.counters.tx;
+        match self.backend.as_mut().map(|b| b.send_batch(&refs[..n])) {
+            Some(Ok(())) => c.retransmits.add(n as u64),
+            Some(Err(e)) => {
+                c.send_errors.add(n as u64);
+                tracing::warn!(error = %e, "retransmission failed");
+            }
+            None => {}
+        }
+    }
+
+    /// Sends a heartbeat when the session has been idle long enough.
+    fn heartbeat(&mut self, now: Instant, sent_data: bool, shared: &Shared) {
+        if sent_data || self.stream.next_seq() == 0 {
+            self.heartbeat_every = self.heartbeat_interval;
+            self.next_heartbeat = Some(now + self.heartbeat_interval);
+            return;
+        }
+        if self.next_heartbeat.is_some_and(|t| now < t) {
+            return;
+        }
+        let oldest = self
+            .retransmit
+            .as_ref()
+            .map_or(self.stream.next_seq(), |r| r.oldest(self.stream.next_seq()));
+        let mut buf = [0u8; HEARTBEAT_LEN];
+        self.stream.heartbeat(oldest).encode(&mut buf);
+        if let Some(Ok(())) = self.backend.as_mut().map(|b| b.send_batch(&[&buf])) {
+            shared.counters.tx.heartbeats.add(1);
+        }
+        self.next_heartbeat = Some(now + self.heartbeat_every);
+        self.heartbeat_every = (self.heartbeat_every * 2).min(MAX_HEARTBEAT);
     }
 
     /// One duty cycle: returns the number of messages (and commands) handled.
     pub(crate) fn do_work(&mut self, shared: &Shared) -> usize {
         let mut work = self.commands(shared);
         work += self.read_status(shared, false);
-        self.flow.expire(Instant::now());
-        shared
-            .counters
-            .tx
-            .receivers
-            .set(self.flow.receivers() as u64);
+        let now = Instant::now();
+        self.flow.expire(now);
+        let c = &shared.counters.tx;
+        c.receivers.set(self.flow.receivers() as u64);
         self.blocked = false;
-        if self.publishers.is_empty() || self.backend.is_none() {
+        if self.backend.is_none() {
             return work;
         }
+        let seq_before = self.stream.next_seq();
         let count = self.publishers.len();
-        let batch = self.bufs.len();
-        let c = &shared.counters.tx;
         'publishers: for k in 0..count {
             let idx = (self.next_publisher + k) % count;
             let Self {
@@ -180,8 +306,7 @@ impl SenderAgent {
                 stream,
                 flow,
                 publishers,
-                bufs,
-                ready,
+                outbox,
                 blocked,
                 ..
             } = self;
@@ -189,30 +314,22 @@ impl SenderAgent {
             let mut taken = 0;
             while taken < FAIR_SHARE {
                 let Some(rec) = p.ring.peek() else { break };
-                if bufs[*ready].is_empty() && !window_allows(flow, stream, 1) {
+                if outbox.current().is_empty() && !window_allows(flow, stream, 1) {
                     *blocked = true;
                     work += taken;
                     break 'publishers;
                 }
-                match stream.append(&mut bufs[*ready], &p.topic, rec) {
+                match stream.append(outbox.current(), &p.topic, rec) {
                     Append::Done => {}
                     Append::Full => {
-                        stream.seal(&mut bufs[*ready]);
-                        *ready += 1;
-                        if *ready == batch {
-                            send(backend, bufs, ready, shared);
+                        outbox.seal(stream, backend, shared);
+                        if outbox.unsent == 0 {
                             p.ring.release();
                         }
                         continue;
                     }
                     Append::TooLarge => {
-                        if !bufs[*ready].is_empty() {
-                            stream.seal(&mut bufs[*ready]);
-                            *ready += 1;
-                            if *ready == batch {
-                                send(backend, bufs, ready, shared);
-                            }
-                        }
+                        outbox.seal(stream, backend, shared);
                         // A message wider than the window goes once everything before
                         // it was received, so it can never wait forever.
                         let piece = stream.fragment_piece(p.topic.len()).max(1);
@@ -225,15 +342,12 @@ impl SenderAgent {
                         }
                         let mut off = 0;
                         while off < rec.len() {
-                            let next = stream.fragment(&mut bufs[*ready], &p.topic, rec, off);
+                            let next = stream.fragment(outbox.current(), &p.topic, rec, off);
                             if next == off {
                                 break; // cannot happen: topics are checked at creation
                             }
                             off = next;
-                            *ready += 1;
-                            if *ready == batch {
-                                send(backend, bufs, ready, shared);
-                            }
+                            outbox.advance(backend, shared);
                         }
                         c.fragmented.add(1);
                     }
@@ -249,14 +363,16 @@ impl SenderAgent {
         }
         self.next_publisher = self.next_publisher.wrapping_add(1);
         // Nothing more to take right now: send what we have (no Nagle).
-        if !self.bufs[self.ready].is_empty() {
-            self.stream.seal(&mut self.bufs[self.ready]);
-            self.ready += 1;
-        }
-        send(&mut self.backend, &mut self.bufs, &mut self.ready, shared);
+        self.outbox
+            .seal(&mut self.stream, &mut self.backend, shared);
+        self.outbox.send(&mut self.backend, shared);
         for p in &mut self.publishers {
             p.ring.release();
         }
+        let sent_data = self.stream.next_seq() != seq_before;
+        self.heartbeat(now, sent_data, shared);
+        c.next_seq.set(self.stream.next_seq());
+        c.acked.set(self.flow.acked().unwrap_or(u64::MAX));
         let before = self.publishers.len();
         self.publishers
             .retain_mut(|p| !(p.closed.load(Ordering::Acquire) && p.ring.is_empty()));

@@ -29,6 +29,9 @@ enum Command {
 
 #[derive(Args)]
 struct Net {
+    /// Turn repair off: gaps are reported as loss at once, NAKs are not answered.
+    #[arg(long)]
+    best_effort: bool,
     /// Multicast group ADDR:PORT.
     #[arg(long, default_value = DEFAULT_GROUP)]
     group: SocketAddrV4,
@@ -114,7 +117,10 @@ fn main() -> ExitCode {
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
 fn node(net: &Net, ttl: Option<u32>) -> Result<Node, ringcast::Error> {
-    let mut b = Config::builder().group(net.group).iface(net.iface.clone());
+    let mut b = Config::builder()
+        .group(net.group)
+        .iface(net.iface.clone())
+        .reliable(!net.best_effort);
     if let Some(t) = ttl {
         b = b.ttl(t);
     }
@@ -162,15 +168,21 @@ fn send(a: SendArgs) -> Res {
     }
     publisher.flush(Duration::from_secs(30))?;
     let secs = start.elapsed().as_secs_f64();
+    if !a.net.best_effort {
+        // Stay to answer NAKs until the receivers we know of have everything.
+        node.wait_acknowledged(Duration::from_millis(50), Duration::from_secs(5));
+    }
     let s = node.stats();
     eprintln!(
-        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}",
+        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}, retransmits {}, naks received {}",
         a.repeat,
         s.datagrams_sent,
         secs,
         a.repeat as f64 / secs.max(1e-9),
         s.backend,
-        s.send_errors
+        s.send_errors,
+        s.retransmits,
+        s.naks_received
     );
     Ok(if s.send_errors == 0 {
         ExitCode::SUCCESS
@@ -241,8 +253,8 @@ fn listen(a: ListenArgs) -> Res {
     out.flush()?;
     let s = node.stats();
     eprintln!(
-        "received {received} messages, gaps {gaps} (lost {lost}), malformed {}, duplicates {}, datagrams {}",
-        s.malformed, s.duplicates, s.datagrams_received
+        "received {received} messages, gaps {gaps} (lost {lost}), gaps filled {}, unrecoverable {}, naks sent {}, duplicates {}, malformed {}, datagrams {}",
+        s.gaps_filled, s.gaps, s.naks_sent, s.duplicates, s.malformed, s.datagrams_received
     );
     Ok(if gaps == 0 {
         ExitCode::SUCCESS

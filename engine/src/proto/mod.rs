@@ -7,11 +7,13 @@
 
 pub mod flow;
 pub mod receiver;
+pub mod retransmit;
 pub mod sender;
 
 #[cfg(test)]
 mod sim_tests;
 
 pub use flow::FlowControl;
-pub use receiver::{Delivery, Receiver, SessionKey};
+pub use receiver::{Delivery, Receiver, ReceiverConfig, SessionKey};
+pub use retransmit::Retransmitter;
 pub use sender::{Append, DatagramBuf, SenderStream};

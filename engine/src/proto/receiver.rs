@@ -1,13 +1,23 @@
-//! Subscriber side: tracks every publishing session heard, detects gaps in its
-//! datagram sequence, turns them into explicit loss events over message sequence
-//! numbers, drops duplicates and reassembles fragmented messages. No I/O; the caller
-//! passes the time in.
+//! Subscriber side: tracks every publishing session heard, puts its datagrams back in
+//! order, asks for the missing ones (NAKs), and turns what cannot be repaired into
+//! explicit loss events over message sequence numbers; drops duplicates and
+//! reassembles fragmented messages. No I/O, no clock: the caller passes the time in,
+//! calls [`Receiver::handle_timeout`] when [`Receiver::poll_timeout`] says, and sends
+//! what [`Receiver::poll_nak`] and [`Receiver::poll_status`] hand out.
+//!
+//! Reliable mode: a datagram ahead of the next expected one is held (bounded); after a
+//! short random delay (so receivers that lost the same datagram do not all ask at
+//! once) the missing ranges are NAKed, and again every `nak_interval`. A gap is
+//! declared lost — and reported with its exact message range — only when the
+//! publisher's heartbeat says it no longer holds the data, when `nak_retries` NAKs
+//! went unanswered, or when the reorder buffer is full. Best-effort mode reports a gap
+//! at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Frame, Frames, WireError};
+use crate::wire::{Frame, Frames, Header, Heartbeat, Kind, WireError};
 
 /// Identifies a publishing session: its source address and session id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +53,42 @@ pub enum Delivery<'a> {
     },
 }
 
+/// How the receiver behaves.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Largest message reassembled.
+    pub max_message: usize,
+    /// Most sessions tracked (least recently heard evicted).
+    pub max_sessions: usize,
+    /// Repair gaps with NAKs (else report them at once).
+    pub reliable: bool,
+    /// Upper bound of the random delay before the first NAK of a gap.
+    pub nak_delay: Duration,
+    /// Time between NAKs for a gap still open.
+    pub nak_interval: Duration,
+    /// NAKs sent for a gap before it is declared lost.
+    pub nak_retries: u32,
+    /// Datagrams held out of order, over all sessions, before the oldest gap is given up.
+    pub reorder_limit: usize,
+    /// Seed of the NAK-delay randomness (deterministic tests).
+    pub seed: u64,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            max_message: 4 << 20,
+            max_sessions: 1024,
+            reliable: true,
+            nak_delay: Duration::from_micros(200),
+            nak_interval: Duration::from_millis(2),
+            nak_retries: 50,
+            reorder_limit: 8192,
+            seed: 0x5eed,
+        }
+    }
+}
+
 /// Counters kept by the receiver (read by the agent into the node's stats).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReceiverCounters {
@@ -52,14 +98,22 @@ pub struct ReceiverCounters {
     pub messages: u64,
     /// Payload bytes delivered.
     pub bytes: u64,
-    /// Gaps seen in a datagram sequence.
+    /// Gaps that could not be repaired (each reported as a loss).
     pub gaps: u64,
     /// Datagrams those gaps skipped.
     pub lost_datagrams: u64,
     /// Messages reported lost.
     pub lost_messages: u64,
-    /// Datagrams already seen (or arriving after a gap passed them) dropped.
+    /// Datagrams already seen (or older than the position) dropped.
     pub duplicates: u64,
+    /// Datagrams held because they arrived ahead of a missing one.
+    pub reordered: u64,
+    /// Missing datagrams that arrived later (retransmitted or late) and filled a gap.
+    pub repaired: u64,
+    /// NAK ranges handed out for sending.
+    pub naks: u64,
+    /// Heartbeats heard.
+    pub heartbeats: u64,
     /// Datagrams rejected by the decoder or inconsistent with their session.
     pub malformed: u64,
     /// Sessions first heard.
@@ -78,6 +132,13 @@ struct Reassembly {
 }
 
 #[derive(Debug)]
+struct Held {
+    /// The first message this datagram starts.
+    first_start: u64,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
 struct Session {
     next_seq: u64,
     next_msg: u64,
@@ -86,31 +147,62 @@ struct Session {
     /// Position in the last status sent for this session (`None`: none sent yet).
     reported: Option<u64>,
     last_status: Instant,
+    /// Datagrams ahead of `next_seq`, waiting for the gap before them.
+    held: BTreeMap<u64, Held>,
+    /// One past the highest datagram known to exist (from data or a heartbeat).
+    highest: u64,
+    /// The next message sequence at `highest`, when a heartbeat said so.
+    tail_msg: Option<u64>,
+    /// The oldest datagram the publisher can still retransmit.
+    oldest_available: u64,
+    /// When the gap at `next_seq` opened, and when its next NAK is due.
+    gap_since: Option<Instant>,
+    nak_due: Option<Instant>,
+    nak_attempts: u32,
+}
+
+impl Session {
+    fn missing(&self) -> bool {
+        self.highest > self.next_seq
+    }
 }
 
 /// How often a receiver reports status for a session that is sending.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(5);
 /// A session silent this long gets no more status messages.
 pub const SESSION_QUIET: Duration = Duration::from_secs(2);
+/// NAK ranges sent per session per round at most.
+const NAK_RANGES: usize = 16;
 
 /// The receive-side protocol state for every session heard on a group.
 #[derive(Debug)]
 pub struct Receiver {
-    max_message: usize,
-    max_sessions: usize,
+    cfg: ReceiverConfig,
     sessions: HashMap<SessionKey, Session>,
     counters: ReceiverCounters,
+    pool: Vec<Vec<u8>>,
+    held_total: usize,
+    naks: Vec<(SessionKey, u64, u64)>,
+    next_timeout: Option<Instant>,
+    rng: u64,
 }
 
 impl Receiver {
-    /// A receiver that reassembles messages of up to `max_message` bytes and tracks
-    /// at most `max_sessions` publishing sessions (least recently heard evicted).
-    pub fn new(max_message: usize, max_sessions: usize) -> Self {
+    /// A receiver with the given behaviour.
+    pub fn new(cfg: ReceiverConfig) -> Self {
+        let rng = cfg.seed | 1;
         Receiver {
-            max_message,
-            max_sessions: max_sessions.max(1),
+            cfg: ReceiverConfig {
+                max_sessions: cfg.max_sessions.max(1),
+                ..cfg
+            },
             sessions: HashMap::new(),
             counters: ReceiverCounters::default(),
+            pool: Vec::new(),
+            held_total: 0,
+            naks: Vec::new(),
+            next_timeout: None,
+            rng,
         }
     }
 
@@ -125,9 +217,54 @@ impl Receiver {
         self.sessions.len()
     }
 
-    /// Processes one datagram received at `now` from `source`, handing every
-    /// resulting message or loss to `out`. A malformed datagram is counted and
-    /// returned as an error; it changes no state.
+    /// Datagrams currently held out of order.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held_total
+    }
+
+    fn random_delay(&mut self) -> Duration {
+        // xorshift64: deterministic for a given seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let max = self.cfg.nak_delay.as_nanos().max(1) as u64;
+        Duration::from_nanos(self.rng % max)
+    }
+
+    /// Creates the session at `seq`/`msg` if it is new, and notes it was heard.
+    fn ensure_session(&mut self, now: Instant, key: SessionKey, seq: u64, msg: u64) {
+        if !self.sessions.contains_key(&key) {
+            self.make_room();
+            self.counters.sessions += 1;
+            // A late joiner starts at the live position: nothing before is owed to it.
+            self.sessions.insert(
+                key,
+                Session {
+                    next_seq: seq,
+                    next_msg: msg,
+                    last_seen: now,
+                    asm: Reassembly::default(),
+                    reported: None,
+                    last_status: now,
+                    held: BTreeMap::new(),
+                    highest: seq,
+                    tail_msg: None,
+                    oldest_available: 0,
+                    gap_since: None,
+                    nak_due: None,
+                    nak_attempts: 0,
+                },
+            );
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.last_seen = now;
+        }
+    }
+
+    /// Processes one datagram from the data port (data or heartbeat) received at
+    /// `now` from `source`, handing every resulting message or loss to `out`. A
+    /// malformed datagram is counted and returned as an error; it changes no state.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -135,7 +272,20 @@ impl Receiver {
         bytes: &[u8],
         out: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<(), WireError> {
-        let (header, frames) = match Frames::decode(bytes, self.max_message) {
+        let kind = Header::decode(bytes).map(|h| h.kind);
+        if kind == Ok(Kind::Heartbeat) {
+            return match Heartbeat::decode(bytes) {
+                Ok(hb) => {
+                    self.on_heartbeat(now, source, hb, out);
+                    Ok(())
+                }
+                Err(e) => {
+                    self.counters.malformed += 1;
+                    Err(e)
+                }
+            };
+        }
+        let (header, frames) = match Frames::decode(bytes, self.cfg.max_message) {
             Ok(d) => d,
             Err(e) => {
                 self.counters.malformed += 1;
@@ -146,140 +296,246 @@ impl Receiver {
             source,
             session: header.session,
         };
-        let first = frames.clone().next();
-        let starts_mid_message =
-            matches!(first, Some(Frame { fragment: Some(f), .. }) if !f.is_first());
-        // The first message this datagram starts (a leading continuation belongs to an
-        // earlier one).
-        let first_start = header.msg_seq + u64::from(starts_mid_message);
-
-        if !self.sessions.contains_key(&key) {
-            self.make_room();
-            self.counters.sessions += 1;
-            // A late joiner starts at the live position: nothing before is owed to it.
-            self.sessions.insert(
-                key,
-                Session {
-                    next_seq: header.seq,
-                    next_msg: first_start,
-                    last_seen: now,
-                    asm: Reassembly::default(),
-                    reported: None,
-                    last_status: now,
-                },
-            );
-        }
+        let first_start = first_start(&header, &frames);
+        let reliable = self.cfg.reliable;
+        self.ensure_session(now, key, header.seq, first_start);
         let Some(s) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
-        let c = &mut self.counters;
-        if header.seq < s.next_seq {
-            c.duplicates += 1;
+        if header.seq < s.next_seq || s.held.contains_key(&header.seq) {
+            self.counters.duplicates += 1;
             return Ok(());
         }
         if header.seq > s.next_seq {
             if first_start < s.next_msg {
                 // Sequence moved forward while message numbers went back: not our sender.
-                c.malformed += 1;
+                self.counters.malformed += 1;
                 return Err(WireError::FragmentOutOfRange);
             }
-            c.gaps += 1;
-            c.lost_datagrams += header.seq - s.next_seq;
-            s.asm.active = false;
-            if first_start > s.next_msg {
-                c.lost_messages += first_start - s.next_msg;
-                out(Delivery::Loss {
-                    from: key,
-                    from_seq: s.next_msg,
-                    to_seq: first_start,
-                });
-                s.next_msg = first_start;
-            }
-        } else if !starts_mid_message && header.msg_seq != s.next_msg {
-            if header.msg_seq < s.next_msg {
-                c.malformed += 1;
-                return Err(WireError::FragmentOutOfRange);
-            }
-            // In sequence but message numbers jumped: report them rather than hide it.
-            c.lost_messages += header.msg_seq - s.next_msg;
-            out(Delivery::Loss {
-                from: key,
-                from_seq: s.next_msg,
-                to_seq: header.msg_seq,
-            });
-            s.next_msg = header.msg_seq;
-            s.asm.active = false;
-        }
-        s.next_seq = header.seq + 1;
-        s.last_seen = now;
-        c.datagrams += 1;
-
-        let mut seq = header.msg_seq;
-        for frame in frames {
-            match frame.fragment {
-                None => {
-                    c.messages += 1;
-                    c.bytes += frame.payload.len() as u64;
-                    out(Delivery::Message {
-                        from: key,
-                        seq,
-                        topic: frame.topic,
-                        payload: frame.payload,
-                    });
-                    seq += 1;
-                    s.next_msg = seq;
+            if !reliable {
+                lose_until(s, key, header.seq, first_start, &mut self.counters, out);
+            } else {
+                let mut buf = self.pool.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(bytes);
+                s.held.insert(
+                    header.seq,
+                    Held {
+                        first_start,
+                        bytes: buf,
+                    },
+                );
+                s.highest = s.highest.max(header.seq + 1);
+                self.held_total += 1;
+                self.counters.reordered += 1;
+                self.open_gap(now, key);
+                if self.held_total > self.cfg.reorder_limit {
+                    self.give_up_front_gap(now, key, out);
+                } else {
+                    // it may be where the data the publisher still holds begins
+                    self.drain(now, key, out);
                 }
-                Some(f) if f.is_first() => {
-                    let a = &mut s.asm;
-                    a.active = true;
-                    a.msg_seq = seq;
-                    a.total = f.total_len as usize;
-                    a.topic.clear();
-                    a.topic.push_str(frame.topic);
-                    a.buf.clear();
-                    a.buf.extend_from_slice(frame.payload);
-                }
-                Some(f) => {
-                    let a = &mut s.asm;
-                    let continues = a.active
-                        && a.msg_seq == seq
-                        && a.buf.len() == f.offset as usize
-                        && a.total == f.total_len as usize
-                        && a.topic == frame.topic;
-                    if continues {
-                        a.buf.extend_from_slice(frame.payload);
-                        if a.buf.len() == a.total {
-                            a.active = false;
-                            c.messages += 1;
-                            c.bytes += a.buf.len() as u64;
-                            s.next_msg = seq + 1;
-                            out(Delivery::Message {
-                                from: key,
-                                seq,
-                                topic: &a.topic,
-                                payload: &a.buf,
-                            });
-                        }
-                    } else if !a.active && seq < s.next_msg {
-                        // The rest of a message already reported lost, or begun before
-                        // this receiver joined.
-                    } else {
-                        c.malformed += 1;
-                        a.active = false;
-                        if seq >= s.next_msg {
-                            c.lost_messages += seq + 1 - s.next_msg;
-                            out(Delivery::Loss {
-                                from: key,
-                                from_seq: s.next_msg,
-                                to_seq: seq + 1,
-                            });
-                            s.next_msg = seq + 1;
-                        }
-                    }
-                }
+                return Ok(());
             }
         }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Ok(());
+        };
+        if s.gap_since.is_some() || s.highest > header.seq + 1 {
+            // it fills a gap we knew of (held datagrams after it, or a heartbeat)
+            self.counters.repaired += 1;
+        }
+        s.highest = s.highest.max(header.seq + 1);
+        process(s, key, header, frames, &mut self.counters, out)?;
+        self.drain(now, key, out);
         Ok(())
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        source: SocketAddrV4,
+        hb: Heartbeat,
+        out: &mut dyn FnMut(Delivery<'_>),
+    ) {
+        self.counters.heartbeats += 1;
+        let key = SessionKey {
+            source,
+            session: hb.session,
+        };
+        let reliable = self.cfg.reliable;
+        self.ensure_session(now, key, hb.next_seq, hb.next_msg_seq);
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.oldest_available = s.oldest_available.max(hb.oldest);
+        if hb.next_seq >= s.highest {
+            s.highest = hb.next_seq;
+            s.tail_msg = Some(hb.next_msg_seq);
+        }
+        if hb.next_seq <= s.next_seq {
+            return;
+        }
+        if !reliable {
+            lose_until(
+                s,
+                key,
+                hb.next_seq,
+                hb.next_msg_seq,
+                &mut self.counters,
+                out,
+            );
+            return;
+        }
+        self.open_gap(now, key);
+        self.drain(now, key, out);
+    }
+
+    /// Starts the NAK timer of a session whose front is missing, if not running.
+    fn open_gap(&mut self, now: Instant, key: SessionKey) {
+        let delay = self.random_delay();
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.gap_since.is_none() {
+            s.gap_since = Some(now);
+            s.nak_attempts = 0;
+            let due = now + delay;
+            s.nak_due = Some(due);
+            self.next_timeout = Some(self.next_timeout.map_or(due, |t| t.min(due)));
+        }
+    }
+
+    /// Delivers held datagrams that are next in line, gives up gaps the publisher can
+    /// no longer repair, and settles the session's gap timer.
+    fn drain(&mut self, now: Instant, key: SessionKey, out: &mut dyn FnMut(Delivery<'_>)) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&key) else {
+                return;
+            };
+            if let Some(held) = s.held.remove(&s.next_seq) {
+                self.held_total -= 1;
+                if let Ok((header, frames)) = Frames::decode(&held.bytes, self.cfg.max_message) {
+                    let _ = process(s, key, header, frames, &mut self.counters, out);
+                }
+                self.pool.push(held.bytes);
+                continue;
+            }
+            // Data older than what the publisher retains will never come: report it as
+            // soon as we know where the next available data starts.
+            if s.next_seq < s.oldest_available && s.missing() {
+                let end = s.oldest_available;
+                let resume = match s.held.get(&end) {
+                    Some(h) => Some(h.first_start),
+                    None if end == s.highest => s.tail_msg,
+                    None => None,
+                };
+                if let Some(msg) = resume {
+                    lose_until(s, key, end, msg, &mut self.counters, out);
+                    s.gap_since = None;
+                    continue;
+                }
+            }
+            break;
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !s.missing() {
+            let had_timer = s.nak_due.is_some();
+            s.gap_since = None;
+            s.nak_due = None;
+            s.nak_attempts = 0;
+            if had_timer {
+                self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
+            }
+        } else if s.gap_since.is_none() {
+            self.open_gap(now, key);
+        }
+    }
+
+    /// Declares the gap at the front of a session lost (up to the next datagram that
+    /// is held, or the heartbeat's tail) and delivers what follows it.
+    fn give_up_front_gap(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        out: &mut dyn FnMut(Delivery<'_>),
+    ) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let next = s.held.iter().next().map(|(&seq, h)| (seq, h.first_start));
+        let (end, msg) = match next {
+            Some(n) => n,
+            None => match s.tail_msg {
+                Some(m) if s.highest > s.next_seq => (s.highest, m),
+                _ => return,
+            },
+        };
+        lose_until(s, key, end, msg, &mut self.counters, out);
+        s.gap_since = None;
+        self.drain(now, key, out);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    /// Sends due NAKs (into the queue read by [`poll_nak`](Self::poll_nak)) and gives
+    /// up gaps whose NAKs went unanswered `nak_retries` times.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut dyn FnMut(Delivery<'_>)) {
+        if self.next_timeout.is_none_or(|t| t > now) {
+            return;
+        }
+        let due: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.nak_due.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        let give_up_after = self.cfg.nak_interval * self.cfg.nak_retries;
+        for key in due {
+            let expired = self
+                .sessions
+                .get(&key)
+                .and_then(|s| s.gap_since)
+                .is_some_and(|since| now.saturating_duration_since(since) >= give_up_after);
+            if expired {
+                self.give_up_front_gap(now, key, out);
+                continue;
+            }
+            let interval = self.cfg.nak_interval;
+            let Some(s) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            let start = s.next_seq.max(s.oldest_available);
+            let mut from = start;
+            let mut ranges = 0;
+            for (&seq, _) in s.held.range(start..) {
+                if seq > from && ranges < NAK_RANGES {
+                    self.naks.push((key, from, seq));
+                    ranges += 1;
+                }
+                from = seq + 1;
+            }
+            if s.highest > from && ranges < NAK_RANGES {
+                self.naks.push((key, from, s.highest));
+                ranges += 1;
+            }
+            self.counters.naks += ranges as u64;
+            s.nak_attempts += 1;
+            s.nak_due = Some(now + interval);
+        }
+        self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
+    }
+
+    /// Hands out queued NAKs as (session, first missing, one past the last).
+    pub fn poll_nak(&mut self, out: &mut dyn FnMut(SessionKey, u64, u64)) {
+        for (k, from, to) in self.naks.drain(..) {
+            out(k, from, to);
+        }
     }
 
     /// Calls `out(session, next_seq, window)` for every session that is owed a status
@@ -321,19 +577,153 @@ impl Receiver {
     }
 
     fn make_room(&mut self) {
-        while self.sessions.len() >= self.max_sessions {
+        while self.sessions.len() >= self.cfg.max_sessions {
             let oldest = self
                 .sessions
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(k, _)| *k);
-            match oldest {
-                Some(k) => {
-                    self.sessions.remove(&k);
+            match oldest.and_then(|k| self.sessions.remove(&k)) {
+                Some(s) => {
+                    self.held_total -= s.held.len();
+                    self.pool.extend(s.held.into_values().map(|h| h.bytes));
                     self.counters.sessions_evicted += 1;
                 }
                 None => return,
             }
         }
     }
+}
+
+/// The first message a data datagram starts (a leading continuation belongs to an
+/// earlier one).
+fn first_start(header: &Header, frames: &Frames<'_>) -> u64 {
+    let first = frames.clone().next();
+    let mid = matches!(first, Some(Frame { fragment: Some(f), .. }) if !f.is_first());
+    header.msg_seq + u64::from(mid)
+}
+
+/// Declares datagrams `next_seq..seq` lost, and with them messages `next_msg..msg`.
+fn lose_until(
+    s: &mut Session,
+    key: SessionKey,
+    seq: u64,
+    msg: u64,
+    c: &mut ReceiverCounters,
+    out: &mut dyn FnMut(Delivery<'_>),
+) {
+    if seq <= s.next_seq {
+        return;
+    }
+    c.gaps += 1;
+    c.lost_datagrams += seq - s.next_seq;
+    s.asm.active = false;
+    if msg > s.next_msg {
+        c.lost_messages += msg - s.next_msg;
+        out(Delivery::Loss {
+            from: key,
+            from_seq: s.next_msg,
+            to_seq: msg,
+        });
+        s.next_msg = msg;
+    }
+    s.next_seq = seq;
+    s.highest = s.highest.max(seq);
+}
+
+/// Delivers the frames of the datagram that is next in line (`header.seq == next_seq`).
+fn process(
+    s: &mut Session,
+    key: SessionKey,
+    header: Header,
+    frames: Frames<'_>,
+    c: &mut ReceiverCounters,
+    out: &mut dyn FnMut(Delivery<'_>),
+) -> Result<(), WireError> {
+    let starts_mid_message = first_start(&header, &frames) != header.msg_seq;
+    if !starts_mid_message && header.msg_seq != s.next_msg {
+        if header.msg_seq < s.next_msg {
+            // Changes nothing: the genuine datagram with this sequence may still come.
+            c.malformed += 1;
+            return Err(WireError::FragmentOutOfRange);
+        }
+        // In sequence but message numbers jumped: report them rather than hide it.
+        c.lost_messages += header.msg_seq - s.next_msg;
+        out(Delivery::Loss {
+            from: key,
+            from_seq: s.next_msg,
+            to_seq: header.msg_seq,
+        });
+        s.next_msg = header.msg_seq;
+        s.asm.active = false;
+    }
+    s.next_seq = header.seq + 1;
+    c.datagrams += 1;
+
+    let mut seq = header.msg_seq;
+    for frame in frames {
+        match frame.fragment {
+            None => {
+                c.messages += 1;
+                c.bytes += frame.payload.len() as u64;
+                out(Delivery::Message {
+                    from: key,
+                    seq,
+                    topic: frame.topic,
+                    payload: frame.payload,
+                });
+                seq += 1;
+                s.next_msg = seq;
+            }
+            Some(f) if f.is_first() => {
+                let a = &mut s.asm;
+                a.active = true;
+                a.msg_seq = seq;
+                a.total = f.total_len as usize;
+                a.topic.clear();
+                a.topic.push_str(frame.topic);
+                a.buf.clear();
+                a.buf.extend_from_slice(frame.payload);
+            }
+            Some(f) => {
+                let a = &mut s.asm;
+                let continues = a.active
+                    && a.msg_seq == seq
+                    && a.buf.len() == f.offset as usize
+                    && a.total == f.total_len as usize
+                    && a.topic == frame.topic;
+                if continues {
+                    a.buf.extend_from_slice(frame.payload);
+                    if a.buf.len() == a.total {
+                        a.active = false;
+                        c.messages += 1;
+                        c.bytes += a.buf.len() as u64;
+                        s.next_msg = seq + 1;
+                        out(Delivery::Message {
+                            from: key,
+                            seq,
+                            topic: &a.topic,
+                            payload: &a.buf,
+                        });
+                    }
+                } else if !a.active && seq < s.next_msg {
+                    // The rest of a message already reported lost, or begun before
+                    // this receiver joined.
+                } else {
+                    c.malformed += 1;
+                    a.active = false;
+                    if seq >= s.next_msg {
+                        c.lost_messages += seq + 1 - s.next_msg;
+                        out(Delivery::Loss {
+                            from: key,
+                            from_seq: s.next_msg,
+                            to_seq: seq + 1,
+                        });
+                        s.next_msg = seq + 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

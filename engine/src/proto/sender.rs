@@ -12,6 +12,7 @@ pub struct DatagramBuf {
     len: usize,
     count: u16,
     msg_seq: u64,
+    seq: Option<u64>,
 }
 
 impl DatagramBuf {
@@ -22,7 +23,13 @@ impl DatagramBuf {
             len: HEADER_LEN,
             count: 0,
             msg_seq: 0,
+            seq: None,
         }
+    }
+
+    /// The sequence number it was sealed with (`None` until sealed).
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     /// Whether no frame has been written since the last [`clear`](Self::clear).
@@ -39,6 +46,7 @@ impl DatagramBuf {
     pub fn clear(&mut self) {
         self.len = HEADER_LEN;
         self.count = 0;
+        self.seq = None;
     }
 }
 
@@ -82,6 +90,16 @@ impl SenderStream {
     /// The session id.
     pub fn session(&self) -> u32 {
         self.session
+    }
+
+    /// A heartbeat for this session's current position.
+    pub fn heartbeat(&self, oldest: u64) -> crate::wire::Heartbeat {
+        crate::wire::Heartbeat {
+            session: self.session,
+            next_seq: self.next_seq,
+            next_msg_seq: self.next_msg_seq,
+            oldest: oldest.min(self.next_seq),
+        }
     }
 
     /// Sequence number the next message will carry.
@@ -194,6 +212,7 @@ impl SenderStream {
             Err(_) => return,
         };
         h.encode(head);
+        d.seq = Some(self.next_seq);
         self.next_seq += 1;
     }
 }

@@ -5,14 +5,26 @@
 //! and bytes, or covered by exactly one loss event; deliveries come in sequence
 //! order; and the counters agree with what was handed out.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
 use super::*;
 
 const SRC: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
+
+/// A receiver that reports gaps at once (no NAKs).
+fn best_effort(max_message: usize, max_sessions: usize) -> Receiver {
+    Receiver::new(ReceiverConfig {
+        max_message,
+        max_sessions,
+        reliable: false,
+        ..ReceiverConfig::default()
+    })
+}
 
 /// Runs the sender over `msgs` and returns every datagram it produced, in order.
 fn send_all(max_payload: usize, msgs: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
@@ -179,7 +191,7 @@ proptest! {
     #[test]
     fn lossless_network_delivers_everything_in_order(msgs in messages(), mtu in 150usize..600) {
         let d = send_all(mtu, &msgs);
-        let mut rx = Receiver::new(1 << 20, 16);
+        let mut rx = best_effort(1 << 20, 16);
         let seen = receive(&mut rx, &d);
         prop_assert_eq!(seen.messages.len(), msgs.len());
         prop_assert!(seen.losses.is_empty());
@@ -191,7 +203,7 @@ proptest! {
     fn faulty_network_never_loses_silently(msgs in messages(), mtu in 150usize..600, f in faults()) {
         let d = send_all(mtu, &msgs);
         let wire = apply(&d, &f);
-        let mut rx = Receiver::new(1 << 20, 16);
+        let mut rx = best_effort(1 << 20, 16);
         let seen = receive(&mut rx, &wire);
         // The receiver joins at the first datagram that reaches it.
         let first = seen.messages.first().map(|m| m.0).into_iter()
@@ -207,7 +219,7 @@ proptest! {
     fn late_joiner_starts_at_live_position(msgs in messages(), mtu in 150usize..600, skip in 0usize..50) {
         let d = send_all(mtu, &msgs);
         let skip = skip.min(d.len().saturating_sub(1));
-        let mut rx = Receiver::new(1 << 20, 16);
+        let mut rx = best_effort(1 << 20, 16);
         let seen = receive(&mut rx, &d[skip..]);
         prop_assert!(seen.losses.is_empty(), "joining late is not a loss: {:?}", seen.losses);
         let first = seen.messages.first().map_or(0, |m| m.0);
@@ -229,7 +241,7 @@ fn gap_reports_exact_message_range() {
     let mut wire = d.clone();
     wire.remove(3); // messages 6, 7
     wire.remove(3); // messages 8, 9
-    let mut rx = Receiver::new(1 << 20, 4);
+    let mut rx = best_effort(1 << 20, 4);
     let seen = receive(&mut rx, &wire);
     assert_eq!(seen.losses, vec![(6, 10)]);
     assert_eq!(seen.messages.len(), 26);
@@ -244,7 +256,7 @@ fn duplicates_are_dropped_and_counted() {
     let mut wire = d.clone();
     wire.insert(2, d[1].clone());
     wire.push(d[0].clone());
-    let mut rx = Receiver::new(1 << 20, 4);
+    let mut rx = best_effort(1 << 20, 4);
     let seen = receive(&mut rx, &wire);
     assert_eq!(seen.messages.len(), 10);
     assert_eq!(rx.counters().duplicates, 2);
@@ -259,14 +271,14 @@ fn one_mebibyte_message_reassembles_and_losing_a_fragment_reports_it() {
         ("/a".to_string(), b"after".to_vec()),
     ];
     let d = send_all(65507, &msgs);
-    let mut rx = Receiver::new(16 << 20, 4);
+    let mut rx = best_effort(16 << 20, 4);
     let seen = receive(&mut rx, &d);
     assert_eq!(seen.messages.len(), 3);
     assert_eq!(seen.messages[1].2, big);
     // lose one fragment in the middle: the big message is reported lost, the rest arrive
     let mut wire = d.clone();
     wire.remove(5);
-    let mut rx = Receiver::new(16 << 20, 4);
+    let mut rx = best_effort(16 << 20, 4);
     let seen = receive(&mut rx, &wire);
     assert_eq!(seen.losses, vec![(1, 2)]);
     assert_eq!(
@@ -274,7 +286,7 @@ fn one_mebibyte_message_reassembles_and_losing_a_fragment_reports_it() {
         vec![0, 2]
     );
     // a message above the receiver's limit is malformed, not delivered
-    let mut rx = Receiver::new(1 << 19, 4);
+    let mut rx = best_effort(1 << 19, 4);
     let seen = receive(&mut rx, &d);
     assert!(rx.counters().malformed > 0);
     assert!(seen.messages.iter().all(|m| m.2.len() < 1 << 19));
@@ -282,7 +294,7 @@ fn one_mebibyte_message_reassembles_and_losing_a_fragment_reports_it() {
 
 #[test]
 fn sessions_are_bounded() {
-    let mut rx = Receiver::new(1 << 20, 3);
+    let mut rx = best_effort(1 << 20, 3);
     for session in 0..10u32 {
         let mut s = SenderStream::new(session, 200);
         let mut d = DatagramBuf::new(200);
@@ -297,7 +309,7 @@ fn sessions_are_bounded() {
 
 #[test]
 fn random_bytes_are_counted_malformed() {
-    let mut rx = Receiver::new(1 << 20, 3);
+    let mut rx = best_effort(1 << 20, 3);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for len in 0..500usize {
         let bytes: Vec<u8> = (0..len)
@@ -316,4 +328,296 @@ fn random_bytes_are_counted_malformed() {
     }
     assert_eq!(rx.counters().malformed, 500);
     assert_eq!(rx.session_count(), 0);
+}
+
+/// A seeded xorshift generator for the simulated network.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Faults {
+    drop: u64,
+    dup: u64,
+    /// Extra random delay per packet, µs (reorders packets).
+    jitter_us: u64,
+}
+
+/// A one-way lossy link: packets arrive after 20 µs plus jitter, some dropped or doubled.
+struct Link {
+    queue: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
+    order: u64,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            queue: BinaryHeap::new(),
+            order: 0,
+        }
+    }
+    fn send(&mut self, rng: &mut Rng, f: Faults, now_us: u64, bytes: &[u8], never_drop: bool) {
+        // `never_drop` (the first datagram, which sets the receiver's join point)
+        // also arrives first: no jitter, no copy.
+        if !never_drop && rng.percent(f.drop) {
+            return;
+        }
+        let copies = if !never_drop && rng.percent(f.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if never_drop {
+                0
+            } else {
+                rng.next() % (f.jitter_us + 1)
+            };
+            let at = now_us + 20 + jitter;
+            self.order += 1;
+            self.queue.push(Reverse((at, self.order, bytes.to_vec())));
+        }
+    }
+    fn due(&mut self, now_us: u64) -> Option<Vec<u8>> {
+        match self.queue.peek() {
+            Some(Reverse((at, _, _))) if *at <= now_us => {
+                self.queue.pop().map(|Reverse((_, _, b))| b)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Publisher (retaining its last `retained` datagrams) → lossy link → reliable
+/// receiver → lossy link → publisher, on a simulated clock. Returns what the
+/// subscriber saw and the receiver.
+fn run_reliable(
+    msgs: &[(String, Vec<u8>)],
+    mtu: usize,
+    f: Faults,
+    retained: usize,
+    seed: u64,
+) -> (Seen, Receiver) {
+    use crate::wire::{Nak, HEARTBEAT_LEN, NAK_LEN};
+    let datagrams = send_all(mtu, msgs);
+    let mut rng = Rng(seed | 1);
+    let t0 = Instant::now();
+    let at = |us: u64| t0 + Duration::from_micros(us);
+    let mut rx = Receiver::new(ReceiverConfig {
+        seed,
+        reorder_limit: 1 << 20,
+        ..ReceiverConfig::default()
+    });
+    let mut retx = Retransmitter::new(retained, Duration::from_micros(500));
+    let (mut down, mut up) = (Link::new(), Link::new());
+    let mut seen = Seen::default();
+    let mut sent = 0usize;
+    let total_msgs = msgs.len() as u64;
+    let mut now = 0u64;
+    while now < 3_000_000 {
+        // the publisher: one datagram every 10 µs, then a heartbeat every 1 ms
+        if sent < datagrams.len() {
+            down.send(&mut rng, f, now, &datagrams[sent], sent == 0);
+            sent += 1;
+        } else if now % 1000 == 0 {
+            let hb = crate::wire::Heartbeat {
+                session: 77,
+                next_seq: sent as u64,
+                next_msg_seq: total_msgs,
+                oldest: retx.oldest(sent as u64),
+            };
+            let mut b = [0u8; HEARTBEAT_LEN];
+            hb.encode(&mut b);
+            down.send(&mut rng, f, now, &b, false);
+        }
+        while let Some(nak) = up.due(now) {
+            let n = Nak::decode(&nak).expect("valid nak");
+            let mut resend = Vec::new();
+            retx.on_nak(at(now), n.from, n.to, sent as u64, &mut |seq| {
+                resend.push(seq)
+            });
+            for seq in resend {
+                down.send(&mut rng, f, now, &datagrams[seq as usize], false);
+            }
+        }
+        let mut sink = |ev: Delivery<'_>| match ev {
+            Delivery::Message {
+                seq,
+                topic,
+                payload,
+                ..
+            } => seen
+                .messages
+                .push((seq, topic.to_string(), payload.to_vec())),
+            Delivery::Loss {
+                from_seq, to_seq, ..
+            } => seen.losses.push((from_seq, to_seq)),
+        };
+        while let Some(d) = down.due(now) {
+            let _ = rx.handle_datagram(at(now), SRC, &d, &mut sink);
+        }
+        rx.handle_timeout(at(now), &mut sink);
+        rx.poll_nak(&mut |key, from, to| {
+            let mut b = [0u8; NAK_LEN];
+            Nak {
+                session: key.session,
+                from,
+                to,
+                receiver: 1,
+            }
+            .encode(&mut b);
+            up.send(&mut rng, f, now, &b, false);
+        });
+        let lost: u64 = seen.losses.iter().map(|(a, b)| b - a).sum();
+        if sent == datagrams.len() && seen.messages.len() as u64 + lost == total_msgs {
+            break;
+        }
+        now += 10;
+    }
+    (seen, rx)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn reliable_delivers_everything_despite_loss_dup_and_reorder(
+        msgs in messages(),
+        mtu in 150usize..600,
+        drop in 0u64..25,
+        dup in 0u64..10,
+        jitter_us in 0u64..200,
+        seed in any::<u64>(),
+    ) {
+        let f = Faults { drop, dup, jitter_us };
+        let (seen, rx) = run_reliable(&msgs, mtu, f, 1 << 16, seed);
+        prop_assert!(seen.losses.is_empty(), "unrepaired: {:?} ({:?})", seen.losses, rx.counters());
+        prop_assert_eq!(seen.messages.len(), msgs.len(), "{:?}", rx.counters());
+        check(&msgs, &seen, &rx, 0);
+        prop_assert_eq!(rx.held(), 0);
+        if drop > 0 && rx.counters().naks > 0 {
+            prop_assert!(rx.counters().repaired > 0);
+        }
+    }
+
+    #[test]
+    fn beyond_the_window_losses_are_explicit_and_exact(
+        msgs in messages(),
+        mtu in 150usize..600,
+        drop in 5u64..40,
+        retained in 1usize..6,
+        seed in any::<u64>(),
+    ) {
+        let f = Faults { drop, dup: 2, jitter_us: 100 };
+        let (seen, rx) = run_reliable(&msgs, mtu, f, retained, seed);
+        // everything is either delivered once or inside exactly one loss range
+        let lost: u64 = seen.losses.iter().map(|(a, b)| b - a).sum();
+        prop_assert_eq!(seen.messages.len() as u64 + lost, msgs.len() as u64, "{:?}", rx.counters());
+        check(&msgs, &seen, &rx, 0);
+    }
+}
+
+#[test]
+fn tail_loss_is_found_by_heartbeat_and_repaired() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..10u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs);
+    let t0 = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let seen = std::cell::RefCell::new(Seen::default());
+    let mut sink = |ev: Delivery<'_>| match ev {
+        Delivery::Message { seq, .. } => {
+            seen.borrow_mut()
+                .messages
+                .push((seq, String::new(), Vec::new()))
+        }
+        Delivery::Loss {
+            from_seq, to_seq, ..
+        } => seen.borrow_mut().losses.push((from_seq, to_seq)),
+    };
+    // the last two datagrams (messages 6..10) are lost; only a heartbeat tells
+    for b in &d[..3] {
+        rx.handle_datagram(t0, SRC, b, &mut sink).unwrap();
+    }
+    let mut hb = [0u8; crate::wire::HEARTBEAT_LEN];
+    crate::wire::Heartbeat {
+        session: 77,
+        next_seq: 5,
+        next_msg_seq: 10,
+        oldest: 0,
+    }
+    .encode(&mut hb);
+    rx.handle_datagram(t0, SRC, &hb, &mut sink).unwrap();
+    let due = rx.poll_timeout().expect("a NAK is scheduled");
+    rx.handle_timeout(due, &mut sink);
+    let mut naks = Vec::new();
+    rx.poll_nak(&mut |_, from, to| naks.push((from, to)));
+    assert_eq!(naks, vec![(3, 5)]);
+    for b in &d[3..] {
+        rx.handle_datagram(due, SRC, b, &mut sink).unwrap();
+    }
+    assert_eq!(seen.borrow().messages.len(), 10);
+    assert!(seen.borrow().losses.is_empty());
+    assert_eq!(
+        rx.counters().repaired,
+        2,
+        "both missing datagrams filled the gap"
+    );
+    assert_eq!(rx.poll_timeout(), None);
+}
+
+#[test]
+fn heartbeat_oldest_makes_unrepairable_loss_immediate_and_exact() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..10u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs); // 2 messages per datagram
+    let t0 = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let seen = std::cell::RefCell::new(Seen::default());
+    let mut sink = |ev: Delivery<'_>| match ev {
+        Delivery::Message { seq, .. } => {
+            seen.borrow_mut()
+                .messages
+                .push((seq, String::new(), Vec::new()))
+        }
+        Delivery::Loss {
+            from_seq, to_seq, ..
+        } => seen.borrow_mut().losses.push((from_seq, to_seq)),
+    };
+    rx.handle_datagram(t0, SRC, &d[0], &mut sink).unwrap();
+    rx.handle_datagram(t0, SRC, &d[4], &mut sink).unwrap(); // 1, 2, 3 missing
+    assert_eq!(seen.borrow().messages.len(), 2);
+    // the publisher can only resend from datagram 3 on
+    let mut hb = [0u8; crate::wire::HEARTBEAT_LEN];
+    crate::wire::Heartbeat {
+        session: 77,
+        next_seq: 5,
+        next_msg_seq: 10,
+        oldest: 3,
+    }
+    .encode(&mut hb);
+    rx.handle_datagram(t0, SRC, &hb, &mut sink).unwrap();
+    assert!(
+        seen.borrow().losses.is_empty(),
+        "datagram 3 is not held yet: the message range is unknown"
+    );
+    rx.handle_datagram(t0, SRC, &d[3], &mut sink).unwrap();
+    assert_eq!(seen.borrow().losses, vec![(2, 6)]);
+    assert_eq!(
+        seen.borrow()
+            .messages
+            .iter()
+            .map(|m| m.0)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 6, 7, 8, 9]
+    );
+    assert_eq!(rx.counters().gaps, 1);
 }

@@ -145,7 +145,7 @@ impl<'a> Frames<'a> {
         let header = Header::decode(datagram)?;
         let body = &datagram[HEADER_LEN..];
         match header.kind {
-            Kind::Status => return Err(WireError::Empty),
+            Kind::Status | Kind::Heartbeat | Kind::Nak => return Err(WireError::Empty),
             Kind::Data => {
                 if header.count == 0 {
                     return Err(WireError::Empty);

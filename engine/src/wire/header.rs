@@ -17,6 +17,10 @@ pub enum Kind {
     Data = 1,
     /// A receiver's status (flow control), on the control port.
     Status = 2,
+    /// A publisher's heartbeat, on the data port.
+    Heartbeat = 3,
+    /// A receiver's retransmission request, on the control port.
+    Nak = 4,
 }
 
 impl Kind {
@@ -24,6 +28,8 @@ impl Kind {
         match v {
             1 => Ok(Kind::Data),
             2 => Ok(Kind::Status),
+            3 => Ok(Kind::Heartbeat),
+            4 => Ok(Kind::Nak),
             other => Err(WireError::BadKind(other)),
         }
     }

@@ -18,15 +18,15 @@
 //! Decoding validates every length and offset before anything is handed out; a
 //! datagram that fails is rejected whole with a [`WireError`].
 
+mod control;
 mod frame;
 mod header;
-mod status;
 
+pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
 pub use frame::{
     encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
 };
 pub use header::{Header, Kind, HEADER_LEN};
-pub use status::{Status, STATUS_LEN};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

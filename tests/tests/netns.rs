@@ -1,0 +1,537 @@
+//! Fault injection across network namespaces: a publisher on host `a`, subscribers on
+//! hosts `b` and `c`, joined by a bridge that drops multicast at random (nftables) — see
+//! `ringcast_e2e::netns`. These tests need root (and `ip`; the loss tests also `nft`);
+//! otherwise they skip with a message.
+//!
+//! Until `ringcast listen --help` mentions `--best-effort` (reliable delivery not built
+//! yet), the reliable expectations are skipped and only the best-effort ones run.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ringcast_e2e::netns::{Lab, A, B, C};
+use ringcast_e2e::{numbered, ringcast_bin, Finished, TempDir};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The group (239.255.77.<id>, port 42000 + id) of test `id`.
+fn group(id: u8) -> String {
+    format!("239.255.77.{id}:{}", 42000 + u16::from(id))
+}
+
+/// Whether this `ringcast` has reliable delivery (its `listen` knows `--best-effort`).
+fn reliable() -> bool {
+    static R: OnceLock<bool> = OnceLock::new();
+    *R.get_or_init(|| {
+        let o = Command::new(ringcast_bin())
+            .args(["listen", "--help"])
+            .output()
+            .expect("run ringcast listen --help");
+        let yes = String::from_utf8_lossy(&o.stdout).contains("--best-effort");
+        if !yes {
+            eprintln!(
+                "note: `ringcast listen --help` has no --best-effort: reliable delivery not \
+                 built yet, running best-effort expectations only"
+            );
+        }
+        yes
+    })
+}
+
+/// The counters of a summary line, by label: `received 5 messages, gaps 1 (lost 2),
+/// naks sent 3` → {"received": 5, "gaps": 1, "lost": 2, "naks sent": 3}.
+fn counters(line: &str) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    for part in line.split([',', '(', ')']) {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        if let Some(i) = words.iter().position(|w| w.parse::<f64>().is_ok()) {
+            m.entry(words[..i].join(" "))
+                .or_insert_with(|| words[i].parse().unwrap());
+        }
+    }
+    m
+}
+
+/// The summary line starting with `start` in a child's stderr, as counters.
+fn summary(f: &Finished, start: &str) -> HashMap<String, f64> {
+    let line = f
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no {start:?} summary in stderr: {}", brief(&f.stderr)));
+    counters(line)
+}
+
+/// `stderr` cut to its first 20 lines and its last line.
+fn brief(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    if lines.len() <= 21 {
+        return stderr.to_string();
+    }
+    format!(
+        "{}\n… ({} more lines)\n{}",
+        lines[..20].join("\n"),
+        lines.len() - 21,
+        lines[lines.len() - 1]
+    )
+}
+
+/// Counter `key` of summary `m` (panics, showing the summary, when absent).
+fn get(m: &HashMap<String, f64>, key: &str) -> u64 {
+    match m.get(key) {
+        Some(v) => *v as u64,
+        None => panic!("no {key:?} in summary {m:?}"),
+    }
+}
+
+/// The numbers of the complete `MSG<n>` lines of `out` (trailing padding ignored; an
+/// unterminated last line, from a killed child, is skipped).
+fn numbers(out: &[u8]) -> Vec<u64> {
+    let text = String::from_utf8_lossy(out);
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| {
+            l.trim_end()
+                .strip_prefix("MSG")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line {l:?}"))
+        })
+        .collect()
+}
+
+/// Panics unless `v` is strictly increasing.
+fn assert_increasing(v: &[u64], who: &str) {
+    if let Some(w) = v.windows(2).find(|w| w[0] >= w[1]) {
+        panic!("{who}: MSG{} followed by MSG{}", w[0], w[1]);
+    }
+}
+
+/// The loss ranges (`from..to`, messages) a listener reported on stderr.
+fn reported_losses(stderr: &str) -> Vec<(u64, u64)> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("loss:"))
+        .filter_map(|l| {
+            let r = l.split(" messages ").nth(1)?.split_whitespace().next()?;
+            let (a, b) = r.split_once("..")?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Describes the messages below `n` missing from `got` (increasing) that no reported
+/// loss range covers, and the reported ranges that cover messages `got` holds.
+fn unreported(got: &[u64], n: u64, stderr: &str) -> String {
+    let losses = reported_losses(stderr);
+    let covered = |i: u64| losses.iter().any(|&(a, b)| (a..b).contains(&i));
+    let mut have = got.iter().peekable();
+    let (mut silent, mut both) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let present = have.next_if(|&&g| g == i).is_some();
+        match (present, covered(i)) {
+            (false, false) => silent.push(i),
+            (true, true) => both.push(i),
+            _ => {}
+        }
+    }
+    format!(
+        "{} missing without a loss event (first {:?}), {} printed yet reported lost \
+         (first {:?}); {} loss events",
+        silent.len(),
+        &silent[..silent.len().min(20)],
+        both.len(),
+        &both[..both.len().min(20)],
+        losses.len()
+    )
+}
+
+/// Checks that `path` holds exactly `MSG0` … `MSG{n-1}`, each padded to `size` bytes.
+fn assert_file(path: &Path, n: u64, size: usize) {
+    let f = BufReader::new(File::open(path).expect("open output"));
+    let mut i = 0u64;
+    for line in f.lines() {
+        let line = line.expect("read output");
+        let want = format!("{:<size$}", format!("MSG{i}"));
+        assert!(
+            line == want,
+            "{}: line {i} is {:?}, want MSG{i}",
+            path.display(),
+            line.trim_end()
+        );
+        i += 1;
+    }
+    assert_eq!(i, n, "{}: {i} lines, want {n}", path.display());
+}
+
+/// `--best-effort` when this build has it (else nothing: the old default).
+fn best_effort_flag() -> Vec<&'static str> {
+    if reliable() {
+        vec!["--best-effort"]
+    } else {
+        vec![]
+    }
+}
+
+/// No loss: 10,000 messages from `a` reach `b` and `c` complete and in order.
+#[test]
+fn three_hosts_lossless() {
+    let t0 = Instant::now();
+    let Some(lab) = Lab::new("lossless") else {
+        return;
+    };
+    let g = group(1);
+    let args = [
+        "--group",
+        &g,
+        "--topic",
+        "/t",
+        "--count",
+        "10000",
+        "--timeout",
+        "20",
+    ];
+    let lb = lab.listen(B, &args);
+    let lc = lab.listen(C, &args);
+    let s = lab
+        .send(
+            A,
+            &[
+                "--group",
+                &g,
+                "--ttl",
+                "1",
+                "--topic",
+                "/t",
+                "--repeat",
+                "10000",
+                "--autonumber",
+                "MSG",
+            ],
+        )
+        .finish(WAIT);
+    assert!(s.status.success(), "send failed: {}", s.stderr);
+    eprintln!("lossless: {}", s.stderr.trim());
+    let expected = numbered("MSG", 10_000);
+    for (name, l) in [("b", lb), ("c", lc)] {
+        let f = l.finish(WAIT);
+        eprintln!("lossless {name}: {}", f.stderr.lines().last().unwrap_or(""));
+        assert!(
+            f.status.success(),
+            "listener {name} failed: {}",
+            brief(&f.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&f.stdout) == expected,
+            "listener {name}: output is not MSG0..MSG9999 in order (got {} lines); {}",
+            f.stdout.iter().filter(|&&b| b == b'\n').count(),
+            brief(&f.stderr)
+        );
+        let m = summary(&f, "received ");
+        assert_eq!(get(&m, "received"), 10_000, "{name}");
+        assert_eq!(get(&m, "lost"), 0, "{name}");
+    }
+    eprintln!("three_hosts_lossless took {:?}", t0.elapsed());
+}
+
+/// Acceptance 1 of issue 4: with 5 % loss on the wire to each receiver, 100,000 × 1 KB
+/// messages arrive complete and in order at two subscribers, by NAKs and retransmits.
+#[test]
+fn five_percent_loss_is_repaired() {
+    const N: u64 = 100_000;
+    let t0 = Instant::now();
+    if !reliable() {
+        eprintln!(
+            "skipping five_percent_loss_is_repaired: reliable delivery not built yet \
+             (`ringcast listen --help` has no --best-effort)"
+        );
+        return;
+    }
+    let Some(lab) = Lab::new("repair") else {
+        return;
+    };
+    if lab.loss(5).is_none() {
+        return;
+    }
+    let dir = TempDir::new("netns-repair");
+    let (fb, fc) = (dir.file("b"), dir.file("c"));
+    let g = group(2);
+    let n = N.to_string();
+    let listen = |host, path: &Path| {
+        lab.listen(
+            host,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/t",
+                "--count",
+                &n,
+                "--timeout",
+                "20",
+                "--output",
+                path.to_str().unwrap(),
+            ],
+        )
+    };
+    let lb = listen(B, &fb);
+    let lc = listen(C, &fc);
+    let s = lab
+        .send(
+            A,
+            &[
+                "--group",
+                &g,
+                "--ttl",
+                "1",
+                "--topic",
+                "/t",
+                "--repeat",
+                &n,
+                "--size",
+                "1024",
+                "--autonumber",
+                "MSG",
+            ],
+        )
+        .finish(WAIT);
+    eprintln!("repair: {}", s.stderr.trim());
+    eprintln!("repair: the bridge dropped {:?} packets", lab.dropped());
+    assert!(s.status.success(), "send failed: {}", s.stderr);
+    let sm = summary(&s, "sent ");
+    assert_eq!(get(&sm, "sent"), N);
+    assert!(get(&sm, "retransmits") > 0, "no retransmits: {sm:?}");
+    // Both listeners finish (and are shown) before either is judged.
+    let done: Vec<_> = [("b", lb, &fb), ("c", lc, &fc)]
+        .into_iter()
+        .map(|(name, l, path)| {
+            let f = l.finish(WAIT);
+            eprintln!("repair {name}: {}", f.stderr.lines().last().unwrap_or(""));
+            (name, f, path)
+        })
+        .collect();
+    for (name, f, path) in done {
+        assert!(
+            f.status.success(),
+            "listener {name} failed: {}",
+            brief(&f.stderr)
+        );
+        let m = summary(&f, "received ");
+        assert_eq!(get(&m, "received"), N, "{name}");
+        assert_eq!(get(&m, "lost"), 0, "{name}");
+        assert!(get(&m, "naks sent") > 0, "{name}: no NAKs sent: {m:?}");
+        assert_file(path, N, 1024);
+    }
+    eprintln!("five_percent_loss_is_repaired took {:?}", t0.elapsed());
+}
+
+/// Without repair, loss is reported, never silent: each listener exits non-zero, its
+/// summary counts the loss, what it printed is in order, and printed + lost = sent.
+///
+/// Loss is injected mid-stream only (a window of the bridge's multicast bytes): a
+/// receiver cannot tell a lost first datagram from having joined late, nor — without
+/// heartbeats — see a lost tail, so with a clean head and tail every loss is one it
+/// can and must report.
+#[test]
+fn loss_is_reported_in_best_effort_mode() {
+    const N: u64 = 30_000;
+    let t0 = Instant::now();
+    let Some(lab) = Lab::new("besteffort") else {
+        return;
+    };
+    // 1 KB messages, one per datagram: ~1.1 KB per message and port, ~66 MB in all
+    // for the two ports. Loss hits roughly messages 1,800 to 15,500.
+    if lab.loss_window(5, 4_000_000, 30_000_000).is_none() {
+        return;
+    }
+    let g = group(3);
+    let be = best_effort_flag();
+    let mut largs = vec!["--group", &g, "--topic", "/t", "--timeout", "3"];
+    largs.extend(&be);
+    let lb = lab.listen(B, &largs);
+    let lc = lab.listen(C, &largs);
+    let n = N.to_string();
+    let mut sargs = vec![
+        "--group",
+        &g,
+        "--ttl",
+        "1",
+        "--topic",
+        "/t",
+        "--repeat",
+        &n,
+        "--size",
+        "1024",
+        "--autonumber",
+        "MSG",
+    ];
+    sargs.extend(&be);
+    let s = lab.send(A, &sargs).finish(WAIT);
+    let dropped = lab.dropped();
+    eprintln!(
+        "best-effort{}: {}; the bridge dropped {dropped:?} packets",
+        if be.is_empty() { " (old default)" } else { "" },
+        s.stderr.trim()
+    );
+    assert!(s.status.success(), "send failed: {}", s.stderr);
+    assert!(dropped.unwrap_or(0) > 0, "the bridge dropped nothing");
+    for (name, l) in [("b", lb), ("c", lc)] {
+        let f = l.finish(WAIT);
+        let m = summary(&f, "received ");
+        eprintln!(
+            "best-effort {name}: {}",
+            f.stderr.lines().last().unwrap_or("")
+        );
+        assert!(
+            !f.status.success(),
+            "listener {name} exited 0 despite loss: {m:?}"
+        );
+        let got = numbers(&f.stdout);
+        assert_increasing(&got, name);
+        let lost = get(&m, "lost");
+        assert!(lost > 0, "{name}: no loss reported: {m:?}");
+        assert!(get(&m, "gaps") > 0, "{name}: no gap reported: {m:?}");
+        assert_eq!(get(&m, "received"), got.len() as u64, "{name}");
+        assert_eq!(got.first(), Some(&0), "{name}: the head did not arrive");
+        assert_eq!(
+            got.last(),
+            Some(&(N - 1)),
+            "{name}: the tail did not arrive"
+        );
+        assert_eq!(
+            got.len() as u64 + lost,
+            N,
+            "{name}: printed {} + lost {lost} != sent {N}: some loss went unreported; {}",
+            got.len(),
+            unreported(&got, N, &f.stderr)
+        );
+    }
+    eprintln!(
+        "loss_is_reported_in_best_effort_mode took {:?}",
+        t0.elapsed()
+    );
+}
+
+/// A subscriber killed and restarted mid-stream does not disturb another one: `b` gets
+/// all of a paced 5 s stream, in order; the restarted `c` gets a contiguous tail of it.
+#[test]
+fn restart_subscriber_mid_stream() {
+    const N: u64 = 10_000;
+    let t0 = Instant::now();
+    let Some(lab) = Lab::new("restart") else {
+        return;
+    };
+    let g = group(4);
+    let n = N.to_string();
+    let lb = lab.listen(
+        B,
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/t",
+            "--count",
+            &n,
+            "--timeout",
+            "10",
+        ],
+    );
+    // The first `c` is killed (SIGKILL, no goodbye) one second after it starts.
+    let bin = ringcast_bin();
+    let mut first = Command::new("timeout");
+    first
+        .args(["--signal=KILL", "1"])
+        .arg(&bin)
+        .args(["listen", "--iface", &lab.iface(C), "--group", &g])
+        .args(["--topic", "/t", "--timeout", "10"]);
+    let mut c1 = lab.run(C, first);
+    c1.wait_for_stderr("listening on", Duration::from_secs(20));
+    let started = Instant::now();
+    let sender = lab.send(
+        A,
+        &[
+            "--group",
+            &g,
+            "--ttl",
+            "1",
+            "--topic",
+            "/t",
+            "--repeat",
+            &n,
+            "--rate",
+            "2000",
+            "--autonumber",
+            "MSG",
+        ],
+    );
+    let f1 = c1.finish(Duration::from_secs(10));
+    let got1 = numbers(&f1.stdout);
+    eprintln!(
+        "restart: first c killed ({}) after {:?} with {} lines printed",
+        f1.status,
+        started.elapsed(),
+        got1.len()
+    );
+    assert!(!f1.status.success(), "the first c was not killed");
+    assert_increasing(&got1, "first c");
+    let c2 = lab.listen(C, &["--group", &g, "--topic", "/t", "--timeout", "3"]);
+    eprintln!("restart: c restarted at {:?}", started.elapsed());
+    let s = sender.finish(WAIT);
+    let took = started.elapsed();
+    eprintln!("restart: {} (done after {took:?})", s.stderr.trim());
+    assert!(s.status.success(), "send failed: {}", s.stderr);
+
+    let fb = lb.finish(WAIT);
+    eprintln!("restart b: {}", fb.stderr.lines().last().unwrap_or(""));
+    assert!(
+        fb.status.success(),
+        "listener b failed: {}",
+        brief(&fb.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&fb.stdout) == numbered("MSG", N as usize),
+        "listener b: output is not MSG0..MSG{} in order ({} lines); {}",
+        N - 1,
+        fb.stdout.iter().filter(|&&b| b == b'\n').count(),
+        brief(&fb.stderr)
+    );
+    let m = summary(&fb, "received ");
+    assert_eq!(get(&m, "lost"), 0);
+
+    let f2 = c2.finish(WAIT);
+    let got2 = numbers(&f2.stdout);
+    eprintln!(
+        "restart c: {} ({}), printed MSG{}..=MSG{}",
+        f2.stderr.lines().last().unwrap_or(""),
+        f2.status,
+        got2.first().map_or(-1, |&v| v as i64),
+        got2.last().map_or(-1, |&v| v as i64)
+    );
+    assert!(
+        !got2.is_empty(),
+        "restarted c got nothing: {}",
+        brief(&f2.stderr)
+    );
+    assert!(
+        got2.windows(2).all(|w| w[1] == w[0] + 1),
+        "restarted c: not a contiguous run: {}",
+        brief(&f2.stderr)
+    );
+    assert_eq!(got2.last(), Some(&(N - 1)), "restarted c missed the tail");
+    // The publisher was paced at 2000 msg/s (5 s); the killed receiver may hold it for
+    // at most its liveness timeout, not much longer.
+    assert!(
+        took < Duration::from_secs(12),
+        "the publisher took {took:?} for a 5 s stream"
+    );
+    eprintln!("restart_subscriber_mid_stream took {:?}", t0.elapsed());
+}
