@@ -89,6 +89,7 @@ pub struct Config {
     pub(crate) nak_delay: Duration,
     pub(crate) nak_interval: Duration,
     pub(crate) nak_retries: u32,
+    pub(crate) stats_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -120,6 +121,7 @@ impl Default for Config {
             nak_delay: Duration::from_micros(200),
             nak_interval: Duration::from_millis(2),
             nak_retries: 50,
+            stats_dir: Some(crate::stats_file::default_dir()),
         }
     }
 }
@@ -291,6 +293,13 @@ impl ConfigBuilder {
         self.0.nak_delay = delay;
         self.0.nak_interval = interval;
         self.0.nak_retries = retries.max(1);
+        self
+    }
+
+    /// Where this node's counters file goes, for `ringcast stat` (default
+    /// `RINGCAST_STATS_DIR` or `/dev/shm`); `None`: no file.
+    pub fn stats_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.0.stats_dir = dir;
         self
     }
 

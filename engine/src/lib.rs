@@ -18,6 +18,7 @@ mod proto;
 mod publisher;
 mod ring;
 mod stats;
+mod stats_file;
 mod subscriber;
 mod wire;
 
@@ -31,6 +32,11 @@ pub use node::Node;
 pub use publisher::{Claim, Publisher};
 pub use stats::Stats;
 pub use subscriber::{Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, Subscriber};
+
+/// Reading other processes' counters (`ringcast stat`).
+pub mod stat {
+    pub use crate::stats_file::{default_dir, read_all, NodeStats};
+}
 
 /// Host diagnostics for `ringcast doctor`: kernel, io_uring probe, interfaces.
 pub mod doctor {

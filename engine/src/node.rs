@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::agent::StatsBase;
 use crate::agent::{
     self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
 };
@@ -15,6 +16,7 @@ use crate::io::{self, BackendKind, BackendReport, Interface, SocketConfig, Socke
 use crate::publisher::Publisher;
 use crate::ring::byte_ring;
 use crate::stats::Stats;
+use crate::stats_file::StatsFile;
 use crate::subscriber::Subscriber;
 use crate::{MAX_TOPIC_LEN, MIN_PAYLOAD};
 
@@ -88,7 +90,20 @@ impl Node {
         let shared = Arc::new(Shared::new());
         shared.tx_commands.push(SenderCommand::Backend(tx));
         shared.tx_commands.push(SenderCommand::Control(control));
+        let _ = shared.base.set(StatsBase {
+            backend: backend.clone(),
+            max_payload,
+            sndbuf: tx_info.sndbuf,
+        });
         let session = agent::random_u64() as u32;
+        if let (Some(dir), Some(sample)) = (config.stats_dir.as_deref(), shared.stats()) {
+            match StatsFile::create(dir, session, &sample) {
+                Ok(f) => shared.tx_commands.push(SenderCommand::StatsFile(f)),
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %dir.display(), "no stats file: `ringcast stat` will not see this node")
+                }
+            }
+        }
         let threads =
             agent::start(&shared, &config, session, max_payload).map_err(Error::Thread)?;
         Ok(Node {
@@ -191,6 +206,9 @@ impl Node {
                 control,
                 window,
             });
+            self.shared
+                .rcvbuf
+                .store(info.rcvbuf, std::sync::atomic::Ordering::Relaxed);
             let _ = self.rx_info.set(info);
         }
         Ok(())
@@ -233,13 +251,14 @@ impl Node {
 
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> Stats {
-        let rx = self.rx_info.get();
-        self.shared.counters.snapshot(
-            &self.backend,
-            self.socket.max_datagram,
-            rx.map_or(0, |i| i.rcvbuf),
-            self.tx_info.sndbuf,
-        )
+        self.shared.stats().unwrap_or_else(|| {
+            self.shared.counters.snapshot(
+                &self.backend,
+                self.socket.max_datagram,
+                0,
+                self.tx_info.sndbuf,
+            )
+        })
     }
 }
 

@@ -187,6 +187,50 @@ pub struct Stats {
     pub sndbuf: usize,
 }
 
+impl Stats {
+    /// Every numeric counter with its name, in a fixed order (for `ringcast stat`).
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("max_payload", self.max_payload as u64),
+            ("datagrams_sent", self.datagrams_sent),
+            ("messages_sent", self.messages_sent),
+            ("bytes_sent", self.bytes_sent),
+            ("messages_fragmented", self.messages_fragmented),
+            ("send_errors", self.send_errors),
+            ("status_received", self.status_received),
+            ("control_malformed", self.control_malformed),
+            ("flow_blocked", self.flow_blocked),
+            ("receivers", self.receivers),
+            ("naks_received", self.naks_received),
+            ("retransmits", self.retransmits),
+            ("heartbeats_sent", self.heartbeats_sent),
+            ("datagrams_received", self.datagrams_received),
+            ("messages_received", self.messages_received),
+            ("bytes_received", self.bytes_received),
+            ("gaps", self.gaps),
+            ("naks_sent", self.naks_sent),
+            ("reordered", self.reordered),
+            ("gaps_filled", self.gaps_filled),
+            ("lost_datagrams", self.lost_datagrams),
+            ("lost_messages", self.lost_messages),
+            ("duplicates", self.duplicates),
+            ("malformed", self.malformed),
+            ("ring_full_drops", self.ring_full_drops),
+            ("unmatched", self.unmatched),
+            ("recv_errors", self.recv_errors),
+            ("truncated", self.truncated),
+            ("status_sent", self.status_sent),
+            ("receive_back_pressured", self.receive_back_pressured),
+            ("sessions", self.sessions),
+            ("back_pressure", self.back_pressure),
+            ("sender_max_cycle_ns", self.sender_max_cycle_ns),
+            ("receiver_max_cycle_ns", self.receiver_max_cycle_ns),
+            ("rcvbuf", self.rcvbuf as u64),
+            ("sndbuf", self.sndbuf as u64),
+        ]
+    }
+}
+
 impl Counters {
     pub(crate) fn snapshot(
         &self,

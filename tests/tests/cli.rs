@@ -406,3 +406,72 @@ fn cli_rejects_bad_arguments() {
     let f = Proc::spawn(ringcast("bogus", &["doctor"])).finish(WAIT);
     assert!(!f.status.success());
 }
+
+/// `ringcast stat` shows another process's counters while it runs, and the file goes
+/// away with the process.
+#[test]
+fn stat_reads_counters_of_running_nodes() {
+    let dir = TempDir::new("stat");
+    let stats_dir = dir.file("shm");
+    std::fs::create_dir_all(&stats_dir).unwrap();
+    let g = group(9, "uring").to_string();
+    let mut listen = ringcast(
+        "uring",
+        &["listen", "--group", &g, "--count", "100", "--timeout", "20"],
+    );
+    listen.env("RINGCAST_STATS_DIR", &stats_dir);
+    let mut l = Proc::spawn(listen);
+    l.wait_for_stderr("listening on", WAIT);
+    send(
+        "uring",
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/s",
+            "--repeat",
+            "50",
+            "--autonumber",
+            "s",
+        ],
+    );
+    // the listener's counters are refreshed every 100 ms
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let mut stat = ringcast("uring", &["stat", "--dir", stats_dir.to_str().unwrap()]);
+        stat.env_remove("RINGCAST_STATS_DIR");
+        let f = Proc::spawn(stat).finish(WAIT);
+        assert!(f.status.success(), "{}", f.stderr);
+        let text = String::from_utf8_lossy(&f.stdout).to_string();
+        if text.contains("messages_received")
+            && text
+                .lines()
+                .any(|l| l.trim() == "messages_received                      50")
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters never showed 50 messages: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("running"), "{text}");
+    send(
+        "uring",
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/s",
+            "--repeat",
+            "50",
+            "--autonumber",
+            "t",
+        ],
+    );
+    let f = l.finish(WAIT);
+    assert!(f.status.success());
+    let left: Vec<_> = std::fs::read_dir(&stats_dir).unwrap().collect();
+    assert!(left.is_empty(), "stats file not removed: {left:?}");
+}

@@ -46,6 +46,8 @@ pub(crate) enum SenderCommand {
     Backend(Box<dyn TxBackend>),
     /// The socket status messages arrive on.
     Control(socket2::Socket),
+    /// The file other processes read this node's counters from.
+    StatsFile(crate::stats_file::StatsFile),
     Publisher(PublisherEntry),
 }
 
@@ -72,6 +74,17 @@ pub(crate) struct Shared {
     pub new_subscriptions: SegQueue<SubscriptionEntry>,
     pub sender_parked: AtomicBool,
     pub sender_thread: OnceLock<Thread>,
+    /// What stats report besides counters (set once the node is up).
+    pub base: OnceLock<StatsBase>,
+    /// Receive buffer granted (0 until the first subscriber).
+    pub rcvbuf: std::sync::atomic::AtomicUsize,
+}
+
+/// The fixed part of a node's stats.
+pub(crate) struct StatsBase {
+    pub backend: crate::io::BackendReport,
+    pub max_payload: usize,
+    pub sndbuf: usize,
 }
 
 impl Shared {
@@ -85,7 +98,20 @@ impl Shared {
             new_subscriptions: SegQueue::new(),
             sender_parked: AtomicBool::new(false),
             sender_thread: OnceLock::new(),
+            base: OnceLock::new(),
+            rcvbuf: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// A snapshot of the node's counters (`None` before the node is up).
+    pub(crate) fn stats(&self) -> Option<crate::stats::Stats> {
+        let b = self.base.get()?;
+        Some(self.counters.snapshot(
+            &b.backend,
+            b.max_payload,
+            self.rcvbuf.load(Ordering::Relaxed),
+            b.sndbuf,
+        ))
     }
 
     /// Wakes the sender agent if it is parked (called after a publish).

@@ -123,6 +123,7 @@ pub(crate) struct SenderAgent {
     heartbeat_interval: Duration,
     heartbeat_every: Duration,
     next_heartbeat: Option<Instant>,
+    stats_file: Option<crate::stats_file::StatsFile>,
 }
 
 /// Whether `n` more datagrams fit the receivers' windows.
@@ -156,6 +157,7 @@ impl SenderAgent {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_every: config.heartbeat_interval,
             next_heartbeat: None,
+            stats_file: None,
         }
     }
 
@@ -176,6 +178,7 @@ impl SenderAgent {
             match cmd {
                 SenderCommand::Backend(b) => self.backend = Some(b),
                 SenderCommand::Control(s) => self.control = Some(s),
+                SenderCommand::StatsFile(f) => self.stats_file = Some(f),
                 SenderCommand::Publisher(p) => self.publishers.push(p),
             }
         }
@@ -293,6 +296,9 @@ impl SenderAgent {
         self.flow.expire(now);
         let c = &shared.counters.tx;
         c.receivers.set(self.flow.receivers() as u64);
+        if let Some(f) = self.stats_file.as_mut() {
+            f.maybe_write(now, || shared.stats());
+        }
         self.blocked = false;
         if self.backend.is_none() {
             return work;

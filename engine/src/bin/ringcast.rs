@@ -25,6 +25,27 @@ enum Command {
     Listen(ListenArgs),
     /// Check whether this host can run ringcast, and how.
     Doctor(DoctorArgs),
+    /// Show the counters of every ringcast node on this host.
+    Stat(StatArgs),
+}
+
+#[derive(Args)]
+struct StatArgs {
+    /// Refresh every INTERVAL seconds until interrupted (or --count times).
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after this many refreshes.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Show zero counters too.
+    #[arg(long)]
+    all: bool,
+    /// Directory of the stats files (default: RINGCAST_STATS_DIR or /dev/shm).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -104,6 +125,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send(a),
         Command::Listen(a) => listen(a),
         Command::Doctor(a) => doctor(a),
+        Command::Stat(a) => stat(a),
     };
     match result {
         Ok(code) => code,
@@ -383,4 +405,47 @@ fn self_test(iface: &str) -> Option<String> {
         Ok(false) => Some("FAILED: nothing came back within 2 s".into()),
         Err(e) => Some(format!("failed: {e}")),
     }
+}
+
+fn stat(a: StatArgs) -> Res {
+    let dir = a.dir.clone().unwrap_or_else(ringcast::stat::default_dir);
+    let rounds = if a.watch {
+        a.count.unwrap_or(u64::MAX)
+    } else {
+        1
+    };
+    let mut out = io::stdout().lock();
+    for round in 0..rounds {
+        if round > 0 {
+            std::thread::sleep(Duration::from_secs_f64(a.interval.max(0.05)));
+            writeln!(out)?;
+        }
+        let nodes = ringcast::stat::read_all(&dir)?;
+        if nodes.is_empty() {
+            writeln!(out, "no ringcast nodes in {}", dir.display())?;
+        }
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        for n in &nodes {
+            writeln!(
+                out,
+                "pid {} session {:08x} backend {} — {}, updated {:.1} s ago",
+                n.pid,
+                n.session,
+                n.backend,
+                if n.alive {
+                    "running"
+                } else {
+                    "gone (stale file)"
+                },
+                now_us.saturating_sub(n.updated_us) as f64 / 1e6
+            )?;
+            for (name, v) in n.fields.iter().filter(|(_, v)| a.all || *v != 0) {
+                writeln!(out, "  {name:<24} {v:>16}")?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
