@@ -120,7 +120,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_millis(1),
             nak_delay: Duration::from_micros(200),
             nak_interval: Duration::from_millis(2),
-            nak_retries: 50,
+            nak_retries: 20,
             stats_dir: Some(crate::stats_file::default_dir()),
         }
     }
@@ -287,8 +287,11 @@ impl ConfigBuilder {
     }
 
     /// NAK timing: the random delay before a gap's first NAK (at most `delay`), the
-    /// time between NAKs, and how many go unanswered before the gap is declared lost.
-    /// Defaults: 200 µs, 2 ms, 50.
+    /// time before the second (doubling with every further NAK, up to 100 ms: a
+    /// retransmission may queue behind a window of new data), and how many NAK rounds
+    /// go unanswered before the gap is declared lost. Defaults: 200 µs, 2 ms, 20
+    /// (about 1.5 s). A publisher whose heartbeat says it no longer has the data ends
+    /// the wait at once.
     pub fn nak(mut self, delay: Duration, interval: Duration, retries: u32) -> Self {
         self.0.nak_delay = delay;
         self.0.nak_interval = interval;

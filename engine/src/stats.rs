@@ -82,6 +82,9 @@ pub(crate) struct ReceiverCounters {
     pub back_pressured: Counter,
     pub naks_sent: Counter,
     pub unmatched: Counter,
+    pub lost_nak_timeout: Counter,
+    pub lost_beyond_window: Counter,
+    pub lost_reorder_full: Counter,
     pub reordered: Counter,
     pub repaired: Counter,
     pub sessions: Counter,
@@ -161,6 +164,13 @@ pub struct Stats {
     /// Messages dropped because a subscription's ring was full (each reported to
     /// that subscriber as a loss).
     pub ring_full_drops: u64,
+    /// Unrepairable gaps by cause: NAKs unanswered, data no longer retained by the
+    /// publisher, reorder buffer full.
+    pub lost_nak_timeout: u64,
+    /// See `lost_nak_timeout`.
+    pub lost_beyond_window: u64,
+    /// See `lost_nak_timeout`.
+    pub lost_reorder_full: u64,
     /// Messages received that no subscription of this node wanted (topic filter).
     pub unmatched: u64,
     /// Receive calls that failed.
@@ -272,6 +282,9 @@ impl Counters {
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),
+            lost_nak_timeout: self.rx.lost_nak_timeout.get(),
+            lost_beyond_window: self.rx.lost_beyond_window.get(),
+            lost_reorder_full: self.rx.lost_reorder_full.get(),
             truncated: self.rx.truncated.get(),
             status_sent: self.rx.status_sent.get(),
             receive_back_pressured: self.rx.back_pressured.get(),

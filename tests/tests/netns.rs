@@ -320,11 +320,14 @@ fn five_percent_loss_is_repaired() {
         })
         .collect();
     for (name, f, path) in done {
-        assert!(
-            f.status.success(),
-            "listener {name} failed: {}",
-            brief(&f.stderr)
-        );
+        if !f.status.success() {
+            let got = numbers(&std::fs::read(path).expect("read output"));
+            panic!(
+                "listener {name} failed: {}\n{}",
+                brief(&f.stderr),
+                unreported(&got, N, &f.stderr)
+            );
+        }
         let m = summary(&f, "received ");
         assert_eq!(get(&m, "received"), N, "{name}");
         assert_eq!(get(&m, "lost"), 0, "{name}");

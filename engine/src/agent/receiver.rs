@@ -349,6 +349,9 @@ impl ReceiverAgent {
         c.malformed.set(pc.malformed);
         c.sessions.set(pc.sessions);
         c.reordered.set(pc.reordered);
+        c.lost_nak_timeout.set(pc.lost_nak_timeout);
+        c.lost_beyond_window.set(pc.lost_beyond_window);
+        c.lost_reorder_full.set(pc.lost_reorder_full);
         c.repaired.set(pc.repaired);
         work
     }

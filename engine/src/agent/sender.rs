@@ -213,11 +213,10 @@ impl SenderAgent {
                         };
                         // Everything sealed was sent at the end of the last cycle.
                         let sent_up_to = self.stream.next_seq() - self.outbox.unsent as u64;
-                        r.on_nak(now, nak.from, nak.to, sent_up_to, &mut |seq| {
-                            if queued < MAX_BATCH {
-                                resend[queued] = seq;
-                                queued += 1;
-                            }
+                        let budget = MAX_BATCH - queued;
+                        r.on_nak(now, nak.from, nak.to, sent_up_to, budget, &mut |seq| {
+                            resend[queued] = seq;
+                            queued += 1;
                         });
                     }
                     Ok(_) => {}

@@ -278,6 +278,12 @@ fn listen(a: ListenArgs) -> Res {
         "received {received} messages, gaps {gaps} (lost {lost}), gaps filled {}, unrecoverable {}, naks sent {}, duplicates {}, malformed {}, datagrams {}",
         s.gaps_filled, s.gaps, s.naks_sent, s.duplicates, s.malformed, s.datagrams_received
     );
+    if s.gaps > 0 {
+        eprintln!(
+            "unrecoverable gaps by cause: NAKs unanswered {}, beyond the publisher's window {}, reorder buffer full {}",
+            s.lost_nak_timeout, s.lost_beyond_window, s.lost_reorder_full
+        );
+    }
     Ok(if gaps == 0 {
         ExitCode::SUCCESS
     } else {

@@ -64,9 +64,13 @@ pub struct ReceiverConfig {
     pub reliable: bool,
     /// Upper bound of the random delay before the first NAK of a gap.
     pub nak_delay: Duration,
-    /// Time between NAKs for a gap still open.
+    /// Time before the second NAK for a gap; it doubles with every NAK (a
+    /// retransmission can queue behind a whole window of new data) up to
+    /// `nak_max_interval`.
     pub nak_interval: Duration,
-    /// NAKs sent for a gap before it is declared lost.
+    /// Longest time between NAKs.
+    pub nak_max_interval: Duration,
+    /// NAK rounds for the gap at the front before it is declared lost.
     pub nak_retries: u32,
     /// Datagrams held out of order, over all sessions, before the oldest gap is given up.
     pub reorder_limit: usize,
@@ -82,7 +86,8 @@ impl Default for ReceiverConfig {
             reliable: true,
             nak_delay: Duration::from_micros(200),
             nak_interval: Duration::from_millis(2),
-            nak_retries: 50,
+            nak_max_interval: Duration::from_millis(100),
+            nak_retries: 20,
             reorder_limit: 8192,
             seed: 0x5eed,
         }
@@ -114,6 +119,12 @@ pub struct ReceiverCounters {
     pub naks: u64,
     /// Heartbeats heard.
     pub heartbeats: u64,
+    /// Gaps given up because their NAKs went unanswered.
+    pub lost_nak_timeout: u64,
+    /// Gaps given up because the publisher no longer retains the data.
+    pub lost_beyond_window: u64,
+    /// Gaps given up because the reorder buffer was full.
+    pub lost_reorder_full: u64,
     /// Datagrams rejected by the decoder or inconsistent with their session.
     pub malformed: u64,
     /// Sessions first heard.
@@ -155,10 +166,14 @@ struct Session {
     tail_msg: Option<u64>,
     /// The oldest datagram the publisher can still retransmit.
     oldest_available: u64,
-    /// When the gap at `next_seq` opened, and when its next NAK is due.
+    /// When the gap at the front (`front`, the `next_seq` it was seen at) opened, and
+    /// when the next NAK is due. Giving up is judged per front gap: one that opens
+    /// after an older one was filled gets its own full allowance of NAKs.
     gap_since: Option<Instant>,
+    front: u64,
     nak_due: Option<Instant>,
     nak_attempts: u32,
+    nak_backoff: Duration,
 }
 
 impl Session {
@@ -172,7 +187,12 @@ pub const STATUS_INTERVAL: Duration = Duration::from_millis(5);
 /// A session silent this long gets no more status messages.
 pub const SESSION_QUIET: Duration = Duration::from_secs(2);
 /// NAK ranges sent per session per round at most.
-const NAK_RANGES: usize = 16;
+const NAK_RANGES: usize = 64;
+/// A session first heard within this many datagrams of its start is joined from its
+/// first datagram (NAKing what was missed), not at the live position: a receiver that
+/// was listening before the publisher started must not lose the session's first
+/// datagrams silently. Later joiners start live.
+pub const JOIN_FROM_START: u64 = 64;
 
 /// The receive-side protocol state for every session heard on a group.
 #[derive(Debug)]
@@ -252,8 +272,10 @@ impl Receiver {
                     tail_msg: None,
                     oldest_available: 0,
                     gap_since: None,
+                    front: seq,
                     nak_due: None,
                     nak_attempts: 0,
+                    nak_backoff: Duration::ZERO,
                 },
             );
         }
@@ -298,7 +320,12 @@ impl Receiver {
         };
         let first_start = first_start(&header, &frames);
         let reliable = self.cfg.reliable;
-        self.ensure_session(now, key, header.seq, first_start);
+        let (join_seq, join_msg) = if reliable && header.seq <= JOIN_FROM_START {
+            (0, 0)
+        } else {
+            (header.seq, first_start)
+        };
+        self.ensure_session(now, key, join_seq, join_msg);
         let Some(s) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
@@ -330,6 +357,7 @@ impl Receiver {
                 self.counters.reordered += 1;
                 self.open_gap(now, key);
                 if self.held_total > self.cfg.reorder_limit {
+                    self.counters.lost_reorder_full += 1;
                     self.give_up_front_gap(now, key, out);
                 } else {
                     // it may be where the data the publisher still holds begins
@@ -364,7 +392,12 @@ impl Receiver {
             session: hb.session,
         };
         let reliable = self.cfg.reliable;
-        self.ensure_session(now, key, hb.next_seq, hb.next_msg_seq);
+        let (join_seq, join_msg) = if reliable && hb.next_seq <= JOIN_FROM_START {
+            (0, 0)
+        } else {
+            (hb.next_seq, hb.next_msg_seq)
+        };
+        self.ensure_session(now, key, join_seq, join_msg);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -399,7 +432,9 @@ impl Receiver {
         };
         if s.gap_since.is_none() {
             s.gap_since = Some(now);
+            s.front = s.next_seq;
             s.nak_attempts = 0;
+            s.nak_backoff = self.cfg.nak_interval;
             let due = now + delay;
             s.nak_due = Some(due);
             self.next_timeout = Some(self.next_timeout.map_or(due, |t| t.min(due)));
@@ -431,6 +466,7 @@ impl Receiver {
                     None => None,
                 };
                 if let Some(msg) = resume {
+                    self.counters.lost_beyond_window += 1;
                     lose_until(s, key, end, msg, &mut self.counters, out);
                     s.gap_since = None;
                     continue;
@@ -495,18 +531,27 @@ impl Receiver {
             .filter(|(_, s)| s.nak_due.is_some_and(|t| t <= now))
             .map(|(k, _)| *k)
             .collect();
-        let give_up_after = self.cfg.nak_interval * self.cfg.nak_retries;
         for key in due {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                if s.front != s.next_seq {
+                    // the gap that was at the front was filled: the next one gets its
+                    // own allowance of NAKs
+                    s.front = s.next_seq;
+                    s.gap_since = Some(now);
+                    s.nak_attempts = 0;
+                    s.nak_backoff = self.cfg.nak_interval;
+                }
+            }
             let expired = self
                 .sessions
                 .get(&key)
-                .and_then(|s| s.gap_since)
-                .is_some_and(|since| now.saturating_duration_since(since) >= give_up_after);
+                .is_some_and(|s| s.nak_attempts >= self.cfg.nak_retries);
             if expired {
+                self.counters.lost_nak_timeout += 1;
                 self.give_up_front_gap(now, key, out);
                 continue;
             }
-            let interval = self.cfg.nak_interval;
+            let max_interval = self.cfg.nak_max_interval.max(self.cfg.nak_interval);
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
             };
@@ -526,7 +571,8 @@ impl Receiver {
             }
             self.counters.naks += ranges as u64;
             s.nak_attempts += 1;
-            s.nak_due = Some(now + interval);
+            s.nak_due = Some(now + s.nak_backoff);
+            s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
         }
         self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::receiver::JOIN_FROM_START;
 use super::*;
 
 const SRC: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
@@ -443,7 +444,7 @@ fn run_reliable(
         while let Some(nak) = up.due(now) {
             let n = Nak::decode(&nak).expect("valid nak");
             let mut resend = Vec::new();
-            retx.on_nak(at(now), n.from, n.to, sent as u64, &mut |seq| {
+            retx.on_nak(at(now), n.from, n.to, sent as u64, 256, &mut |seq| {
                 resend.push(seq)
             });
             for seq in resend {
@@ -620,4 +621,44 @@ fn heartbeat_oldest_makes_unrepairable_loss_immediate_and_exact() {
         vec![0, 1, 6, 7, 8, 9]
     );
     assert_eq!(rx.counters().gaps, 1);
+}
+
+#[test]
+fn losing_the_sessions_first_datagram_is_repaired_not_skipped() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..10u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs); // 2 messages per datagram
+    let t0 = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let mut got = Vec::new();
+    let mut sink = |ev: Delivery<'_>| {
+        if let Delivery::Message { seq, .. } = ev {
+            got.push(seq)
+        }
+    };
+    rx.handle_datagram(t0, SRC, &d[1], &mut sink).unwrap();
+    let due = rx.poll_timeout().expect("the missing start is NAKed");
+    rx.handle_timeout(due, &mut sink);
+    let mut naks = Vec::new();
+    rx.poll_nak(&mut |_, from, to| naks.push((from, to)));
+    assert_eq!(naks, vec![(0, 1)]);
+    rx.handle_datagram(due, SRC, &d[0], &mut sink).unwrap();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    // far into a session, a new receiver starts live instead
+    let mut late = Receiver::new(ReceiverConfig::default());
+    let mut s = SenderStream::new(5, 132);
+    let mut buf = DatagramBuf::new(132);
+    for _ in 0..(JOIN_FROM_START + 2) {
+        buf.clear();
+        assert_eq!(s.append(&mut buf, "/t", b"x"), Append::Done);
+        s.seal(&mut buf);
+    }
+    let mut first = None;
+    late.handle_datagram(t0, SRC, buf.bytes(), &mut |ev| {
+        if let Delivery::Message { seq, .. } = ev {
+            first = Some(seq)
+        }
+    })
+    .unwrap();
+    assert_eq!(first, Some(JOIN_FROM_START + 1));
+    assert_eq!(late.poll_timeout(), None);
 }
