@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo run --release --example throughput -- [--messages N] [--size B]
 //!     [--backend auto|uring|mmsg] [--idle park|yield|spin] [--max-payload BYTES]
-//!     [--pub-cores A,B] [--sub-cores C,D]
+//!     [--pub-cores A,B] [--sub-cores C,D] [--best-effort] [--retransmit-window BYTES]
 //! ```
 //! Exit status 0 only when every message arrived intact, in order, with no gap.
 
@@ -26,6 +26,8 @@ struct Opts {
     max_payload: Option<usize>,
     pub_cores: Vec<usize>,
     sub_cores: Vec<usize>,
+    best_effort: bool,
+    retransmit_window: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -38,6 +40,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         max_payload: None,
         pub_cores: Vec::new(),
         sub_cores: Vec::new(),
+        best_effort: false,
+        retransmit_window: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -56,6 +60,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--max-payload" => o.max_payload = Some(val()?.parse().map_err(|e| format!("{e}"))?),
             "--pub-cores" => o.pub_cores = cores(val()?)?,
             "--sub-cores" => o.sub_cores = cores(val()?)?,
+            "--best-effort" => o.best_effort = true,
+            "--retransmit-window" => {
+                o.retransmit_window = Some(val()?.parse().map_err(|e| format!("{e}"))?)
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -87,6 +95,9 @@ fn to_args(o: &Opts) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(",")
     };
+    if o.best_effort {
+        v.push("--best-effort".into());
+    }
     if !o.sub_cores.is_empty() {
         v.extend(["--sub-cores".into(), join(&o.sub_cores)]);
     }
@@ -109,7 +120,11 @@ fn node(o: &Opts, cores: &[usize]) -> Result<Node, ringcast::Error> {
         .iface("lo")
         .backend(backend)
         .idle(idle)
-        .cores(cores.to_vec());
+        .cores(cores.to_vec())
+        .reliable(!o.best_effort);
+    if let Some(w) = o.retransmit_window {
+        b = b.retransmit_window(w);
+    }
     if let Some(p) = o.max_payload {
         b = b.max_payload(p);
     }
