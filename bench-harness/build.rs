@@ -16,6 +16,8 @@ const CRATES: &[&str] = &[
     "core_affinity",
     "libc",
     "io-uring",
+    "rusteron-client",
+    "rusteron-media-driver",
 ];
 
 fn main() {

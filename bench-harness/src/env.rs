@@ -110,6 +110,9 @@ pub fn features() -> Vec<String> {
     if cfg!(feature = "ringcast") {
         f.push("ringcast".to_owned());
     }
+    if cfg!(feature = "aeron") {
+        f.push("aeron".to_owned());
+    }
     f
 }
 

@@ -108,7 +108,7 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            systems: vec!["udp".into(), "aeron".into()],
+            systems: vec!["udp".into(), "carrier-pigeon".into()],
             variants: None,
             modes: vec![Mode::Full, Mode::Rate, Mode::CountSweep],
             messages: 100_000,
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn plan_the_suite() {
         let p = plan(&settings());
-        assert_eq!(p.skipped.len(), 1); // aeron
+        assert_eq!(p.skipped.len(), 1); // carrier-pigeon (unknown)
                                         // full: 3 udp variants; rate: 2 rates × 1 primary; sweep: 2 counts × 1 primary.
         assert_eq!(p.cases.len(), 3 + 2 + 2);
         assert_eq!(p.cases[3].messages, 10_000);

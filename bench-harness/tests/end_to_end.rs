@@ -104,6 +104,14 @@ fn ringcast_delivers_every_message() {
     check(&rows);
 }
 
+#[cfg(feature = "aeron")]
+#[test]
+fn aeron_delivers_verified_messages() {
+    let rows = run("aeron", None, "aeron");
+    assert_eq!(rows.len(), 2); // ipc and udp multicast
+    check(&rows);
+}
+
 #[test]
 fn unknown_system_is_refused() {
     let res = Command::new(env!("CARGO_BIN_EXE_ringcast-bench"))

@@ -4,6 +4,7 @@
 //! [`RunSpec`]; the generic loops in `child.rs` do the pacing, stamping,
 //! verification and timing, so every system is measured by the same code.
 
+pub mod aeron;
 pub mod nng;
 pub mod ringcast;
 pub mod udp;
@@ -77,6 +78,12 @@ pub enum Params {
         /// RINGCAST_BACKEND for the children (`uring`, `mmsg`); `None` = probe.
         backend: Option<String>,
         max_payload: Option<usize>,
+        /// NAK repair on (default) or best effort.
+        reliable: bool,
+    },
+    Aeron {
+        /// `aeron:ipc` instead of UDP multicast on loopback.
+        ipc: bool,
     },
 }
 
@@ -113,10 +120,7 @@ pub fn unavailable(system: &str) -> Option<&'static str> {
         "zeromq" => zeromq::UNAVAILABLE,
         "nng" => nng::UNAVAILABLE,
         "udp" => None,
-        "aeron" => Some(
-            "not built: Aeron (rusteron crates, cargo feature `aeron`) is not wired in yet; \
-             see bench-harness/README.md",
-        ),
+        "aeron" => aeron::UNAVAILABLE,
         _ => Some("unknown system"),
     }
 }
@@ -128,6 +132,7 @@ pub fn catalog() -> Vec<Variant> {
     v.extend(zeromq::variants());
     v.extend(nng::variants());
     v.extend(udp::variants());
+    v.extend(aeron::variants());
     v
 }
 
@@ -138,6 +143,7 @@ pub fn open_publisher(spec: &RunSpec) -> Result<Box<dyn Publisher>> {
         Params::Zeromq { .. } => zeromq::open_publisher(spec),
         Params::Nng { .. } => nng::open_publisher(spec),
         Params::Ringcast { .. } => ringcast::open_publisher(spec),
+        Params::Aeron { .. } => aeron::open_publisher(spec),
     }
 }
 
@@ -148,6 +154,7 @@ pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
         Params::Zeromq { .. } => zeromq::open_subscriber(spec),
         Params::Nng { .. } => nng::open_subscriber(spec),
         Params::Ringcast { .. } => ringcast::open_subscriber(spec),
+        Params::Aeron { .. } => aeron::open_subscriber(spec),
     }
 }
 
@@ -169,6 +176,9 @@ pub fn library_versions() -> BTreeMap<String, String> {
     }
     if let Some(v) = nng::library_version() {
         m.insert("nng (C)".to_owned(), v);
+    }
+    if let Some(v) = aeron::library_version() {
+        m.insert("aeron (C)".to_owned(), v);
     }
     m
 }

@@ -1,7 +1,8 @@
 //! ringcast itself, over UDP multicast on loopback.
 //!
 //! Variants: `default` (backend probed, park/backoff idle, a sender and a
-//! receiver agent thread), `busy-spin` (agents spin), `shared` (one agent
+//! receiver agent thread, NAK repair on), `best-effort` (repair off: the cost of
+//! reliability is default vs best-effort), `busy-spin` (agents spin), `shared` (one agent
 //! thread per node), `io_uring` and `fallback` (the backend forced with
 //! `RINGCAST_BACKEND=uring|mmsg` on the child processes), and `mtu1472`
 //! (datagram payload capped at 1472 bytes, as on an Ethernet network).
@@ -16,27 +17,34 @@ use crate::spec::RunSpec;
 use anyhow::Result;
 
 pub fn variants() -> Vec<Variant> {
-    let mk =
-        |variant: &str, busy_spin, shared, backend: Option<&str>, max_payload, primary| Variant {
-            system: "ringcast".into(),
-            variant: variant.into(),
-            transport: "udp-multicast".into(),
-            lossless_expected: true,
-            primary,
-            params: Params::Ringcast {
-                busy_spin,
-                shared,
-                backend: backend.map(str::to_owned),
-                max_payload,
-            },
-        };
+    let mk = |variant: &str,
+              busy_spin,
+              shared,
+              backend: Option<&str>,
+              max_payload,
+              reliable,
+              primary| Variant {
+        system: "ringcast".into(),
+        variant: variant.into(),
+        transport: "udp-multicast".into(),
+        lossless_expected: true,
+        primary,
+        params: Params::Ringcast {
+            busy_spin,
+            shared,
+            backend: backend.map(str::to_owned),
+            max_payload,
+            reliable,
+        },
+    };
     vec![
-        mk("default", false, false, None, None, true),
-        mk("busy-spin", true, false, None, None, true),
-        mk("shared", false, true, None, None, false),
-        mk("io_uring", false, false, Some("uring"), None, false),
-        mk("fallback", false, false, Some("mmsg"), None, false),
-        mk("mtu1472", false, false, None, Some(1472), false),
+        mk("default", false, false, None, None, true, true),
+        mk("best-effort", false, false, None, None, false, true),
+        mk("busy-spin", true, false, None, None, true, true),
+        mk("shared", false, true, None, None, true, false),
+        mk("io_uring", false, false, Some("uring"), None, true, false),
+        mk("fallback", false, false, Some("mmsg"), None, true, false),
+        mk("mtu1472", false, false, None, Some(1472), true, false),
     ]
 }
 
@@ -74,6 +82,7 @@ mod imp {
             busy_spin,
             shared,
             max_payload,
+            reliable,
             ..
         } = spec.variant.params.clone()
         else {
@@ -90,7 +99,8 @@ mod imp {
             })
             // RINGCAST_BACKEND (set by the harness for the io_uring / fallback
             // variants) overrides the probe.
-            .backend(BackendChoice::Auto);
+            .backend(BackendChoice::Auto)
+            .reliable(reliable);
         if let Some(m) = max_payload {
             b = b.max_payload(m);
         }
