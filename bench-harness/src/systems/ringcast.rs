@@ -107,10 +107,11 @@ mod imp {
         if busy_spin {
             b = b.idle(IdleStrategy::BusySpin);
         }
-        if let Some(c) = core {
-            // The agents share the core the process is pinned to.
-            b = b.cores(vec![c, c]);
-        }
+        // The agents are left to the scheduler, as ZeroMQ's I/O threads are; only the
+        // process's main thread is pinned. (On a 2-core host an application thread that
+        // busy-waits on its send schedule delays its own sender agent by about one
+        // scheduler slice either way: see the notes in RESULTS.)
+        let _ = core;
         let cfg = b.build().context("ringcast config")?;
         Ok((Node::new(cfg).context("ringcast node")?, busy_spin))
     }
