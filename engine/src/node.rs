@@ -31,7 +31,6 @@ pub struct Node {
     socket: SocketConfig,
     session: u32,
     backend: BackendReport,
-    tx_info: SocketInfo,
     rx_info: OnceLock<SocketInfo>,
     rx_open: Mutex<()>,
     threads: Vec<JoinHandle<()>>,
@@ -87,17 +86,16 @@ impl Node {
         let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
         debug_assert_eq!(tx.kind(), backend.kind);
         let control = io::socket::open_control_rx(&socket, config.max_park)?;
-        let shared = Arc::new(Shared::new());
-        shared.tx_commands.push(SenderCommand::Backend(tx));
-        shared.tx_commands.push(SenderCommand::Control(control));
-        let _ = shared.base.set(StatsBase {
+        let shared = Arc::new(Shared::new(StatsBase {
             backend: backend.clone(),
             max_payload,
             sndbuf: tx_info.sndbuf,
-        });
+        }));
+        shared.tx_commands.push(SenderCommand::Backend(tx));
+        shared.tx_commands.push(SenderCommand::Control(control));
         let session = agent::random_u64() as u32;
-        if let (Some(dir), Some(sample)) = (config.stats_dir.as_deref(), shared.stats()) {
-            match StatsFile::create(dir, session, &sample) {
+        if let Some(dir) = config.stats_dir.as_deref() {
+            match StatsFile::create(dir, session, &shared.stats()) {
                 Ok(f) => shared.tx_commands.push(SenderCommand::StatsFile(f)),
                 Err(e) => {
                     tracing::warn!(error = %e, dir = %dir.display(), "no stats file: `ringcast stat` will not see this node")
@@ -112,7 +110,6 @@ impl Node {
             socket,
             session,
             backend,
-            tx_info,
             rx_info: OnceLock::new(),
             rx_open: Mutex::new(()),
             threads,
@@ -251,14 +248,7 @@ impl Node {
 
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> Stats {
-        self.shared.stats().unwrap_or_else(|| {
-            self.shared.counters.snapshot(
-                &self.backend,
-                self.socket.max_datagram,
-                0,
-                self.tx_info.sndbuf,
-            )
-        })
+        self.shared.stats()
     }
 }
 

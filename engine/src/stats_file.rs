@@ -88,7 +88,7 @@ impl StatsFile {
     }
 
     /// Copies the values in, if the refresh interval has passed.
-    pub(crate) fn maybe_write(&mut self, now: Instant, stats: impl FnOnce() -> Option<Stats>) {
+    pub(crate) fn maybe_write(&mut self, now: Instant, stats: impl FnOnce() -> Stats) {
         if self
             .last
             .is_some_and(|t| now.saturating_duration_since(t) < REFRESH)
@@ -96,9 +96,7 @@ impl StatsFile {
             return;
         }
         self.last = Some(now);
-        if let Some(s) = stats() {
-            self.write(&s);
-        }
+        self.write(&stats());
     }
 
     fn write(&mut self, stats: &Stats) {

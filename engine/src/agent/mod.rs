@@ -74,8 +74,8 @@ pub(crate) struct Shared {
     pub new_subscriptions: SegQueue<SubscriptionEntry>,
     pub sender_parked: AtomicBool,
     pub sender_thread: OnceLock<Thread>,
-    /// What stats report besides counters (set once the node is up).
-    pub base: OnceLock<StatsBase>,
+    /// What stats report besides counters.
+    pub base: StatsBase,
     /// Receive buffer granted (0 until the first subscriber).
     pub rcvbuf: std::sync::atomic::AtomicUsize,
 }
@@ -88,7 +88,7 @@ pub(crate) struct StatsBase {
 }
 
 impl Shared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(base: StatsBase) -> Self {
         Shared {
             counters: Counters::default(),
             stop: AtomicBool::new(false),
@@ -98,20 +98,20 @@ impl Shared {
             new_subscriptions: SegQueue::new(),
             sender_parked: AtomicBool::new(false),
             sender_thread: OnceLock::new(),
-            base: OnceLock::new(),
+            base,
             rcvbuf: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    /// A snapshot of the node's counters (`None` before the node is up).
-    pub(crate) fn stats(&self) -> Option<crate::stats::Stats> {
-        let b = self.base.get()?;
-        Some(self.counters.snapshot(
+    /// A snapshot of the node's counters.
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        let b = &self.base;
+        self.counters.snapshot(
             &b.backend,
             b.max_payload,
             self.rcvbuf.load(Ordering::Relaxed),
             b.sndbuf,
-        ))
+        )
     }
 
     /// Wakes the sender agent if it is parked (called after a publish).

@@ -1151,28 +1151,25 @@ impl Slots {
         })
     }
 
-    fn hdr(&self, slot: usize) -> *mut libc::msghdr {
+    /// Pointer to element `slot` of the array of `T` starting `off` bytes into `mem`.
+    fn at<T>(&self, off: usize, slot: usize) -> *mut T {
         self.mem
             .ptr()
-            .wrapping_add(self.hdr_off)
-            .cast::<libc::msghdr>()
+            .wrapping_add(off)
+            .cast::<T>()
             .wrapping_add(slot)
+    }
+
+    fn hdr(&self, slot: usize) -> *mut libc::msghdr {
+        self.at(self.hdr_off, slot)
     }
 
     fn iov(&self, slot: usize) -> *mut libc::iovec {
-        self.mem
-            .ptr()
-            .wrapping_add(self.iov_off)
-            .cast::<libc::iovec>()
-            .wrapping_add(slot)
+        self.at(self.iov_off, slot)
     }
 
     fn name(&self, slot: usize) -> *mut libc::sockaddr_in {
-        self.mem
-            .ptr()
-            .wrapping_add(self.name_off)
-            .cast::<libc::sockaddr_in>()
-            .wrapping_add(slot)
+        self.at(self.name_off, slot)
     }
 
     fn buf(&self, slot: usize) -> *mut u8 {
