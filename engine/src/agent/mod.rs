@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 
 use crate::config::{Config, SlowConsumerPolicy, ThreadingMode};
 use crate::io::{RxBackend, TxBackend};
@@ -23,6 +23,7 @@ use crate::stats::Counters;
 pub(crate) use idle::{Idler, Wait};
 pub(crate) use receiver::ReceiverAgent;
 pub(crate) use sender::SenderAgent;
+
 
 /// Largest number of datagrams in one send or receive batch.
 pub const MAX_BATCH: usize = 256;
@@ -78,7 +79,23 @@ pub(crate) struct Shared {
     pub base: StatsBase,
     /// Receive buffer granted (0 until the first subscriber).
     pub rcvbuf: std::sync::atomic::AtomicUsize,
+    /// NAKs other receivers sent for sessions this node does not publish, heard by
+    /// the sender agent on the control port and passed to the receiver agent, which
+    /// holds back its own NAK for a range somebody already asked for (suppression).
+    pub heard_naks: ArrayQueue<HeardNak>,
 }
+
+/// A NAK heard on the control port, for NAK suppression.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeardNak {
+    pub session: u32,
+    pub from: u64,
+    pub to: u64,
+    pub receiver: u64,
+}
+
+/// NAKs waiting for the receiver agent at most (the oldest are overwritten).
+const HEARD_NAKS: usize = 1024;
 
 /// The fixed part of a node's stats.
 pub(crate) struct StatsBase {
@@ -100,6 +117,7 @@ impl Shared {
             sender_thread: OnceLock::new(),
             base,
             rcvbuf: std::sync::atomic::AtomicUsize::new(0),
+            heard_naks: ArrayQueue::new(HEARD_NAKS),
         }
     }
 

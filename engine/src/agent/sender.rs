@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::{PublisherEntry, SenderCommand, Shared, MAX_BATCH};
+use super::{HeardNak, PublisherEntry, SenderCommand, Shared, MAX_BATCH};
 use crate::config::Config;
 use crate::io::socket::recv_control;
 use crate::io::TxBackend;
@@ -217,6 +217,16 @@ impl SenderAgent {
                         r.on_nak(now, nak.from, nak.to, sent_up_to, budget, &mut |seq| {
                             resend[queued] = seq;
                             queued += 1;
+                        });
+                    }
+                    Ok(Control::Nak(nak)) => {
+                        // Somebody else's session: our receiver may be missing the
+                        // same range and can hold its own NAK back.
+                        shared.heard_naks.force_push(HeardNak {
+                            session: nak.session,
+                            from: nak.from,
+                            to: nak.to,
+                            receiver: nak.receiver,
                         });
                     }
                     Ok(_) => {}
