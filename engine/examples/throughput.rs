@@ -166,6 +166,7 @@ fn subscriber(o: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 lost += l.count();
                 expected = l.to_seq;
             }
+            Event::Session(_) => {}
         });
         if n > 0 {
             let now = Instant::now();

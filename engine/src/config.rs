@@ -47,6 +47,17 @@ pub enum SlowConsumerPolicy {
     /// subscriber an explicit [`Loss`](crate::Loss) with reason `SlowConsumer`.
     /// Never slows the publisher or the other subscriptions.
     Drop,
+    /// Keep only the newest undelivered message per topic (and publishing session)
+    /// while the ring is full, and deliver those, oldest update first, as room
+    /// frees: for prices and telemetry, where only the latest value matters. The
+    /// superseded messages are counted (`conflated`); their sequence numbers are the
+    /// ones missing between delivered messages. Never slows anything else.
+    Conflate,
+    /// "Suicidal snail": when the ring overflows, the subscription declares itself
+    /// too slow (counted in `slow_disconnects`), its queued backlog is discarded and
+    /// reported as [`LossReason::Disconnected`](crate::LossReason::Disconnected)
+    /// losses, and delivery resumes at the live position. Never slows anything else.
+    Disconnect,
 }
 
 /// Which I/O backend to use.
@@ -60,6 +71,32 @@ pub enum BackendChoice {
     Uring,
     /// `sendmmsg`/`recvmmsg` + poll.
     Mmsg,
+}
+
+/// Whose status messages pace a publisher (flow control). Live receivers are those
+/// heard within the last second; with none that counts, a publisher is unconstrained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowControlStrategy {
+    /// The slowest live receiver sets the pace: a publisher never runs further ahead
+    /// than any receiver's position plus window, nor (reliable mode) further than its
+    /// retransmit window, so whatever a live receiver misses can still be resent.
+    /// Lossless for every receiver the publisher has heard from: a receiver counts
+    /// from its first status message (sent as soon as it hears the session), so
+    /// before a burst wait for [`Stats::receivers`](crate::Stats::receivers) to
+    /// reach the subscribers you expect.
+    #[default]
+    Min,
+    /// The fastest live receiver sets the pace. Receivers further behind than their
+    /// window are *left behind* (counted in `Stats::left_behind`): they still NAK and
+    /// are repaired from the retransmit window while it holds the data, else they get
+    /// explicit loss events.
+    Max,
+    /// Only receivers whose status carries this tag (see
+    /// [`ConfigBuilder::receiver_tag`]) hold the publisher back, the slowest of them
+    /// setting the pace; untagged and other-tag receivers are left behind as with
+    /// `Max`. With no such receiver live the publisher is unconstrained. The tag must
+    /// not be 0 (0 means untagged).
+    Tagged(u32),
 }
 
 /// Everything a [`Node`](crate::Node) needs. Build with [`Config::builder`].
@@ -89,7 +126,12 @@ pub struct Config {
     pub(crate) nak_delay: Duration,
     pub(crate) nak_interval: Duration,
     pub(crate) nak_retries: u32,
+    pub(crate) publisher_timeout: Duration,
+    pub(crate) faults: Option<crate::io::fault::FaultConfig>,
     pub(crate) stats_dir: Option<std::path::PathBuf>,
+    pub(crate) flow_control: FlowControlStrategy,
+    pub(crate) receiver_tag: u32,
+    pub(crate) rate_limit: Option<u64>,
 }
 
 impl Default for Config {
@@ -121,7 +163,12 @@ impl Default for Config {
             nak_delay: Duration::from_micros(200),
             nak_interval: Duration::from_millis(2),
             nak_retries: 20,
+            publisher_timeout: Duration::from_secs(2),
+            faults: None,
             stats_dir: Some(crate::stats_file::default_dir()),
+            flow_control: FlowControlStrategy::default(),
+            receiver_tag: 0,
+            rate_limit: None,
         }
     }
 }
@@ -299,6 +346,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// A publishing session not heard (data or heartbeat) for this long is declared
+    /// gone: subscribers get [`SessionState::Gone`](crate::SessionState::Gone) after
+    /// the losses it leaves. Idle publishers heartbeat at least every 100 ms, so keep
+    /// it well above that. Default 2 s; checked every quarter of it.
+    pub fn publisher_timeout(mut self, d: Duration) -> Self {
+        self.0.publisher_timeout = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Tests only: injects faults (loss, duplication, reordering, delay, a blackout)
+    /// into everything this node receives on the data port, between the kernel and
+    /// the protocol. Every injected fault is counted (`injected_*` in the stats).
+    pub fn inject_faults(mut self, faults: crate::io::fault::FaultConfig) -> Self {
+        self.0.faults = Some(faults);
+        self
+    }
+
     /// Where this node's counters file goes, for `ringcast stat` (default
     /// `RINGCAST_STATS_DIR` or `/dev/shm`); `None`: no file.
     pub fn stats_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
@@ -306,9 +370,40 @@ impl ConfigBuilder {
         self
     }
 
+    /// Whose status messages pace this node's publishers. Default
+    /// [`FlowControlStrategy::Min`] (the slowest receiver; lossless).
+    pub fn flow_control(mut self, strategy: FlowControlStrategy) -> Self {
+        self.0.flow_control = strategy;
+        self
+    }
+
+    /// The tag this node's receiver puts in every status message it sends, for
+    /// publishers using [`FlowControlStrategy::Tagged`]. Default 0: untagged.
+    pub fn receiver_tag(mut self, tag: u32) -> Self {
+        self.0.receiver_tag = tag;
+        self
+    }
+
+    /// Caps the datagram bytes (UDP payload, retransmissions included) this node's
+    /// publishers send per second, with bursts of up to one send batch or 1 ms worth,
+    /// whichever is larger; records wait in the publisher rings meanwhile, so
+    /// back-pressure reaches `offer`. Default `None`: no limit.
+    pub fn rate_limit(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.0.rate_limit = bytes_per_sec;
+        self
+    }
+
     /// Checks the settings.
     pub fn build(self) -> Result<Config, Error> {
         let c = self.0;
+        if c.rate_limit == Some(0) {
+            return Err(Error::Config("rate limit must be at least 1 byte/s".into()));
+        }
+        if c.flow_control == FlowControlStrategy::Tagged(0) {
+            return Err(Error::Config(
+                "flow control tag must not be 0 (0 means untagged)".into(),
+            ));
+        }
         if !c.group.ip().is_multicast() {
             return Err(Error::Config(format!(
                 "{} is not a multicast address",

@@ -23,15 +23,19 @@ mod subscriber;
 mod wire;
 
 pub use config::{
-    BackendChoice, Config, ConfigBuilder, IdleStrategy, SlowConsumerPolicy, ThreadingMode,
-    DEFAULT_GROUP, DEFAULT_IFACE,
+    BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, SlowConsumerPolicy,
+    ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE,
 };
 pub use error::{Error, PublishError};
+pub use io::fault::{FaultConfig, FaultCounts};
 pub use io::BackendKind;
 pub use node::Node;
 pub use publisher::{Claim, Publisher};
 pub use stats::Stats;
-pub use subscriber::{Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, Subscriber};
+pub use subscriber::{
+    Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, SessionEvent, SessionState,
+    Subscriber,
+};
 
 /// Reading other processes' counters (`ringcast stat`).
 pub mod stat {

@@ -178,20 +178,31 @@ impl Node {
         self.ensure_receiving()?;
         let (producer, consumer) = byte_ring(self.config.subscriber_ring);
         let closed = Arc::new(AtomicBool::new(false));
+        let resync = Arc::new(AtomicBool::new(false));
         self.shared.new_subscriptions.push(SubscriptionEntry {
             prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
             policy,
             ring: producer,
             closed: closed.clone(),
+            resync: resync.clone(),
         });
-        Ok(Subscriber::new(consumer, self.shared.clone(), closed))
+        Ok(Subscriber::new(
+            consumer,
+            self.shared.clone(),
+            closed,
+            resync,
+        ))
     }
 
     fn ensure_receiving(&self) -> Result<(), Error> {
         let _guard = self.rx_open.lock().unwrap_or_else(|p| p.into_inner());
         if self.rx_info.get().is_none() {
-            let (rx, info) = io::open_rx(self.backend.kind, &self.socket)?;
+            let (mut rx, info) = io::open_rx(self.backend.kind, &self.socket)?;
             debug_assert_eq!(rx.kind(), self.backend.kind);
+            if let Some(f) = &self.config.faults {
+                tracing::warn!(faults = ?f, "injecting faults into the receive path");
+                rx = Box::new(io::fault::FaultyRx::new(rx, f.clone()));
+            }
             let control = io::socket::open_control_tx(&self.socket)?;
             // Publishers may have this many datagrams in flight towards us: half of
             // what the socket buffer holds (the kernel counts a datagram's truesize,

@@ -61,6 +61,8 @@ pub(crate) struct SenderCounters {
     pub heartbeats: Counter,
     pub next_seq: Counter,
     pub acked: Counter,
+    pub left_behind: Counter,
+    pub rate_limited: Counter,
     pub max_cycle_ns: Counter,
 }
 
@@ -88,6 +90,15 @@ pub(crate) struct ReceiverCounters {
     pub reordered: Counter,
     pub repaired: Counter,
     pub sessions: Counter,
+    pub sessions_gone: Counter,
+    pub naks_suppressed: Counter,
+    pub conflated: Counter,
+    pub slow_disconnects: Counter,
+    pub disconnect_skipped: Counter,
+    pub injected_dropped: Counter,
+    pub injected_duplicated: Counter,
+    pub injected_reordered: Counter,
+    pub injected_delayed: Counter,
     pub max_cycle_ns: Counter,
 }
 
@@ -95,6 +106,8 @@ pub(crate) struct ReceiverCounters {
 #[derive(Debug, Default)]
 pub(crate) struct AppCounters {
     pub back_pressure: Counter,
+    /// Messages discarded by disconnect-policy subscribers when resynchronising.
+    pub resync_discarded: Counter,
 }
 
 /// All counters of a node, each writer's group on its own cache line.
@@ -131,8 +144,14 @@ pub struct Stats {
     pub control_malformed: u64,
     /// Duty cycles in which the sender stopped at a receiver's window.
     pub flow_blocked: u64,
-    /// Receivers currently holding this node's publishers back (heard within 1 s).
+    /// Live receivers of this node's publishers (heard within 1 s); under flow control
+    /// `Min` each of them holds the publishers back.
     pub receivers: u64,
+    /// Live receivers this node's publishers are currently leaving behind: they have
+    /// sent past those receivers' windows (flow control `Max` or `Tagged`).
+    pub left_behind: u64,
+    /// Duty cycles in which the sender stopped at the rate limit.
+    pub rate_limited: u64,
     /// NAK ranges heard for this node's publishers.
     pub naks_received: u64,
     /// Datagrams sent again in answer to NAKs.
@@ -149,6 +168,9 @@ pub struct Stats {
     pub gaps: u64,
     /// NAK ranges this node's receiver sent.
     pub naks_sent: u64,
+    /// NAK rounds this node's receiver held back because another receiver had just
+    /// NAKed the same data (the retransmission is multicast to all).
+    pub naks_suppressed: u64,
     /// Datagrams that arrived ahead of a missing one and were held.
     pub reordered: u64,
     /// Missing datagrams that arrived later (mostly retransmissions) and filled a gap.
@@ -185,6 +207,26 @@ pub struct Stats {
     pub receive_back_pressured: u64,
     /// Publishing sessions heard.
     pub sessions: u64,
+    /// Publishing sessions declared gone (silent for the publisher timeout).
+    pub sessions_gone: u64,
+    /// Messages superseded by a newer one on the same topic while a conflate-policy
+    /// subscription was behind.
+    pub conflated: u64,
+    /// Times a disconnect-policy subscription was declared too slow and resynchronised.
+    pub slow_disconnects: u64,
+    /// Messages disconnect-policy subscriptions did not get because of those
+    /// resynchronisations (skipped by the agent, or discarded from the backlog); each
+    /// reported as a `Disconnected` loss.
+    pub disconnect_skipped: u64,
+    /// Fault injection (tests only): datagrams dropped, duplicated, reordered and
+    /// delayed on purpose between the kernel and the protocol.
+    pub injected_dropped: u64,
+    /// See `injected_dropped`.
+    pub injected_duplicated: u64,
+    /// See `injected_dropped`.
+    pub injected_reordered: u64,
+    /// See `injected_dropped`.
+    pub injected_delayed: u64,
     /// `offer`/`try_claim` calls refused because a publisher ring was full.
     pub back_pressure: u64,
     /// Longest sender agent duty cycle that did work, in nanoseconds.
@@ -211,6 +253,8 @@ impl Stats {
             ("control_malformed", self.control_malformed),
             ("flow_blocked", self.flow_blocked),
             ("receivers", self.receivers),
+            ("left_behind", self.left_behind),
+            ("rate_limited", self.rate_limited),
             ("naks_received", self.naks_received),
             ("retransmits", self.retransmits),
             ("heartbeats_sent", self.heartbeats_sent),
@@ -219,6 +263,7 @@ impl Stats {
             ("bytes_received", self.bytes_received),
             ("gaps", self.gaps),
             ("naks_sent", self.naks_sent),
+            ("naks_suppressed", self.naks_suppressed),
             ("reordered", self.reordered),
             ("gaps_filled", self.gaps_filled),
             ("lost_datagrams", self.lost_datagrams),
@@ -232,6 +277,14 @@ impl Stats {
             ("status_sent", self.status_sent),
             ("receive_back_pressured", self.receive_back_pressured),
             ("sessions", self.sessions),
+            ("sessions_gone", self.sessions_gone),
+            ("conflated", self.conflated),
+            ("slow_disconnects", self.slow_disconnects),
+            ("disconnect_skipped", self.disconnect_skipped),
+            ("injected_dropped", self.injected_dropped),
+            ("injected_duplicated", self.injected_duplicated),
+            ("injected_reordered", self.injected_reordered),
+            ("injected_delayed", self.injected_delayed),
             ("back_pressure", self.back_pressure),
             ("sender_max_cycle_ns", self.sender_max_cycle_ns),
             ("receiver_max_cycle_ns", self.receiver_max_cycle_ns),
@@ -264,10 +317,21 @@ impl Counters {
             control_malformed: self.tx.control_malformed.get(),
             flow_blocked: self.tx.flow_blocked.get(),
             receivers: self.tx.receivers.get(),
+            left_behind: self.tx.left_behind.get(),
+            rate_limited: self.tx.rate_limited.get(),
             naks_received: self.tx.naks_received.get(),
             retransmits: self.tx.retransmits.get(),
             heartbeats_sent: self.tx.heartbeats.get(),
             naks_sent: self.rx.naks_sent.get(),
+            naks_suppressed: self.rx.naks_suppressed.get(),
+            sessions_gone: self.rx.sessions_gone.get(),
+            conflated: self.rx.conflated.get(),
+            slow_disconnects: self.rx.slow_disconnects.get(),
+            disconnect_skipped: self.rx.disconnect_skipped.get() + self.app.resync_discarded.get(),
+            injected_dropped: self.rx.injected_dropped.get(),
+            injected_duplicated: self.rx.injected_duplicated.get(),
+            injected_reordered: self.rx.injected_reordered.get(),
+            injected_delayed: self.rx.injected_delayed.get(),
             reordered: self.rx.reordered.get(),
             gaps_filled: self.rx.repaired.get(),
             sender_max_cycle_ns: self.tx.max_cycle_ns.get(),

@@ -73,11 +73,18 @@ pub struct OwnedMessage {
 pub enum LossReason {
     /// Datagrams never arrived (a gap in the publisher's sequence).
     Network,
-    /// This subscription's ring was full: the application did not poll fast enough.
+    /// This subscription's ring was full: the application did not poll fast enough
+    /// ([`SlowConsumerPolicy::Drop`](crate::SlowConsumerPolicy::Drop)).
     SlowConsumer,
+    /// The subscription fell so far behind that it was disconnected and resynchronised
+    /// at the live position: its backlog was discarded
+    /// ([`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy::Disconnect)).
+    Disconnected,
 }
 
-/// Messages `from_seq..to_seq` of a session that will never be delivered.
+/// Messages `from_seq..to_seq` of a session that will never be delivered to this
+/// subscription. A range may include sequence numbers of topics the subscription does
+/// not match (a session numbers all its topics' messages in one sequence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Loss {
     /// Publishing session.
@@ -99,6 +106,29 @@ impl Loss {
     }
 }
 
+/// A publishing session came or went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// Publishing session.
+    pub session: u32,
+    /// Publisher's address.
+    pub source: SocketAddrV4,
+    /// What happened.
+    pub state: SessionState,
+}
+
+/// See [`SessionEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// First heard (a new publisher, or a publisher restarted under a new session
+    /// id), or heard again after it was declared gone.
+    Joined,
+    /// Not heard (data or heartbeat) for the publisher timeout: the publisher exited
+    /// or is cut off. Whatever of it could not be repaired was reported as a loss
+    /// before this event.
+    Gone,
+}
+
 /// What a subscriber receives, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -106,6 +136,8 @@ pub enum Event<'a> {
     Message(Message<'a>),
     /// An explicit loss.
     Loss(Loss),
+    /// A publishing session joined or went away.
+    Session(SessionEvent),
 }
 
 /// An owned [`Event`].
@@ -115,6 +147,8 @@ pub enum OwnedEvent {
     Message(OwnedMessage),
     /// A loss.
     Loss(Loss),
+    /// A session joined or went.
+    Session(SessionEvent),
 }
 
 /// Receives messages whose topic starts with one of its prefixes (ZeroMQ-style).
@@ -123,6 +157,9 @@ pub struct Subscriber {
     ring: ring::Consumer,
     shared: Arc<Shared>,
     closed: Arc<AtomicBool>,
+    /// Set by the receiver agent when a disconnect-policy subscription fell too far
+    /// behind: the backlog is to be discarded (see [`Subscriber::poll`]).
+    resync: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -132,21 +169,81 @@ impl std::fmt::Debug for Subscriber {
 }
 
 impl Subscriber {
-    pub(crate) fn new(ring: ring::Consumer, shared: Arc<Shared>, closed: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        ring: ring::Consumer,
+        shared: Arc<Shared>,
+        closed: Arc<AtomicBool>,
+        resync: Arc<AtomicBool>,
+    ) -> Self {
         Subscriber {
             ring,
             shared,
             closed,
+            resync,
         }
     }
 
     /// Hands up to `limit` queued events to `f`, without blocking. Returns how many.
+    ///
+    /// Under [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy::Disconnect),
+    /// once the subscription was declared too slow the queued backlog is discarded
+    /// here: its messages become [`LossReason::Disconnected`] losses (losses and
+    /// session events in it are still handed over, in order), and delivery resumes at
+    /// the live position.
     pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
-        self.ring.read_batch(limit, |rec| {
+        let mut n = 0;
+        if self.resync.load(Ordering::Acquire) {
+            n += self.resync(&mut f);
+        }
+        n + self.ring.read_batch(limit, |rec| {
             if let Some(ev) = delivery::read(rec) {
                 f(ev);
             }
         })
+    }
+
+    /// Discards every queued message, reporting each run of them as one loss per
+    /// session, then tells the receiver agent to go on.
+    fn resync(&mut self, f: &mut impl FnMut(Event<'_>)) -> usize {
+        let mut runs: Vec<Loss> = Vec::new();
+        let mut handed = 0;
+        let mut discarded = 0u64;
+        while let Some(rec) = self.ring.peek() {
+            match delivery::read(rec) {
+                Some(Event::Message(m)) => {
+                    discarded += 1;
+                    let run = runs
+                        .iter_mut()
+                        .find(|l| l.session == m.session && l.source == m.source);
+                    match run {
+                        Some(l) if l.to_seq <= m.seq => l.to_seq = m.seq + 1,
+                        _ => runs.push(Loss {
+                            session: m.session,
+                            source: m.source,
+                            from_seq: m.seq,
+                            to_seq: m.seq + 1,
+                            reason: LossReason::Disconnected,
+                        }),
+                    }
+                }
+                Some(ev) => {
+                    handed += flush(&mut runs, f);
+                    f(ev);
+                    handed += 1;
+                }
+                None => {}
+            }
+            self.ring.consume();
+        }
+        self.ring.release();
+        handed += flush(&mut runs, f);
+        self.shared
+            .counters
+            .app
+            .resync_discarded
+            .add_shared(discarded);
+        self.resync.store(false, Ordering::Release);
+        handed
     }
 
     /// Like [`poll`](Self::poll), but waits up to `timeout` for the first event.
@@ -174,6 +271,7 @@ impl Subscriber {
             out = Some(match ev {
                 Event::Message(m) => OwnedEvent::Message(m.to_owned()),
                 Event::Loss(l) => OwnedEvent::Loss(l),
+                Event::Session(e) => OwnedEvent::Session(e),
             })
         });
         out
@@ -183,6 +281,15 @@ impl Subscriber {
     pub fn iter(&mut self, idle: Duration) -> impl Iterator<Item = OwnedEvent> + '_ {
         std::iter::from_fn(move || self.recv(idle))
     }
+}
+
+/// Hands the runs collected so far to `f` as losses; returns how many.
+fn flush(runs: &mut Vec<Loss>, f: &mut impl FnMut(Event<'_>)) -> usize {
+    let n = runs.len();
+    for l in runs.drain(..) {
+        f(Event::Loss(l));
+    }
+    n
 }
 
 impl Drop for Subscriber {

@@ -233,6 +233,7 @@ mod imp {
                     *events += 1;
                     *lost += l.count();
                 }
+                Event::Session(_) => {}
             });
             Ok(n)
         }

@@ -3,19 +3,24 @@
 //! ```text
 //! 0  kind u8 (1 message, 2 loss) | 1 reason u8 | 2 topic_len u16 | 4 session u32
 //! 8  seq u64 (loss: first lost) | 16 source ip [u8;4] | 20 source port u16 | 22 pad
-//! 24 message: topic | payload          loss: to_seq u64
+//! 24 message: topic | payload          loss: to_seq u64       session event: -
 //! ```
+//! A loss's reason: 1 network, 2 slow consumer (dropped), 3 disconnected (resync).
+//! A session event's reason: 1 joined, 2 gone.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::proto::SessionKey;
-use crate::subscriber::{Event, Loss, LossReason, Message};
+use crate::subscriber::{Event, Loss, LossReason, Message, SessionEvent, SessionState};
 
 const HEADER: usize = 24;
 const KIND_MESSAGE: u8 = 1;
 const KIND_LOSS: u8 = 2;
+const KIND_SESSION: u8 = 3;
 /// Size of a loss record.
 pub(crate) const LOSS_LEN: usize = HEADER + 8;
+/// Size of a session event record.
+pub(crate) const SESSION_LEN: usize = HEADER;
 
 /// Bytes a message record needs.
 pub(crate) fn message_len(topic: &str, payload: &[u8]) -> usize {
@@ -56,9 +61,23 @@ pub(crate) fn write_loss(out: &mut [u8], loss: &Loss) {
     let reason = match loss.reason {
         LossReason::Network => 1,
         LossReason::SlowConsumer => 2,
+        LossReason::Disconnected => 3,
     };
     head(out, KIND_LOSS, reason, 0, key, loss.from_seq);
     out[HEADER..HEADER + 8].copy_from_slice(&loss.to_seq.to_le_bytes());
+}
+
+/// Writes a session event record into `out`, which is exactly `SESSION_LEN` long.
+pub(crate) fn write_session(out: &mut [u8], ev: &SessionEvent) {
+    let key = SessionKey {
+        source: ev.source,
+        session: ev.session,
+    };
+    let state = match ev.state {
+        SessionState::Joined => 1,
+        SessionState::Gone => 2,
+    };
+    head(out, KIND_SESSION, state, 0, key, 0);
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
@@ -91,10 +110,19 @@ pub(crate) fn read(rec: &[u8]) -> Option<Event<'_>> {
             source,
             from_seq: seq,
             to_seq: u64_at(rec, HEADER)?,
-            reason: if h[1] == 2 {
-                LossReason::SlowConsumer
+            reason: match h[1] {
+                2 => LossReason::SlowConsumer,
+                3 => LossReason::Disconnected,
+                _ => LossReason::Network,
+            },
+        })),
+        KIND_SESSION => Some(Event::Session(SessionEvent {
+            session,
+            source,
+            state: if h[1] == 2 {
+                SessionState::Gone
             } else {
-                LossReason::Network
+                SessionState::Joined
             },
         })),
         _ => None,
@@ -139,5 +167,19 @@ mod tests {
         write_loss(&mut buf, &loss);
         assert_eq!(read(&buf), Some(Event::Loss(loss)));
         assert_eq!(read(&buf[..10]), None);
+    }
+
+    #[test]
+    fn session_event_round_trip() {
+        for state in [SessionState::Joined, SessionState::Gone] {
+            let ev = SessionEvent {
+                session: KEY.session,
+                source: KEY.source,
+                state,
+            };
+            let mut buf = [0u8; SESSION_LEN];
+            write_session(&mut buf, &ev);
+            assert_eq!(read(&buf), Some(Event::Session(ev)));
+        }
     }
 }

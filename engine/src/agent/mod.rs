@@ -24,7 +24,6 @@ pub(crate) use idle::{Idler, Wait};
 pub(crate) use receiver::ReceiverAgent;
 pub(crate) use sender::SenderAgent;
 
-
 /// Largest number of datagrams in one send or receive batch.
 pub const MAX_BATCH: usize = 256;
 
@@ -41,6 +40,9 @@ pub(crate) struct SubscriptionEntry {
     pub policy: SlowConsumerPolicy,
     pub ring: Producer,
     pub closed: Arc<AtomicBool>,
+    /// Disconnect policy: set by the agent when the subscription is too slow, cleared
+    /// by the subscriber once it discarded its backlog.
+    pub resync: Arc<AtomicBool>,
 }
 
 pub(crate) enum SenderCommand {
@@ -184,7 +186,10 @@ fn run_sender(shared: &Shared, mut tx: SenderAgent, mut idler: Idler) {
         if stopping && work == 0 {
             return;
         }
-        match idler.after(work) {
+        // A cycle stopped by the rate limit counts as idle: the idler goes on to park
+        // (never past the limit's next send) instead of spinning for every datagram.
+        let busy = if tx.rate_blocked() { 0 } else { work };
+        match idler.after(busy) {
             Wait::Now => {}
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
@@ -194,10 +199,17 @@ fn run_sender(shared: &Shared, mut tx: SenderAgent, mut idler: Idler) {
 }
 
 /// Idles the sender: waits for a status message when a window holds it back (the
-/// status is what lets it go on), else parks until a publisher wakes it.
+/// status is what lets it go on), sleeps until the next send the rate limit allows
+/// (at most `d`) when that holds it back, else parks until a publisher wakes it.
 fn park_sender(shared: &Shared, tx: &mut SenderAgent, d: Duration) {
     if tx.flow_blocked() {
         tx.read_status(shared, true);
+        return;
+    }
+    if let Some(wait) = tx.rate_wait(Instant::now()) {
+        if !wait.is_zero() && !shared.stopped() {
+            thread::sleep(wait.min(d));
+        }
         return;
     }
     shared.sender_parked.store(true, Ordering::SeqCst);
@@ -245,13 +257,20 @@ fn run_shared(shared: &Shared, mut tx: SenderAgent, mut rx: ReceiverAgent, mut i
         if stopping && sent == 0 {
             return;
         }
-        match idler.after(sent + received) {
+        // As in `run_sender`: a cycle stopped by the rate limit sent nothing that counts.
+        let busy = if tx.rate_blocked() { 0 } else { sent };
+        match idler.after(busy + received) {
             Wait::Now => {}
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
             Wait::Park(d) => {
                 if rx.has_backend() && !tx.flow_blocked() {
-                    block = Some(d);
+                    // Block in the receive, but not past the rate limit's next send.
+                    block = match tx.rate_wait(Instant::now()) {
+                        Some(w) if w.is_zero() => None,
+                        Some(w) => Some(w.min(d)),
+                        None => Some(d),
+                    };
                 } else {
                     park_sender(shared, &mut tx, d);
                 }

@@ -22,16 +22,59 @@ use crate::proto::{Delivery, Receiver, SessionKey};
 use crate::publisher::backoff;
 use crate::ring::Claim;
 use crate::stats::ReceiverCounters;
-use crate::subscriber::{Loss, LossReason};
+use crate::subscriber::{Loss, LossReason, SessionEvent, SessionState};
 use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
+
+/// An event owed to a subscription whose ring had no room for it, oldest first.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Loss(Loss),
+    Session(SessionEvent),
+}
+
+impl Pending {
+    fn session(&self) -> (u32, std::net::SocketAddrV4) {
+        match self {
+            Pending::Loss(l) => (l.session, l.source),
+            Pending::Session(e) => (e.session, e.source),
+        }
+    }
+}
+
+/// Conflation: the newest undelivered message of one (session, topic).
+struct Latest {
+    key: SessionKey,
+    seq: u64,
+    topic: String,
+    payload: Vec<u8>,
+}
 
 struct Subscription {
     entry: SubscriptionEntry,
-    /// Losses not yet written to the ring (it was full), oldest first.
-    pending: Vec<Loss>,
+    /// Events not yet written to the ring (it was full), oldest first. Holds at most
+    /// one loss per session at its end (contiguous losses merge), so it stays small.
+    pending: Vec<Pending>,
+    /// Conflate policy: the newest message per (session, topic) waiting for room,
+    /// least recently updated first.
+    latest: Vec<Latest>,
+    /// Buffers of delivered `latest` entries, for reuse.
+    spare: Vec<Latest>,
+    /// Disconnect policy: declared too slow; nothing is written until the subscriber
+    /// has discarded its backlog (it clears `entry.resync`).
+    resyncing: bool,
 }
 
 impl Subscription {
+    fn new(entry: SubscriptionEntry) -> Self {
+        Subscription {
+            entry,
+            pending: Vec::with_capacity(16),
+            latest: Vec::new(),
+            spare: Vec::new(),
+            resyncing: false,
+        }
+    }
+
     fn matches(&self, topic: &str) -> bool {
         self.entry
             .prefixes
@@ -61,38 +104,74 @@ impl Subscription {
         ring.try_claim(len)
     }
 
-    /// Writes queued losses; false if some remain (ring still full).
-    fn flush_pending(&mut self, shared: &Shared) -> bool {
-        while let Some(&loss) = self.pending.first() {
-            match self.claim(delivery::LOSS_LEN, shared) {
-                Some(mut claim) => {
-                    delivery::write_loss(&mut claim, &loss);
-                    claim.commit();
-                    self.pending.remove(0);
-                }
-                None => return false,
+    /// Whether anything waits to be written (or a resync to finish).
+    fn has_backlog(&self) -> bool {
+        self.resyncing || !self.pending.is_empty() || !self.latest.is_empty()
+    }
+
+    /// Writes what waits, in order: pending events, then conflated messages. False if
+    /// some remain (ring still full, or a resync not yet done by the subscriber).
+    fn flush(&mut self, shared: &Shared) -> bool {
+        if self.resyncing {
+            if self.entry.resync.load(Ordering::Acquire) {
+                return false;
             }
+            self.resyncing = false;
+        }
+        while let Some(&ev) = self.pending.first() {
+            let len = match ev {
+                Pending::Loss(_) => delivery::LOSS_LEN,
+                Pending::Session(_) => delivery::SESSION_LEN,
+            };
+            let Some(mut claim) = self.claim(len, shared) else {
+                return false;
+            };
+            match ev {
+                Pending::Loss(l) => delivery::write_loss(&mut claim, &l),
+                Pending::Session(e) => delivery::write_session(&mut claim, &e),
+            }
+            claim.commit();
+            self.pending.remove(0);
+        }
+        while let Some(l) = self.latest.first() {
+            let len = delivery::message_len(&l.topic, &l.payload);
+            let Some(mut claim) = self.entry.ring.try_claim(len) else {
+                return false;
+            };
+            delivery::write_message(&mut claim, l.key, l.seq, &l.topic, &l.payload);
+            claim.commit();
+            let done = self.latest.remove(0);
+            self.spare.push(done);
         }
         true
     }
 
-    /// Queues a loss, merging it into the previous one when contiguous.
+    /// Queues a loss. It extends the session's previous pending loss when that is the
+    /// newest thing owed for the session and has the same cause: nothing of that
+    /// session reached this subscription in between, so the merged range names every
+    /// message it did not get (and may span sequence numbers of topics it does not
+    /// match).
     fn note_loss(&mut self, loss: Loss) {
-        if let Some(last) = self.pending.last_mut() {
-            let same = last.session == loss.session
-                && last.source == loss.source
-                && last.reason == loss.reason;
-            if same && last.to_seq == loss.from_seq {
+        let last_of_session = self
+            .pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.session() == (loss.session, loss.source));
+        if let Some(Pending::Loss(last)) = last_of_session {
+            if last.reason == loss.reason && last.to_seq <= loss.from_seq {
                 last.to_seq = loss.to_seq;
                 return;
             }
         }
-        self.pending.push(loss);
+        self.pending.push(Pending::Loss(loss));
     }
 
-    fn deliver_loss(&mut self, loss: Loss, shared: &Shared) {
-        self.note_loss(loss);
-        self.flush_pending(shared);
+    fn deliver_event(&mut self, ev: Pending, shared: &Shared) {
+        match ev {
+            Pending::Loss(l) => self.note_loss(l),
+            Pending::Session(_) => self.pending.push(ev),
+        }
+        self.flush(shared);
     }
 
     fn deliver_message(
@@ -103,21 +182,79 @@ impl Subscription {
         payload: &[u8],
         shared: &Shared,
     ) {
-        if self.flush_pending(shared) {
+        if self.flush(shared) {
             if let Some(mut claim) = self.claim(delivery::message_len(topic, payload), shared) {
                 delivery::write_message(&mut claim, key, seq, topic, payload);
                 claim.commit();
                 return;
             }
         }
-        shared.counters.rx.ring_full_drops.add(1);
-        self.note_loss(Loss {
+        let c = &shared.counters.rx;
+        let loss = |reason| Loss {
             session: key.session,
             source: key.source,
             from_seq: seq,
             to_seq: seq + 1,
-            reason: LossReason::SlowConsumer,
-        });
+            reason,
+        };
+        match self.entry.policy {
+            SlowConsumerPolicy::BackPressure | SlowConsumerPolicy::Drop => {
+                c.ring_full_drops.add(1);
+                self.note_loss(loss(LossReason::SlowConsumer));
+            }
+            SlowConsumerPolicy::Conflate => self.conflate(key, seq, topic, payload, shared),
+            SlowConsumerPolicy::Disconnect => {
+                if !self.resyncing {
+                    // Too slow: ask the subscriber to throw its backlog away and start
+                    // again at the live position.
+                    self.resyncing = true;
+                    self.entry.resync.store(true, Ordering::Release);
+                    c.slow_disconnects.add(1);
+                }
+                c.disconnect_skipped.add(1);
+                self.note_loss(loss(LossReason::Disconnected));
+            }
+        }
+    }
+
+    /// Keeps `payload` as the newest message of its (session, topic), replacing an
+    /// older one that was still waiting (counted as conflated).
+    fn conflate(
+        &mut self,
+        key: SessionKey,
+        seq: u64,
+        topic: &str,
+        payload: &[u8],
+        shared: &Shared,
+    ) {
+        let mut slot = match self
+            .latest
+            .iter()
+            .position(|l| l.key == key && l.topic == topic)
+        {
+            Some(i) => {
+                shared.counters.rx.conflated.add(1);
+                self.latest.remove(i)
+            }
+            None => match self.spare.pop() {
+                Some(mut l) => {
+                    l.topic.clear();
+                    l.topic.push_str(topic);
+                    l
+                }
+                None => Latest {
+                    key,
+                    seq,
+                    topic: topic.to_string(),
+                    payload: Vec::new(),
+                },
+            },
+        };
+        slot.key = key;
+        slot.seq = seq;
+        slot.payload.clear();
+        slot.payload.extend_from_slice(payload);
+        self.latest.push(slot);
     }
 }
 
@@ -125,17 +262,14 @@ impl Subscription {
 fn adopt(subs: &mut Vec<Subscription>, shared: &Shared) -> usize {
     let mut n = 0;
     while let Some(entry) = shared.new_subscriptions.pop() {
-        subs.push(Subscription {
-            entry,
-            pending: Vec::with_capacity(16),
-        });
+        subs.push(Subscription::new(entry));
         n += 1;
     }
     n
 }
 
 fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
-    match d {
+    let ev = match d {
         Delivery::Message {
             from,
             seq,
@@ -150,27 +284,35 @@ fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
             if !matched {
                 shared.counters.rx.unmatched.add(1);
             }
+            return;
         }
         Delivery::Loss {
             from,
             from_seq,
             to_seq,
-        } => {
-            // What was lost cannot be filtered by topic: every subscription hears it.
-            for s in subs.iter_mut() {
-                s.deliver_loss(
-                    Loss {
-                        session: from.session,
-                        source: from.source,
-                        from_seq,
-                        to_seq,
-                        reason: LossReason::Network,
-                    },
-                    shared,
-                );
-            }
-        }
+        } => Pending::Loss(Loss {
+            session: from.session,
+            source: from.source,
+            from_seq,
+            to_seq,
+            reason: LossReason::Network,
+        }),
+        Delivery::Joined { from } => session_event(from, SessionState::Joined),
+        Delivery::Gone { from } => session_event(from, SessionState::Gone),
+    };
+    // What was lost cannot be filtered by topic, nor can a publisher's coming and
+    // going: every subscription hears them.
+    for s in subs.iter_mut() {
+        s.deliver_event(ev, shared);
     }
+}
+
+fn session_event(from: SessionKey, state: SessionState) -> Pending {
+    Pending::Session(SessionEvent {
+        session: from.session,
+        source: from.source,
+        state,
+    })
 }
 
 pub(crate) struct ReceiverAgent {
@@ -178,6 +320,8 @@ pub(crate) struct ReceiverAgent {
     control: Option<Socket>,
     window: u32,
     id: u64,
+    /// Flow-control tag put in every status message (0 = untagged).
+    tag: u32,
     proto: Receiver,
     subs: Vec<Subscription>,
     batch: usize,
@@ -191,6 +335,7 @@ impl ReceiverAgent {
             control: None,
             window: 1,
             id: super::random_u64(),
+            tag: config.receiver_tag,
             proto: Receiver::new(crate::proto::ReceiverConfig {
                 max_message: config.max_message,
                 max_sessions: config.max_sessions,
@@ -199,6 +344,7 @@ impl ReceiverAgent {
                 nak_interval: config.nak_interval,
                 nak_retries: config.nak_retries,
                 seed: super::random_u64(),
+                publisher_timeout: config.publisher_timeout,
                 ..Default::default()
             }),
             subs: Vec::new(),
@@ -253,7 +399,7 @@ impl ReceiverAgent {
     }
 
     fn send_status(&mut self, now: Instant, shared: &Shared) {
-        let (Some(sock), id) = (self.control.as_ref(), self.id) else {
+        let (Some(sock), id, tag) = (self.control.as_ref(), self.id, self.tag) else {
             return;
         };
         let c = &shared.counters.rx;
@@ -265,6 +411,7 @@ impl ReceiverAgent {
                     receiver: id,
                     next_seq,
                     window,
+                    tag,
                 }
                 .encode(&mut buf);
                 match sock.send(&buf) {
@@ -322,8 +469,19 @@ impl ReceiverAgent {
                 }
             }
             c.truncated.set(backend.truncated());
+            let f = backend.injected();
+            c.injected_dropped.set(f.dropped);
+            c.injected_duplicated.set(f.duplicated);
+            c.injected_reordered.set(f.reordered);
+            c.injected_delayed.set(f.delayed);
         }
         let now = Instant::now();
+        while let Some(n) = shared.heard_naks.pop() {
+            // our own NAKs come back too (multicast loop): those are not news
+            if n.receiver != self.id {
+                self.proto.on_nak_heard(now, n.session, n.from, n.to);
+            }
+        }
         if self.proto.poll_timeout().is_some_and(|t| t <= now) {
             let (proto, subs) = (&mut self.proto, &mut self.subs);
             proto.handle_timeout(now, &mut |d| dispatch(subs, shared, d));
@@ -331,8 +489,8 @@ impl ReceiverAgent {
         self.send_naks(shared);
         self.send_status(now, shared);
         // Retry losses owed to subscriptions whose rings were full.
-        for s in self.subs.iter_mut().filter(|s| !s.pending.is_empty()) {
-            s.flush_pending(shared);
+        for s in self.subs.iter_mut().filter(|s| s.has_backlog()) {
+            s.flush(shared);
         }
         let before = self.subs.len();
         self.subs
@@ -353,6 +511,8 @@ impl ReceiverAgent {
         c.lost_beyond_window.set(pc.lost_beyond_window);
         c.lost_reorder_full.set(pc.lost_reorder_full);
         c.repaired.set(pc.repaired);
+        c.naks_suppressed.set(pc.naks_suppressed);
+        c.sessions_gone.set(pc.sessions_gone);
         work
     }
 }

@@ -7,7 +7,8 @@
 //! window and a retransmission costs no copy. Records are released back to their
 //! publishers only after the datagrams holding them were accepted by the kernel, so
 //! `Publisher::flush` means "on the wire"; records held back by flow control stay in
-//! the rings, which is how back-pressure reaches `offer`.
+//! the rings, which is how back-pressure reaches `offer`. An optional rate limit (a
+//! token bucket consulted before each new datagram) holds records back the same way.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use super::{HeardNak, PublisherEntry, SenderCommand, Shared, MAX_BATCH};
 use crate::config::Config;
 use crate::io::socket::recv_control;
 use crate::io::TxBackend;
-use crate::proto::{Append, DatagramBuf, FlowControl, Retransmitter, SenderStream};
+use crate::proto::{Append, DatagramBuf, FlowControl, RateLimiter, Retransmitter, SenderStream};
 use crate::wire::{Control, HEARTBEAT_LEN, NAK_LEN};
 
 /// Messages taken from one publisher per duty cycle before moving to the next.
@@ -39,9 +40,16 @@ struct Outbox {
     head: usize,
     unsent: usize,
     batch: usize,
+    /// The publisher rate limit, charged with every datagram sealed.
+    rate: Option<RateLimiter>,
 }
 
 impl Outbox {
+    /// Whether the rate limit lets a new datagram start now (always without one).
+    fn rate_allows(&mut self) -> bool {
+        self.rate.as_mut().is_none_or(|r| r.ready(Instant::now()))
+    }
+
     fn current(&mut self) -> &mut DatagramBuf {
         &mut self.pool[self.head]
     }
@@ -62,6 +70,9 @@ impl Outbox {
     /// Moves past the current buffer, already sealed; sends when a batch is full or
     /// the ring wraps (so a batch is always contiguous).
     fn advance(&mut self, backend: &mut Option<Box<dyn TxBackend>>, shared: &Shared) {
+        if let Some(r) = self.rate.as_mut() {
+            r.consume(self.pool[self.head].bytes().len() as u64);
+        }
         self.unsent += 1;
         self.head = (self.head + 1) % self.pool.len();
         self.pool[self.head].clear();
@@ -120,6 +131,7 @@ pub(crate) struct SenderAgent {
     publishers: Vec<PublisherEntry>,
     next_publisher: usize,
     blocked: bool,
+    rate_blocked: bool,
     heartbeat_interval: Duration,
     heartbeat_every: Duration,
     next_heartbeat: Option<Instant>,
@@ -140,7 +152,12 @@ impl SenderAgent {
             backend: None,
             control: None,
             stream: SenderStream::new(session, max_payload),
-            flow: FlowControl::new(RECEIVER_TIMEOUT),
+            flow: if config.reliable {
+                FlowControl::new(RECEIVER_TIMEOUT, config.flow_control)
+                    .with_retransmit_window(slots as u64 - 1)
+            } else {
+                FlowControl::new(RECEIVER_TIMEOUT, config.flow_control)
+            },
             // The buffer being filled is not retained: the window is the others.
             retransmit: config
                 .reliable
@@ -150,10 +167,16 @@ impl SenderAgent {
                 head: 0,
                 unsent: 0,
                 batch,
+                // Bursts of a send batch or 1 ms worth, whichever is larger.
+                rate: config.rate_limit.map(|rate| {
+                    let burst = (batch as u64 * max_payload as u64).max(rate / 1000);
+                    RateLimiter::new(rate, burst, Instant::now())
+                }),
             },
             publishers: Vec::new(),
             next_publisher: 0,
             blocked: false,
+            rate_blocked: false,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_every: config.heartbeat_interval,
             next_heartbeat: None,
@@ -169,6 +192,21 @@ impl SenderAgent {
     /// Whether the last duty cycle stopped at a receiver's window.
     pub(crate) fn flow_blocked(&self) -> bool {
         self.blocked
+    }
+
+    /// Whether the last duty cycle stopped at the rate limit.
+    pub(crate) fn rate_blocked(&self) -> bool {
+        self.rate_blocked
+    }
+
+    /// When the last duty cycle stopped at the rate limit: how long from `now` until
+    /// the limit lets the next datagram go (zero if it already does).
+    pub(crate) fn rate_wait(&self, now: Instant) -> Option<Duration> {
+        if !self.rate_blocked {
+            return None;
+        }
+        let r = self.outbox.rate.as_ref()?;
+        Some(r.next_ready(now).saturating_duration_since(now))
     }
 
     fn commands(&mut self, shared: &Shared) -> usize {
@@ -196,12 +234,14 @@ impl SenderAgent {
         let mut mine = 0;
         let mut resend: [u64; MAX_BATCH] = [0; MAX_BATCH];
         let mut queued = 0usize;
+        let mut too_old = false;
         for _ in 0..CONTROL_PER_CYCLE {
             let now = Instant::now();
             match recv_control(sock, &mut buf, wait) {
                 Ok(n) => match Control::decode(&buf[..n]) {
                     Ok(Control::Status(s)) if s.session == self.stream.session() => {
-                        self.flow.on_status(now, s.receiver, s.next_seq, s.window);
+                        self.flow
+                            .on_status(now, s.receiver, s.next_seq, s.window, s.tag);
                         c.status_received.add(1);
                         mine += 1;
                     }
@@ -213,6 +253,7 @@ impl SenderAgent {
                         };
                         // Everything sealed was sent at the end of the last cycle.
                         let sent_up_to = self.stream.next_seq() - self.outbox.unsent as u64;
+                        too_old |= nak.from < r.oldest(sent_up_to);
                         let budget = MAX_BATCH - queued;
                         r.on_nak(now, nak.from, nak.to, sent_up_to, budget, &mut |seq| {
                             resend[queued] = seq;
@@ -251,21 +292,35 @@ impl SenderAgent {
         if queued > 0 {
             self.retransmit(&resend[..queued], shared);
         }
+        if too_old {
+            // Asked for what is no longer kept: say at once where the window starts,
+            // so the receiver reports the loss now instead of asking on and on.
+            self.send_heartbeat(shared);
+        }
         mine
     }
 
     fn retransmit(&mut self, seqs: &[u64], shared: &Shared) {
         let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
         let mut n = 0;
+        let mut total = 0u64;
         for &seq in seqs {
             if let Some(bytes) = self.outbox.sent(seq) {
                 refs[n] = bytes;
+                total += bytes.len() as u64;
                 n += 1;
             }
         }
         let c = &shared.counters.tx;
         match self.backend.as_mut().map(|b| b.send_batch(&refs[..n])) {
-            Some(Ok(())) => c.retransmits.add(n as u64),
+            Some(Ok(())) => {
+                c.retransmits.add(n as u64);
+                // Retransmissions are never held back, but they count against the
+                // rate limit: new data waits for them.
+                if let Some(r) = self.outbox.rate.as_mut() {
+                    r.consume(total);
+                }
+            }
             Some(Err(e)) => {
                 c.send_errors.add(n as u64);
                 tracing::warn!(error = %e, "retransmission failed");
@@ -284,6 +339,13 @@ impl SenderAgent {
         if self.next_heartbeat.is_some_and(|t| now < t) {
             return;
         }
+        self.send_heartbeat(shared);
+        self.next_heartbeat = Some(now + self.heartbeat_every);
+        self.heartbeat_every = (self.heartbeat_every * 2).min(MAX_HEARTBEAT);
+    }
+
+    /// Sends a heartbeat: the next sequence numbers and the oldest datagram kept.
+    fn send_heartbeat(&mut self, shared: &Shared) {
         let oldest = self
             .retransmit
             .as_ref()
@@ -293,8 +355,6 @@ impl SenderAgent {
         if let Some(Ok(())) = self.backend.as_mut().map(|b| b.send_batch(&[&buf])) {
             shared.counters.tx.heartbeats.add(1);
         }
-        self.next_heartbeat = Some(now + self.heartbeat_every);
-        self.heartbeat_every = (self.heartbeat_every * 2).min(MAX_HEARTBEAT);
     }
 
     /// One duty cycle: returns the number of messages (and commands) handled.
@@ -309,6 +369,7 @@ impl SenderAgent {
             f.maybe_write(now, || shared.stats());
         }
         self.blocked = false;
+        self.rate_blocked = false;
         if self.backend.is_none() {
             return work;
         }
@@ -323,16 +384,24 @@ impl SenderAgent {
                 publishers,
                 outbox,
                 blocked,
+                rate_blocked,
                 ..
             } = self;
             let p = &mut publishers[idx];
             let mut taken = 0;
             while taken < FAIR_SHARE {
                 let Some(rec) = p.ring.peek() else { break };
-                if outbox.current().is_empty() && !window_allows(flow, stream, 1) {
-                    *blocked = true;
-                    work += taken;
-                    break 'publishers;
+                if outbox.current().is_empty() {
+                    if !window_allows(flow, stream, 1) {
+                        *blocked = true;
+                        work += taken;
+                        break 'publishers;
+                    }
+                    if !outbox.rate_allows() {
+                        *rate_blocked = true;
+                        work += taken;
+                        break 'publishers;
+                    }
                 }
                 match stream.append(outbox.current(), &p.topic, rec) {
                     Append::Done => {}
@@ -352,6 +421,11 @@ impl SenderAgent {
                         let drained = flow.acked().is_none_or(|a| a >= stream.next_seq());
                         if !window_allows(flow, stream, pieces) && !drained {
                             *blocked = true;
+                            work += taken;
+                            break 'publishers;
+                        }
+                        if !outbox.rate_allows() {
+                            *rate_blocked = true;
                             work += taken;
                             break 'publishers;
                         }
@@ -376,6 +450,9 @@ impl SenderAgent {
         if self.blocked {
             c.flow_blocked.add(1);
         }
+        if self.rate_blocked {
+            c.rate_limited.add(1);
+        }
         self.next_publisher = self.next_publisher.wrapping_add(1);
         // Nothing more to take right now: send what we have (no Nagle).
         self.outbox
@@ -388,6 +465,8 @@ impl SenderAgent {
         self.heartbeat(now, sent_data, shared);
         c.next_seq.set(self.stream.next_seq());
         c.acked.set(self.flow.acked().unwrap_or(u64::MAX));
+        c.left_behind
+            .set(self.flow.left_behind(self.stream.next_seq()) as u64);
         let before = self.publishers.len();
         self.publishers
             .retain_mut(|p| !(p.closed.load(Ordering::Acquire) && p.ring.is_empty()));

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use ringcast::{doctor, Config, Event, Node, PublishError, DEFAULT_GROUP, DEFAULT_IFACE};
+use ringcast::{
+    doctor, Config, Event, Node, PublishError, SessionState, SlowConsumerPolicy, DEFAULT_GROUP,
+    DEFAULT_IFACE,
+};
 
 #[derive(Parser)]
 #[command(name = "ringcast", version, about = "Brokerless UDP multicast pub/sub")]
@@ -103,6 +106,45 @@ struct ListenArgs {
     /// Write messages to FILE instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// What happens when this listener falls behind.
+    #[arg(long, value_enum, default_value_t = Policy::BackPressure)]
+    slow_consumer: Policy,
+    /// Sleep this many microseconds after each message: an application slower than
+    /// the stream, to see the slow-consumer policies at work.
+    #[arg(long, default_value_t = 0)]
+    handler_delay_us: u64,
+    /// Tests only: inject faults into what this listener receives, e.g.
+    /// `loss=0.05,dup=0.01,reorder=0.02,delay=0.01:2ms,blackout=1000:300ms,seed=7`.
+    #[arg(long)]
+    inject_faults: Option<ringcast::FaultConfig>,
+    /// Declare a publisher gone after this many seconds without a datagram or
+    /// heartbeat from it.
+    #[arg(long, default_value_t = 2.0)]
+    publisher_timeout: f64,
+}
+
+/// `--slow-consumer` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    /// Hold the publishers back (lossless).
+    BackPressure,
+    /// Drop what does not fit, reported as losses.
+    Drop,
+    /// Keep only the newest message per topic while behind.
+    Conflate,
+    /// Discard the backlog, report it as lost, resume live.
+    Disconnect,
+}
+
+impl From<Policy> for SlowConsumerPolicy {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::BackPressure => SlowConsumerPolicy::BackPressure,
+            Policy::Drop => SlowConsumerPolicy::Drop,
+            Policy::Conflate => SlowConsumerPolicy::Conflate,
+            Policy::Disconnect => SlowConsumerPolicy::Disconnect,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -138,7 +180,7 @@ fn main() -> ExitCode {
 
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn node(net: &Net, ttl: Option<u32>) -> Result<Node, ringcast::Error> {
+fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     let mut b = Config::builder()
         .group(net.group)
         .iface(net.iface.clone())
@@ -146,7 +188,11 @@ fn node(net: &Net, ttl: Option<u32>) -> Result<Node, ringcast::Error> {
     if let Some(t) = ttl {
         b = b.ttl(t);
     }
-    Node::new(b.build()?)
+    b
+}
+
+fn node(net: &Net, ttl: Option<u32>) -> Result<Node, ringcast::Error> {
+    Node::new(builder(net, ttl).build()?)
 }
 
 fn send(a: SendArgs) -> Res {
@@ -196,7 +242,7 @@ fn send(a: SendArgs) -> Res {
     }
     let s = node.stats();
     eprintln!(
-        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}, retransmits {}, naks received {}",
+        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}, retransmits {}, naks received {}, back-pressured {}",
         a.repeat,
         s.datagrams_sent,
         secs,
@@ -204,7 +250,8 @@ fn send(a: SendArgs) -> Res {
         s.backend,
         s.send_errors,
         s.retransmits,
-        s.naks_received
+        s.naks_received,
+        s.back_pressure
     );
     Ok(if s.send_errors == 0 {
         ExitCode::SUCCESS
@@ -214,13 +261,18 @@ fn send(a: SendArgs) -> Res {
 }
 
 fn listen(a: ListenArgs) -> Res {
-    let node = node(&a.net, None)?;
+    let mut b = builder(&a.net, None)
+        .publisher_timeout(Duration::from_secs_f64(a.publisher_timeout.max(0.01)));
+    if let Some(f) = a.inject_faults.clone() {
+        b = b.inject_faults(f);
+    }
+    let node = Node::new(b.build()?)?;
     let topics = if a.topics.is_empty() {
         vec![String::new()]
     } else {
         a.topics.clone()
     };
-    let mut sub = node.subscriber(&topics)?;
+    let mut sub = node.subscriber_with_policy(&topics, a.slow_consumer.into())?;
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(BufWriter::new(File::create(p)?)),
         None => Box::new(BufWriter::new(io::stdout().lock())),
@@ -249,7 +301,19 @@ fn listen(a: ListenArgs) -> Res {
                 if let Err(e) = r {
                     write_err.get_or_insert(e);
                 }
+                if a.handler_delay_us > 0 {
+                    std::thread::sleep(Duration::from_micros(a.handler_delay_us));
+                }
             }
+            Event::Session(e) => eprintln!(
+                "session {:08x} from {} {}",
+                e.session,
+                e.source,
+                match e.state {
+                    SessionState::Joined => "joined",
+                    SessionState::Gone => "gone",
+                }
+            ),
             Event::Loss(l) => {
                 gaps += 1;
                 lost += l.count();
@@ -275,8 +339,16 @@ fn listen(a: ListenArgs) -> Res {
     out.flush()?;
     let s = node.stats();
     eprintln!(
-        "received {received} messages, gaps {gaps} (lost {lost}), gaps filled {}, unrecoverable {}, naks sent {}, duplicates {}, malformed {}, datagrams {}",
-        s.gaps_filled, s.gaps, s.naks_sent, s.duplicates, s.malformed, s.datagrams_received
+        "received {received} messages, gaps {gaps} (lost {lost}), gaps filled {}, unrecoverable {}, naks sent {}, naks suppressed {}, duplicates {}, malformed {}, datagrams {}, conflated {}, slow disconnects {}",
+        s.gaps_filled,
+        s.gaps,
+        s.naks_sent,
+        s.naks_suppressed,
+        s.duplicates,
+        s.malformed,
+        s.datagrams_received,
+        s.conflated,
+        s.slow_disconnects
     );
     if s.gaps > 0 {
         eprintln!(

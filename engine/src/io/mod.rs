@@ -8,6 +8,7 @@
 //! Each agent thread owns its own backend instance (one ring per thread): the
 //! sender agent a [`TxBackend`], the receiver agent an [`RxBackend`].
 
+pub mod fault;
 pub mod iface;
 pub mod mmsg;
 pub mod probe;
@@ -85,6 +86,11 @@ pub trait RxBackend: Send {
     /// since the backend was opened.
     fn truncated(&self) -> u64 {
         0
+    }
+
+    /// Faults injected so far (only [`fault::FaultyRx`] injects any).
+    fn injected(&self) -> fault::FaultCounts {
+        fault::FaultCounts::default()
     }
 
     /// Which backend this is.

@@ -1,16 +1,33 @@
-//! Publisher-side flow control: the session may not send past the slowest live
-//! receiver's position plus its window. A receiver not heard from for `timeout` is
-//! dropped from the set, so a vanished receiver cannot stall the publisher forever.
-//! With no receivers heard, sending is unconstrained (nobody to overrun).
+//! Publisher-side flow control and rate limiting, sans-IO (time is passed in).
+//!
+//! [`FlowControl`]: the session may not send past the limit its receivers' status
+//! messages set — by default the slowest live receiver's position plus its window
+//! ([`FlowControlStrategy::Min`]); [`Max`](FlowControlStrategy::Max) follows the
+//! fastest instead and [`Tagged`](FlowControlStrategy::Tagged) only the receivers
+//! carrying a given tag, leaving the others behind. A receiver not heard from for
+//! `timeout` is dropped from the set, so a vanished receiver cannot stall the
+//! publisher forever. With no (pacing) receiver heard, sending is unconstrained.
+//!
+//! [`RateLimiter`]: a token bucket capping the bytes a session sends per second.
 
 use std::time::{Duration, Instant};
+
+use crate::config::FlowControlStrategy;
 
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     id: u64,
     next_seq: u64,
     window: u32,
+    tag: u32,
     last_heard: Instant,
+}
+
+impl Peer {
+    /// First sequence number past this receiver's window.
+    fn edge(&self) -> u64 {
+        self.next_seq.saturating_add(u64::from(self.window))
+    }
 }
 
 /// The flow-control state of one publishing session.
@@ -18,29 +35,46 @@ struct Peer {
 pub struct FlowControl {
     peers: Vec<Peer>,
     timeout: Duration,
+    strategy: FlowControlStrategy,
+    /// Datagrams the publisher keeps for retransmission, when it does.
+    retained: Option<u64>,
 }
 
 impl FlowControl {
     /// Receivers silent for longer than `timeout` stop counting.
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, strategy: FlowControlStrategy) -> Self {
         FlowControl {
             peers: Vec::new(),
             timeout,
+            strategy,
+            retained: None,
         }
     }
 
-    /// Records a status from receiver `id`. Positions never move backwards.
-    pub fn on_status(&mut self, now: Instant, id: u64, next_seq: u64, window: u32) {
+    /// The publisher keeps its last `datagrams` for retransmission. Under `Min` and
+    /// `Tagged` the session then never runs more than that ahead of the slowest pacing
+    /// receiver, so whatever such a receiver misses is still there to resend: those
+    /// receivers never see a loss beyond the window.
+    pub fn with_retransmit_window(mut self, datagrams: u64) -> Self {
+        self.retained = Some(datagrams);
+        self
+    }
+
+    /// Records a status from receiver `id` (carrying `tag`, 0 when untagged).
+    /// Positions never move backwards.
+    pub fn on_status(&mut self, now: Instant, id: u64, next_seq: u64, window: u32, tag: u32) {
         match self.peers.iter_mut().find(|p| p.id == id) {
             Some(p) => {
                 p.next_seq = p.next_seq.max(next_seq);
                 p.window = window;
+                p.tag = tag;
                 p.last_heard = now;
             }
             None => self.peers.push(Peer {
                 id,
                 next_seq,
                 window,
+                tag,
                 last_heard: now,
             }),
         }
@@ -53,18 +87,49 @@ impl FlowControl {
             .retain(|p| now.saturating_duration_since(p.last_heard) <= timeout);
     }
 
+    /// The receivers whose windows count under the strategy (for `Max`, all of them:
+    /// the fastest is picked by the caller).
+    fn pacing(&self) -> impl Iterator<Item = &Peer> {
+        let tag = match self.strategy {
+            FlowControlStrategy::Tagged(t) => Some(t),
+            FlowControlStrategy::Min | FlowControlStrategy::Max => None,
+        };
+        self.peers
+            .iter()
+            .filter(move |p| tag.is_none_or(|t| p.tag == t))
+    }
+
     /// First datagram sequence number the session may not send yet, or `None` when no
     /// receiver constrains it.
     pub fn limit(&self) -> Option<u64> {
-        self.peers
-            .iter()
-            .map(|p| p.next_seq + u64::from(p.window))
-            .min()
+        let edges = self.pacing().map(Peer::edge);
+        match self.strategy {
+            FlowControlStrategy::Max => edges.max(),
+            FlowControlStrategy::Min | FlowControlStrategy::Tagged(_) => {
+                let edge = edges.min()?;
+                let kept = self.retained.zip(self.acked()).map(|(r, a)| a + r);
+                Some(kept.map_or(edge, |k| k.min(edge)))
+            }
+        }
     }
 
-    /// The slowest receiver's position (everything before it has been received).
+    /// The pacing position: everything before it has been received by the receivers
+    /// that hold the publisher back (the slowest of all for `Min`, the fastest for
+    /// `Max`, the slowest tagged one for `Tagged`). `None` when none is live.
     pub fn acked(&self) -> Option<u64> {
-        self.peers.iter().map(|p| p.next_seq).min()
+        let positions = self.pacing().map(|p| p.next_seq);
+        match self.strategy {
+            FlowControlStrategy::Max => positions.max(),
+            FlowControlStrategy::Min | FlowControlStrategy::Tagged(_) => positions.min(),
+        }
+    }
+
+    /// Live receivers left behind ("marked"): those the publisher, now at `next_seq`,
+    /// has run past — their position plus window is below both `next_seq` and the
+    /// limit, so under `Min` they would have held it back. Always 0 under `Min`.
+    pub fn left_behind(&self, next_seq: u64) -> usize {
+        let bar = self.limit().map_or(next_seq, |l| l.min(next_seq));
+        self.peers.iter().filter(|p| p.edge() < bar).count()
     }
 
     /// Receivers currently counted.
@@ -73,27 +138,280 @@ impl FlowControl {
     }
 }
 
+/// Nano-bytes per byte: token amounts are kept in these so that refilling
+/// `elapsed_ns * bytes_per_sec` is exact integer arithmetic (no drift).
+const NANO: i128 = 1_000_000_000;
+
+/// A token bucket of `burst` bytes refilled at `bytes_per_sec`, allowed into debt:
+/// [`ready`](Self::ready) lets a datagram start whenever the bucket is not empty or
+/// in debt, and [`consume`](Self::consume) charges its actual size once known, which
+/// later sends wait out. The sustained rate is exactly `bytes_per_sec`; in any
+/// interval of `t` seconds at most `burst + bytes_per_sec * t` bytes plus one send
+/// go out.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    /// Bytes per second (at least 1).
+    rate: i128,
+    /// Capacity, in nano-bytes.
+    cap: i128,
+    /// Current content, in nano-bytes; negative when in debt.
+    tokens: i128,
+    /// When `tokens` was last refilled.
+    last: Instant,
+}
+
+impl RateLimiter {
+    /// A full bucket of `burst` bytes (at least 1), refilled at `bytes_per_sec` (at
+    /// least 1), starting at `now`.
+    pub fn new(bytes_per_sec: u64, burst: u64, now: Instant) -> Self {
+        let cap = i128::from(burst.max(1)) * NANO;
+        RateLimiter {
+            rate: i128::from(bytes_per_sec.max(1)),
+            cap,
+            tokens: cap,
+            last: now,
+        }
+    }
+
+    /// The bucket's content at `now`, in nano-bytes (without changing it).
+    fn level(&self, now: Instant) -> i128 {
+        let elapsed = i128::try_from(now.saturating_duration_since(self.last).as_nanos())
+            .unwrap_or(i128::MAX / 2);
+        self.tokens
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(self.cap)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if now > self.last {
+            self.tokens = self.level(now);
+            self.last = now;
+        }
+    }
+
+    /// Whether a send may start at `now`: the bucket is not empty or in debt.
+    pub fn ready(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens > 0
+    }
+
+    /// Charges `bytes` sent (possibly into debt).
+    pub fn consume(&mut self, bytes: u64) {
+        self.tokens = self.tokens.saturating_sub(i128::from(bytes) * NANO);
+    }
+
+    /// When [`ready`](Self::ready) will next be true (`now` if it is already).
+    pub fn next_ready(&self, now: Instant) -> Instant {
+        let level = self.level(now);
+        if level > 0 {
+            return now;
+        }
+        // the first instant the level reaches one nano-byte
+        let ns = (1 - level + self.rate - 1) / self.rate;
+        now.max(self.last) + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(1);
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
     #[test]
-    fn slowest_receiver_sets_the_limit_and_expires() {
+    fn min_never_runs_past_what_the_slowest_could_still_get_repaired() {
         let t0 = Instant::now();
-        let mut f = FlowControl::new(Duration::from_secs(1));
+        let mut f = FlowControl::new(Duration::from_secs(1), FlowControlStrategy::Min)
+            .with_retransmit_window(64);
+        f.on_status(t0, 1, 100, 1000, 0);
+        assert_eq!(f.limit(), Some(164), "the window would allow 1100");
+        f.on_status(t0, 2, 90, 20, 0);
+        assert_eq!(f.limit(), Some(110), "a small window still wins");
+        // Max leaves the slow behind: no cap
+        let mut m = FlowControl::new(Duration::from_secs(1), FlowControlStrategy::Max)
+            .with_retransmit_window(64);
+        m.on_status(t0, 1, 100, 1000, 0);
+        m.on_status(t0, 2, 10, 1000, 0);
+        assert_eq!(m.limit(), Some(1100));
+    }
+
+    #[test]
+    fn min_slowest_receiver_sets_the_limit_and_expires() {
+        let t0 = Instant::now();
+        let mut f = FlowControl::new(T, FlowControlStrategy::Min);
         assert_eq!(f.limit(), None);
-        f.on_status(t0, 1, 100, 10);
-        f.on_status(t0, 2, 50, 20);
+        f.on_status(t0, 1, 100, 10, 0);
+        f.on_status(t0, 2, 50, 20, 0);
         assert_eq!(f.limit(), Some(70));
         assert_eq!(f.acked(), Some(50));
+        assert_eq!(f.left_behind(70), 0);
         // stale reordering never moves a position back
-        f.on_status(t0, 2, 40, 20);
+        f.on_status(t0, 2, 40, 20, 0);
         assert_eq!(f.limit(), Some(70));
-        f.on_status(t0 + Duration::from_millis(900), 1, 120, 10);
-        f.expire(t0 + Duration::from_millis(1500));
+        f.on_status(ms(t0, 900), 1, 120, 10, 0);
+        f.expire(ms(t0, 1500));
         assert_eq!(f.receivers(), 1);
         assert_eq!(f.limit(), Some(130));
-        f.expire(t0 + Duration::from_secs(3));
+        f.expire(ms(t0, 3000));
         assert_eq!(f.limit(), None);
+        assert_eq!(f.acked(), None);
+    }
+
+    #[test]
+    fn min_never_marks_a_receiver_even_when_its_window_shrinks() {
+        let t0 = Instant::now();
+        let mut f = FlowControl::new(T, FlowControlStrategy::Min);
+        f.on_status(t0, 1, 100, 50, 0);
+        // the publisher reached 150, then the receiver's window shrank
+        f.on_status(t0, 1, 100, 10, 0);
+        assert_eq!(f.limit(), Some(110));
+        assert_eq!(f.left_behind(150), 0);
+    }
+
+    #[test]
+    fn max_fastest_receiver_sets_the_limit_and_the_slow_are_marked() {
+        let t0 = Instant::now();
+        let mut f = FlowControl::new(T, FlowControlStrategy::Max);
+        assert_eq!(f.limit(), None);
+        assert_eq!(f.left_behind(1000), 0);
+        f.on_status(t0, 1, 100, 10, 0);
+        f.on_status(t0, 2, 50, 20, 0);
+        f.on_status(t0, 3, 10, 5, 7);
+        assert_eq!(f.limit(), Some(110));
+        assert_eq!(f.acked(), Some(100));
+        // the publisher has sent up to 60: only receiver 3 (edge 15) was overrun
+        assert_eq!(f.left_behind(60), 1);
+        // at 110 receiver 2 (edge 70) is behind as well; the pacer never is
+        assert_eq!(f.left_behind(110), 2);
+        // a slow receiver that caught up, with a smaller window, is no longer marked
+        f.on_status(ms(t0, 100), 2, 110, 4, 0);
+        f.on_status(ms(t0, 100), 3, 110, 4, 7);
+        assert_eq!(f.left_behind(110), 0);
+        // the fast one goes quiet: the next fastest takes over
+        f.expire(ms(t0, 1050));
+        assert_eq!(f.receivers(), 2);
+        assert_eq!(f.limit(), Some(114));
+        f.expire(ms(t0, 2000));
+        assert_eq!(f.limit(), None);
+    }
+
+    #[test]
+    fn tagged_only_receivers_with_the_tag_hold_the_publisher_back() {
+        let t0 = Instant::now();
+        let mut f = FlowControl::new(T, FlowControlStrategy::Tagged(9));
+        // receiver 1 is untagged (and slowest), receiver 2 has another tag: with no
+        // tagged receiver live the publisher is unconstrained, everyone overrun marked
+        f.on_status(t0, 1, 10, 10, 0);
+        f.on_status(t0, 2, 50, 10, 3);
+        assert_eq!(f.limit(), None);
+        assert_eq!(f.acked(), None);
+        assert_eq!(f.left_behind(40), 1);
+        assert_eq!(f.left_behind(100), 2);
+        f.on_status(t0, 3, 100, 20, 9);
+        f.on_status(ms(t0, 500), 4, 90, 20, 9);
+        assert_eq!(f.limit(), Some(110), "slowest tagged receiver");
+        assert_eq!(f.acked(), Some(90));
+        assert_eq!(f.left_behind(110), 2);
+        assert_eq!(f.left_behind(15), 0);
+        // the tagged receivers expire one by one
+        f.on_status(ms(t0, 1200), 1, 10, 10, 0);
+        f.expire(ms(t0, 1200));
+        assert_eq!(f.limit(), Some(110));
+        f.expire(ms(t0, 1600));
+        assert_eq!(f.limit(), None);
+        assert_eq!(f.receivers(), 1);
+        // a receiver that changes its tag changes its role
+        f.on_status(ms(t0, 1700), 1, 12, 10, 9);
+        assert_eq!(f.limit(), Some(22));
+        assert_eq!(f.left_behind(22), 0);
+    }
+
+    #[test]
+    fn rate_limiter_sustains_the_rate_within_one_percent() {
+        let t0 = Instant::now();
+        for &(rate, datagram) in &[
+            (10_000_000u64, 1472u64),
+            (1_000_000, 65_507),
+            (3_333_333, 999),
+            (1_000_000_000, 8972),
+        ] {
+            let burst = (32 * datagram).max(rate / 1000);
+            let mut r = RateLimiter::new(rate, burst, t0);
+            let mut now = t0;
+            let mut sent = 0u64;
+            let end = t0 + Duration::from_secs(10);
+            while now < end {
+                if r.ready(now) {
+                    r.consume(datagram);
+                    sent += datagram;
+                } else {
+                    let next = r.next_ready(now);
+                    assert!(next > now);
+                    // an agent oversleeps: model it with a 50 µs slack
+                    now = next + Duration::from_micros(50);
+                }
+            }
+            // the bucket starts full: its burst comes on top of the sustained rate
+            let expected = (rate * 10 + burst) as f64;
+            let err = (sent as f64 - expected).abs() / (rate as f64 * 10.0);
+            assert!(err < 0.01, "rate {rate}: sent {sent}, error {err}");
+        }
+    }
+
+    #[test]
+    fn rate_limiter_bounds_bursts() {
+        let t0 = Instant::now();
+        let rate = 1_000_000u64;
+        let mut r = RateLimiter::new(rate, 10_000, t0);
+        // debt mode: a full bucket lets at most burst + one datagram out at once
+        let mut sent = 0;
+        while r.ready(t0) {
+            r.consume(1500);
+            sent += 1500;
+        }
+        assert_eq!(sent, 10_500);
+        // it refills at the rate: the 500 bytes of debt take 500 µs to pay off
+        assert_eq!(r.next_ready(t0), t0 + Duration::from_nanos(500_001));
+        assert!(!r.ready(t0 + Duration::from_micros(500)));
+        assert!(r.ready(t0 + Duration::from_micros(501)));
+
+        // however sends are spread, at most burst + rate * elapsed + one datagram
+        let t0 = t0 + Duration::from_secs(1);
+        let mut r = RateLimiter::new(rate, 10_000, t0);
+        let mut sent = 0u64;
+        for us in (0..200_000u64).step_by(7) {
+            let now = t0 + Duration::from_micros(us);
+            while r.ready(now) {
+                r.consume(1000 + us % 700);
+                sent += 1000 + us % 700;
+            }
+            assert!(
+                sent <= 10_000 + rate * us / 1_000_000 + 1700,
+                "at {us} µs: {sent}"
+            );
+        }
+        assert!(sent >= 10_000 + 199_000 - 1700, "{sent}");
+        // a send larger than the whole bucket goes, then its debt is waited out
+        let mut r = RateLimiter::new(rate, 1000, t0);
+        assert!(r.ready(t0));
+        r.consume(5000);
+        assert!(!r.ready(t0 + Duration::from_millis(4)));
+        assert_eq!(r.next_ready(t0), t0 + Duration::from_nanos(4_000_001));
+        assert!(r.ready(t0 + Duration::from_nanos(4_000_001)));
+    }
+
+    #[test]
+    fn rate_limiter_ignores_time_going_backwards() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(1000, 1000, t0 + Duration::from_secs(1));
+        assert!(r.ready(t0));
+        r.consume(1000);
+        assert!(!r.ready(t0));
+        assert!(!r.ready(t0 + Duration::from_millis(500)));
+        assert!(r.ready(t0 + Duration::from_millis(1001)));
     }
 }

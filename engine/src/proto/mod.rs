@@ -13,7 +13,7 @@ pub mod sender;
 #[cfg(test)]
 mod sim_tests;
 
-pub use flow::FlowControl;
+pub use flow::{FlowControl, RateLimiter};
 pub use receiver::{Delivery, Receiver, ReceiverConfig, SessionKey};
 pub use retransmit::Retransmitter;
 pub use sender::{Append, DatagramBuf, SenderStream};

@@ -51,6 +51,17 @@ pub enum Delivery<'a> {
         /// One past the last lost one.
         to_seq: u64,
     },
+    /// A session was heard for the first time, or again after it was declared gone.
+    Joined {
+        /// Which session.
+        from: SessionKey,
+    },
+    /// A session was not heard for `publisher_timeout`: its publisher is gone (or cut
+    /// off). Its unrepaired gaps were reported as losses just before.
+    Gone {
+        /// Which session.
+        from: SessionKey,
+    },
 }
 
 /// How the receiver behaves.
@@ -76,6 +87,8 @@ pub struct ReceiverConfig {
     pub reorder_limit: usize,
     /// Seed of the NAK-delay randomness (deterministic tests).
     pub seed: u64,
+    /// A session not heard (data or heartbeat) for this long is declared gone.
+    pub publisher_timeout: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -90,6 +103,7 @@ impl Default for ReceiverConfig {
             nak_retries: 20,
             reorder_limit: 8192,
             seed: 0x5eed,
+            publisher_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -117,6 +131,8 @@ pub struct ReceiverCounters {
     pub repaired: u64,
     /// NAK ranges handed out for sending.
     pub naks: u64,
+    /// NAK rounds held back because another receiver had just NAKed the same data.
+    pub naks_suppressed: u64,
     /// Heartbeats heard.
     pub heartbeats: u64,
     /// Gaps given up because their NAKs went unanswered.
@@ -131,6 +147,8 @@ pub struct ReceiverCounters {
     pub sessions: u64,
     /// Sessions forgotten to make room for new ones.
     pub sessions_evicted: u64,
+    /// Sessions declared gone (not heard for `publisher_timeout`).
+    pub sessions_gone: u64,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +192,8 @@ struct Session {
     nak_due: Option<Instant>,
     nak_attempts: u32,
     nak_backoff: Duration,
+    /// Declared gone (not heard for the publisher timeout); cleared when heard again.
+    gone: bool,
 }
 
 impl Session {
@@ -203,7 +223,10 @@ pub struct Receiver {
     pool: Vec<Vec<u8>>,
     held_total: usize,
     naks: Vec<(SessionKey, u64, u64)>,
+    /// Earliest NAK due.
     next_timeout: Option<Instant>,
+    /// When sessions are next checked for liveness (`None`: no live session).
+    next_liveness: Option<Instant>,
     rng: u64,
 }
 
@@ -222,6 +245,7 @@ impl Receiver {
             held_total: 0,
             naks: Vec::new(),
             next_timeout: None,
+            next_liveness: None,
             rng,
         }
     }
@@ -252,8 +276,19 @@ impl Receiver {
         Duration::from_nanos(self.rng % max)
     }
 
-    /// Creates the session at `seq`/`msg` if it is new, and notes it was heard.
-    fn ensure_session(&mut self, now: Instant, key: SessionKey, seq: u64, msg: u64) {
+    /// Creates the session at `seq`/`msg` if it is new, and notes it was heard
+    /// (announcing it when it is new or was gone).
+    fn ensure_session(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        seq: u64,
+        msg: u64,
+        out: &mut dyn FnMut(Delivery<'_>),
+    ) {
+        if self.next_liveness.is_none() {
+            self.next_liveness = Some(now + self.cfg.publisher_timeout / 4);
+        }
         if !self.sessions.contains_key(&key) {
             self.make_room();
             self.counters.sessions += 1;
@@ -276,11 +311,17 @@ impl Receiver {
                     nak_due: None,
                     nak_attempts: 0,
                     nak_backoff: Duration::ZERO,
+                    gone: false,
                 },
             );
+            out(Delivery::Joined { from: key });
         }
         if let Some(s) = self.sessions.get_mut(&key) {
             s.last_seen = now;
+            if s.gone {
+                s.gone = false;
+                out(Delivery::Joined { from: key });
+            }
         }
     }
 
@@ -325,7 +366,7 @@ impl Receiver {
         } else {
             (header.seq, first_start)
         };
-        self.ensure_session(now, key, join_seq, join_msg);
+        self.ensure_session(now, key, join_seq, join_msg, out);
         let Some(s) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
@@ -394,7 +435,7 @@ impl Receiver {
         } else {
             (hb.next_seq, hb.next_msg_seq)
         };
-        self.ensure_session(now, key, join_seq, join_msg);
+        self.ensure_session(now, key, join_seq, join_msg, out);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -513,12 +554,57 @@ impl Receiver {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
+        match (self.next_timeout, self.next_liveness) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Sends due NAKs (into the queue read by [`poll_nak`](Self::poll_nak)) and gives
-    /// up gaps whose NAKs went unanswered `nak_retries` times.
+    /// Declares sessions not heard for the publisher timeout gone: their gaps that
+    /// are still open are reported lost first, then [`Delivery::Gone`].
+    fn check_liveness(&mut self, now: Instant, out: &mut dyn FnMut(Delivery<'_>)) {
+        let timeout = self.cfg.publisher_timeout;
+        let silent: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.gone && now.saturating_duration_since(s.last_seen) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in silent {
+            // Nobody is left to repair what is missing: report it now.
+            for _ in 0..=self.cfg.reorder_limit {
+                let before = self.sessions.get(&key).map(|s| s.next_seq);
+                if !self.sessions.get(&key).is_some_and(|s| s.missing()) {
+                    break;
+                }
+                self.give_up_front_gap(now, key, out);
+                if self.sessions.get(&key).map(|s| s.next_seq) == before {
+                    break; // the end of the gap is unknown (no heartbeat told it)
+                }
+            }
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.gone = true;
+                s.nak_due = None;
+                s.gap_since = None;
+                self.counters.sessions_gone += 1;
+                out(Delivery::Gone { from: key });
+            }
+        }
+        self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
+        self.next_liveness = self
+            .sessions
+            .values()
+            .any(|s| !s.gone)
+            .then(|| now + timeout / 4);
+    }
+
+    /// Sends due NAKs (into the queue read by [`poll_nak`](Self::poll_nak)), gives
+    /// up gaps whose NAKs went unanswered `nak_retries` times, and declares silent
+    /// sessions gone.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut dyn FnMut(Delivery<'_>)) {
+        if self.next_liveness.is_some_and(|t| t <= now) {
+            self.check_liveness(now, out);
+        }
         if self.next_timeout.is_none_or(|t| t > now) {
             return;
         }
@@ -570,6 +656,36 @@ impl Receiver {
             s.nak_attempts += 1;
             s.nak_due = Some(now + s.nak_backoff);
             s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
+        }
+        self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
+    }
+
+    /// Another receiver NAKed datagrams `from..to` of session id `session`. Where that
+    /// covers the front of a gap of ours whose NAK is not yet due, ours is held back
+    /// for a NAK interval as if we had sent it: the retransmission is multicast, so it
+    /// reaches us too, and a hundred receivers that lost the same datagram do not all
+    /// ask for it.
+    pub fn on_nak_heard(&mut self, now: Instant, session: u32, from: u64, to: u64) {
+        let max_interval = self.cfg.nak_max_interval.max(self.cfg.nak_interval);
+        for (key, s) in self.sessions.iter_mut() {
+            if key.session != session || s.gone || !s.missing() {
+                continue;
+            }
+            let Some(due) = s.nak_due else { continue };
+            let start = s.next_seq.max(s.oldest_available);
+            if due <= now || from > start || to <= start {
+                continue;
+            }
+            if s.front != s.next_seq {
+                s.front = s.next_seq;
+                s.gap_since = Some(now);
+                s.nak_attempts = 0;
+                s.nak_backoff = self.cfg.nak_interval;
+            }
+            s.nak_attempts += 1;
+            s.nak_due = Some(now + s.nak_backoff);
+            s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
+            self.counters.naks_suppressed += 1;
         }
         self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
     }

@@ -87,6 +87,7 @@ fn receive(rx: &mut Receiver, datagrams: &[Vec<u8>]) -> Seen {
             Delivery::Loss {
                 from_seq, to_seq, ..
             } => seen.losses.push((from_seq, to_seq)),
+            Delivery::Joined { .. } | Delivery::Gone { .. } => {}
         });
     }
     seen
@@ -463,6 +464,7 @@ fn run_reliable(
             Delivery::Loss {
                 from_seq, to_seq, ..
             } => seen.losses.push((from_seq, to_seq)),
+            Delivery::Joined { .. } | Delivery::Gone { .. } => {}
         };
         while let Some(d) = down.due(now) {
             let _ = rx.handle_datagram(at(now), SRC, &d, &mut sink);
@@ -544,6 +546,7 @@ fn tail_loss_is_found_by_heartbeat_and_repaired() {
         Delivery::Loss {
             from_seq, to_seq, ..
         } => seen.borrow_mut().losses.push((from_seq, to_seq)),
+        Delivery::Joined { .. } | Delivery::Gone { .. } => {}
     };
     // the last two datagrams (messages 6..10) are lost; only a heartbeat tells
     for b in &d[..3] {
@@ -573,7 +576,11 @@ fn tail_loss_is_found_by_heartbeat_and_repaired() {
         2,
         "both missing datagrams filled the gap"
     );
-    assert_eq!(rx.poll_timeout(), None);
+    // only the liveness check is left
+    assert_eq!(
+        rx.poll_timeout(),
+        Some(t0 + ReceiverConfig::default().publisher_timeout / 4)
+    );
 }
 
 #[test]
@@ -592,6 +599,7 @@ fn heartbeat_oldest_makes_unrepairable_loss_immediate_and_exact() {
         Delivery::Loss {
             from_seq, to_seq, ..
         } => seen.borrow_mut().losses.push((from_seq, to_seq)),
+        Delivery::Joined { .. } | Delivery::Gone { .. } => {}
     };
     rx.handle_datagram(t0, SRC, &d[0], &mut sink).unwrap();
     rx.handle_datagram(t0, SRC, &d[4], &mut sink).unwrap(); // 1, 2, 3 missing
@@ -660,5 +668,102 @@ fn losing_the_sessions_first_datagram_is_repaired_not_skipped() {
     })
     .unwrap();
     assert_eq!(first, Some(JOIN_FROM_START + 1));
-    assert_eq!(late.poll_timeout(), None);
+    // no NAK: only the liveness check is scheduled
+    assert_eq!(
+        late.poll_timeout(),
+        Some(t0 + ReceiverConfig::default().publisher_timeout / 4)
+    );
+}
+
+#[test]
+fn silent_publisher_is_declared_gone_after_its_gaps_are_reported() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..10u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs); // 2 messages per datagram
+    let t0 = Instant::now();
+    let cfg = ReceiverConfig {
+        publisher_timeout: Duration::from_millis(400),
+        ..ReceiverConfig::default()
+    };
+    let mut rx = Receiver::new(cfg);
+    let events = std::cell::RefCell::new(Vec::new());
+    let mut sink = |ev: Delivery<'_>| {
+        events.borrow_mut().push(match ev {
+            Delivery::Message { seq, .. } => format!("m{seq}"),
+            Delivery::Loss {
+                from_seq, to_seq, ..
+            } => format!("loss {from_seq}..{to_seq}"),
+            Delivery::Joined { from } => format!("joined {}", from.session),
+            Delivery::Gone { from } => format!("gone {}", from.session),
+        })
+    };
+    rx.handle_datagram(t0, SRC, &d[0], &mut sink).unwrap();
+    rx.handle_datagram(t0, SRC, &d[2], &mut sink).unwrap(); // datagram 1 missing
+                                                            // the publisher falls silent; NAKs go unanswered, then the liveness check fires
+    let mut now = t0;
+    while events.borrow().iter().all(|e| !e.starts_with("gone")) {
+        now = rx
+            .poll_timeout()
+            .expect("a timer is always set while a session lives");
+        assert!(now < t0 + Duration::from_secs(1), "never declared gone");
+        rx.handle_timeout(now, &mut sink);
+        rx.poll_nak(&mut |_, _, _| {});
+    }
+    assert!(now >= t0 + Duration::from_millis(400));
+    assert_eq!(
+        *events.borrow(),
+        ["joined 77", "m0", "m1", "loss 2..4", "m4", "m5", "gone 77"]
+    );
+    assert_eq!(rx.counters().sessions_gone, 1);
+    // heard again: announced again, and delivery goes on where it stopped
+    rx.handle_datagram(now, SRC, &d[3], &mut sink).unwrap();
+    assert_eq!(events.borrow()[7..], ["joined 77", "m6", "m7"]);
+}
+
+#[test]
+fn a_nak_heard_from_another_receiver_holds_ours_back() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..10u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs);
+    let t0 = Instant::now();
+    let mut a = Receiver::new(ReceiverConfig {
+        seed: 1,
+        ..ReceiverConfig::default()
+    });
+    let mut b = Receiver::new(ReceiverConfig {
+        seed: 2,
+        ..ReceiverConfig::default()
+    });
+    let mut sink = |_: Delivery<'_>| {};
+    for r in [&mut a, &mut b] {
+        r.handle_datagram(t0, SRC, &d[0], &mut sink).unwrap();
+        r.handle_datagram(t0, SRC, &d[2], &mut sink).unwrap(); // both miss datagram 1
+    }
+    let (ta, tb) = (a.poll_timeout().unwrap(), b.poll_timeout().unwrap());
+    // whoever is due first NAKs; the other hears it before its own timer fires
+    let (first, second, t) = if ta <= tb {
+        (&mut a, &mut b, ta)
+    } else {
+        (&mut b, &mut a, tb)
+    };
+    first.handle_timeout(t, &mut sink);
+    let mut heard = Vec::new();
+    first.poll_nak(&mut |k, from, to| heard.push((k.session, from, to)));
+    assert_eq!(heard, vec![(77, 1, 2)]);
+    // a NAK for another session or for other data changes nothing
+    second.on_nak_heard(t, 78, 1, 2);
+    second.on_nak_heard(t, 77, 5, 6);
+    assert_eq!(second.counters().naks_suppressed, 0);
+    for (s, from, to) in heard {
+        second.on_nak_heard(t, s, from, to);
+    }
+    assert_eq!(second.counters().naks_suppressed, 1);
+    let due = second.poll_timeout().unwrap();
+    assert!(due >= t + ReceiverConfig::default().nak_interval);
+    // its own turn comes a NAK interval later, if the repair has not come by then
+    second.handle_timeout(t + Duration::from_micros(500), &mut sink);
+    let mut sent = 0;
+    second.poll_nak(&mut |_, _, _| sent += 1);
+    assert_eq!(sent, 0, "suppressed");
+    second.handle_timeout(due, &mut sink);
+    second.poll_nak(&mut |_, _, _| sent += 1);
+    assert_eq!(sent, 1, "asks itself once the interval passed");
 }

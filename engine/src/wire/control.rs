@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! Status    (receiver → publisher, control port): header(kind 2, session = the
-//!           publisher's, seq = next datagram expected) | receiver u64 | window u32 | 0 u32
+//!           publisher's, seq = next datagram expected) | receiver u64 | window u32 |
+//!           tag u32 (flow-control tag, 0 = untagged)
 //! Heartbeat (publisher → receivers, data port): header(kind 3, session, seq = next
 //!           datagram seq, msg_seq = next message seq) | oldest retransmittable seq u64
 //! Nak       (receiver → publisher, control port): header(kind 4, session = the
@@ -49,6 +50,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
 /// Encoded size of a status message.
 pub const STATUS_LEN: usize = HEADER_LEN + 16;
 
@@ -63,6 +70,9 @@ pub struct Status {
     pub next_seq: u64,
     /// How many datagrams past `next_seq` it can take.
     pub window: u32,
+    /// The receiver's flow-control tag (0 = untagged), for publishers using
+    /// [`FlowControlStrategy::Tagged`](crate::FlowControlStrategy::Tagged).
+    pub tag: u32,
 }
 
 impl Status {
@@ -71,7 +81,7 @@ impl Status {
         out[..HEADER_LEN].copy_from_slice(&header(Kind::Status, self.session, self.next_seq, 0));
         out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&self.receiver.to_le_bytes());
         out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&self.window.to_le_bytes());
-        out[HEADER_LEN + 12..].fill(0);
+        out[HEADER_LEN + 12..].copy_from_slice(&self.tag.to_le_bytes());
     }
 
     /// Decodes and checks a status message.
@@ -81,7 +91,8 @@ impl Status {
             session: h.session,
             receiver: u64_at(bytes, HEADER_LEN),
             next_seq: h.seq,
-            window: u64_at(bytes, HEADER_LEN + 8) as u32,
+            window: u32_at(bytes, HEADER_LEN + 8),
+            tag: u32_at(bytes, HEADER_LEN + 12),
         })
     }
 }
@@ -202,10 +213,17 @@ mod tests {
             receiver: 0x1122_3344_5566_7788,
             next_seq: 1 << 40,
             window: 512,
+            tag: 0xdead_beef,
         };
         let mut b = [0u8; STATUS_LEN];
         s.encode(&mut b);
         assert_eq!(Status::decode(&b), Ok(s));
+        assert_eq!(b[HEADER_LEN + 12..], 0xdead_beef_u32.to_le_bytes());
+        // an untagged status keeps the old layout: zero after the window
+        let mut untagged = [0xffu8; STATUS_LEN];
+        Status { tag: 0, ..s }.encode(&mut untagged);
+        assert_eq!(untagged[HEADER_LEN + 12..], [0; 4]);
+        assert_eq!(Status::decode(&untagged).map(|d| d.tag), Ok(0));
         assert!(Status::decode(&b[..STATUS_LEN - 1]).is_err());
         let mut long = b.to_vec();
         long.push(0);
