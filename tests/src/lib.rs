@@ -127,6 +127,13 @@ impl Proc {
         }
     }
 
+    /// Stops a child that runs until killed (such as `ringcast stat --watch`) and
+    /// returns what it printed.
+    pub fn stop(mut self) -> Finished {
+        let _ = self.child.kill();
+        self.finish(Duration::from_secs(10))
+    }
+
     /// Waits for the child to exit (killing it after `timeout`, which fails the test).
     pub fn finish(mut self, timeout: Duration) -> Finished {
         let deadline = Instant::now() + timeout;

@@ -49,6 +49,8 @@ pub struct Lab {
     subnet: u8,
     /// Namespaces created so far (deleted on drop, in reverse order).
     created: Vec<String>,
+    /// `RINGCAST_STATS_DIR` of every command run in the lab.
+    stats_dir: std::path::PathBuf,
 }
 
 /// Whether this process runs as root (uid 0).
@@ -143,10 +145,14 @@ impl Lab {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let subnet = NEXT_SUBNET.fetch_add(1, Ordering::Relaxed);
+        let stats_dir =
+            std::env::temp_dir().join(format!("ringcast-lab-{}-{clean}", std::process::id()));
+        let _ = std::fs::create_dir_all(&stats_dir);
         let mut lab = Lab {
             prefix: format!("{PREFIX}{}-{clean}", std::process::id()),
             subnet,
             created: Vec::new(),
+            stats_dir,
         };
         // The first namespace tells whether this environment allows namespaces at all.
         let br = lab.bridge_ns();
@@ -345,7 +351,8 @@ impl Lab {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns(host)])
             .arg(cmd.get_program())
-            .args(cmd.get_args());
+            .args(cmd.get_args())
+            .env("RINGCAST_STATS_DIR", &self.stats_dir);
         for (k, v) in cmd.get_envs() {
             match v {
                 Some(v) => c.env(k, v),
@@ -362,6 +369,12 @@ impl Lab {
     /// is the command itself: [`Proc`] kills it when dropped).
     pub fn run(&self, host: usize, cmd: Command) -> Proc {
         Proc::spawn(self.command(host, &cmd))
+    }
+
+    /// Where this lab's nodes write their counters (`ringcast stat --dir`): one
+    /// directory per lab, so parallel tests do not see each other's nodes.
+    pub fn stats_dir(&self) -> &std::path::Path {
+        &self.stats_dir
     }
 
     /// A `ringcast` command with `args`.
@@ -393,6 +406,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.stats_dir);
         for ns in self.created.iter().rev() {
             if let Ok(o) = output("ip", &["netns", "del", ns]) {
                 if !o.status.success() {

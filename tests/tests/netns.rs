@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ringcast_e2e::netns::{Lab, A, B, C};
-use ringcast_e2e::{numbered, ringcast_bin, Finished, TempDir};
+use ringcast_e2e::{numbered, ringcast_bin, Finished, Proc, TempDir};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -285,6 +285,12 @@ fn five_percent_loss_is_repaired() {
     };
     let lb = listen(B, &fb);
     let lc = listen(C, &fc);
+    // `ringcast stat` watches the lab's nodes from another process meanwhile.
+    let stat = Proc::spawn({
+        let mut c = Lab::ringcast(&["stat", "--watch", "--interval", "0.2", "--dir"]);
+        c.arg(lab.stats_dir());
+        c
+    });
     let s = lab
         .send(
             A,
@@ -334,6 +340,29 @@ fn five_percent_loss_is_repaired() {
         assert!(get(&m, "naks sent") > 0, "{name}: no NAKs sent: {m:?}");
         assert_file(path, N, 1024);
     }
+    // What `ringcast stat` showed: the listeners' NAKs and the sender's retransmits.
+    let shown = String::from_utf8_lossy(&stat.stop().stdout).to_string();
+    let most = |name: &str| {
+        shown
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next()?.parse::<u64>().ok())?
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        most("naks_sent") > 0 && most("retransmits") > 0 && most("naks_received") > 0,
+        "ringcast stat did not show the repair: {}",
+        shown.lines().rev().take(80).collect::<Vec<_>>().join("\n")
+    );
+    eprintln!(
+        "repair: ringcast stat showed up to {} NAKs sent, {} received, {} retransmits",
+        most("naks_sent"),
+        most("naks_received"),
+        most("retransmits")
+    );
     eprintln!("five_percent_loss_is_repaired took {:?}", t0.elapsed());
 }
 
