@@ -189,9 +189,27 @@ struct Session {
     /// after an older one was filled gets its own full allowance of NAKs.
     gap_since: Option<Instant>,
     front: u64,
+    /// The earlier of `fresh_due` and `renak_at`.
     nak_due: Option<Instant>,
+    /// NAK rounds that asked for the front gap.
     nak_attempts: u32,
+    /// Time until the next full round; doubles every round.
     nak_backoff: Duration,
+    /// Missing datagrams below this were NAKed at least once: holes that open above
+    /// it get their first NAK after the short random delay, while holes already asked
+    /// for wait for the next full round, so a retransmission still on its way is not
+    /// asked for again and again.
+    naked_upto: u64,
+    /// First NAK due for holes above `naked_upto`.
+    fresh_due: Option<Instant>,
+    /// When every hole still missing is NAKed again (a full round).
+    renak_at: Option<Instant>,
+    /// When the front gap was first NAKed (to measure how long a repair takes).
+    front_naked_at: Option<Instant>,
+    /// Smoothed time from a front gap's first NAK to its repair: full rounds are at
+    /// least twice this apart, so a repair queued behind a window of data is waited
+    /// for rather than asked for again.
+    repair_time: Option<Duration>,
     /// Declared gone (not heard for the publisher timeout); cleared when heard again.
     gone: bool,
 }
@@ -199,6 +217,39 @@ struct Session {
 impl Session {
     fn missing(&self) -> bool {
         self.highest > self.next_seq
+    }
+
+    /// Whether a datagram known to exist is missing at or above `naked_upto` (never
+    /// NAKed yet).
+    fn has_unnaked(&self) -> bool {
+        let mut seq = self
+            .naked_upto
+            .max(self.next_seq)
+            .max(self.oldest_available);
+        for (&held, _) in self.held.range(seq..) {
+            if held != seq {
+                break;
+            }
+            seq += 1;
+        }
+        seq < self.highest
+    }
+
+    fn sync_due(&mut self) {
+        self.nak_due = match (self.fresh_due, self.renak_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The gap episode is over: nothing is missing (or nobody is left to ask).
+    fn close_gap(&mut self) {
+        self.gap_since = None;
+        self.nak_due = None;
+        self.fresh_due = None;
+        self.renak_at = None;
+        self.front_naked_at = None;
+        self.nak_attempts = 0;
     }
 }
 
@@ -311,6 +362,11 @@ impl Receiver {
                     nak_due: None,
                     nak_attempts: 0,
                     nak_backoff: Duration::ZERO,
+                    naked_upto: 0,
+                    fresh_due: None,
+                    renak_at: None,
+                    front_naked_at: None,
+                    repair_time: None,
                     gone: false,
                 },
             );
@@ -410,6 +466,13 @@ impl Receiver {
         if s.gap_since.is_some() || s.highest > header.seq + 1 {
             // it fills a gap we knew of (held datagrams after it, or a heartbeat)
             self.counters.repaired += 1;
+            if let Some(t) = s.front_naked_at.take() {
+                let sample = now.saturating_duration_since(t);
+                s.repair_time = Some(match s.repair_time {
+                    Some(r) => (r * 7 + sample) / 8,
+                    None => sample,
+                });
+            }
         }
         s.highest = s.highest.max(header.seq + 1);
         process(s, key, header, frames, &mut self.counters, out)?;
@@ -462,9 +525,26 @@ impl Receiver {
         self.drain(now, key, out);
     }
 
-    /// Starts the NAK timer of a session whose front is missing, if not running.
+    /// Time between full NAK rounds at the start of a gap: the configured interval,
+    /// or twice the time repairs have been taking, whichever is longer.
+    fn base_interval(&self, s: &Session) -> Duration {
+        let max = self.cfg.nak_max_interval.max(self.cfg.nak_interval);
+        s.repair_time
+            .map_or(self.cfg.nak_interval, |r| {
+                (r * 2).max(self.cfg.nak_interval)
+            })
+            .min(max)
+    }
+
+    /// Notes that datagrams of a session are missing: starts its gap episode if none
+    /// is open, and schedules a first NAK (after a random delay) for holes never
+    /// NAKed.
     fn open_gap(&mut self, now: Instant, key: SessionKey) {
         let delay = self.random_delay();
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        let base = self.base_interval(s);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -472,9 +552,17 @@ impl Receiver {
             s.gap_since = Some(now);
             s.front = s.next_seq;
             s.nak_attempts = 0;
-            s.nak_backoff = self.cfg.nak_interval;
-            let due = now + delay;
-            s.nak_due = Some(due);
+            s.nak_backoff = base;
+        }
+        if s.fresh_due.is_none() && s.has_unnaked() {
+            s.fresh_due = Some(now + delay);
+        }
+        if s.fresh_due.is_none() && s.renak_at.is_none() && s.missing() {
+            // every hole was asked for before, but no round is pending: ask again
+            s.renak_at = Some(now + delay);
+        }
+        s.sync_due();
+        if let Some(due) = s.nak_due {
             self.next_timeout = Some(self.next_timeout.map_or(due, |t| t.min(due)));
         }
     }
@@ -517,9 +605,7 @@ impl Receiver {
         };
         if !s.missing() {
             let had_timer = s.nak_due.is_some();
-            s.gap_since = None;
-            s.nak_due = None;
-            s.nak_attempts = 0;
+            s.close_gap();
             if had_timer {
                 self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
             }
@@ -584,8 +670,7 @@ impl Receiver {
             }
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.gone = true;
-                s.nak_due = None;
-                s.gap_since = None;
+                s.close_gap();
                 self.counters.sessions_gone += 1;
                 out(Delivery::Gone { from: key });
             }
@@ -622,7 +707,7 @@ impl Receiver {
                     s.front = s.next_seq;
                     s.gap_since = Some(now);
                     s.nak_attempts = 0;
-                    s.nak_backoff = self.cfg.nak_interval;
+                    s.front_naked_at = None;
                 }
             }
             let expired = self
@@ -635,27 +720,54 @@ impl Receiver {
                 continue;
             }
             let max_interval = self.cfg.nak_max_interval.max(self.cfg.nak_interval);
+            let delay = self.cfg.nak_delay;
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
             };
-            let start = s.next_seq.max(s.oldest_available);
+            // A full round asks for every hole again; otherwise only for holes never
+            // asked for (their first NAK).
+            let full = s.renak_at.is_none_or(|t| t <= now);
+            let first = s.next_seq.max(s.oldest_available);
+            let start = if full { first } else { first.max(s.naked_upto) };
             let mut from = start;
             let mut ranges = 0;
+            let mut asked_front = false;
+            let mut truncated = false;
             for (&seq, _) in s.held.range(start..) {
-                if seq > from && ranges < NAK_RANGES {
+                if seq > from {
+                    if ranges == NAK_RANGES {
+                        truncated = true;
+                        break;
+                    }
                     self.naks.push((key, from, seq));
+                    asked_front |= from == first;
                     ranges += 1;
+                    s.naked_upto = s.naked_upto.max(seq);
                 }
                 from = seq + 1;
             }
-            if s.highest > from && ranges < NAK_RANGES {
-                self.naks.push((key, from, s.highest));
-                ranges += 1;
+            if !truncated && s.highest > from {
+                if ranges < NAK_RANGES {
+                    self.naks.push((key, from, s.highest));
+                    asked_front |= from == first;
+                    ranges += 1;
+                    s.naked_upto = s.naked_upto.max(s.highest);
+                } else {
+                    truncated = true;
+                }
             }
             self.counters.naks += ranges as u64;
-            s.nak_attempts += 1;
-            s.nak_due = Some(now + s.nak_backoff);
-            s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
+            if asked_front {
+                s.nak_attempts += 1;
+                s.front_naked_at.get_or_insert(now);
+            }
+            if full {
+                s.renak_at = Some(now + s.nak_backoff);
+                s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
+            }
+            // more holes than one NAK carries: the rest go shortly
+            s.fresh_due = truncated.then(|| now + delay.max(Duration::from_micros(50)));
+            s.sync_due();
         }
         self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
     }
@@ -666,25 +778,34 @@ impl Receiver {
     /// reaches us too, and a hundred receivers that lost the same datagram do not all
     /// ask for it.
     pub fn on_nak_heard(&mut self, now: Instant, session: u32, from: u64, to: u64) {
-        let max_interval = self.cfg.nak_max_interval.max(self.cfg.nak_interval);
         for (key, s) in self.sessions.iter_mut() {
             if key.session != session || s.gone || !s.missing() {
                 continue;
             }
-            let Some(due) = s.nak_due else { continue };
-            let start = s.next_seq.max(s.oldest_available);
+            let Some(due) = s.fresh_due else { continue };
+            let start = s.next_seq.max(s.oldest_available).max(s.naked_upto);
             if due <= now || from > start || to <= start {
                 continue;
             }
+            // as if we had sent it
             if s.front != s.next_seq {
                 s.front = s.next_seq;
                 s.gap_since = Some(now);
                 s.nak_attempts = 0;
-                s.nak_backoff = self.cfg.nak_interval;
+                s.front_naked_at = None;
             }
-            s.nak_attempts += 1;
-            s.nak_due = Some(now + s.nak_backoff);
-            s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
+            if from <= s.next_seq.max(s.oldest_available) {
+                s.nak_attempts += 1;
+                s.front_naked_at.get_or_insert(now);
+            }
+            s.naked_upto = s.naked_upto.max(to);
+            if s.renak_at.is_none() {
+                s.renak_at = Some(now + s.nak_backoff);
+            }
+            if !s.has_unnaked() {
+                s.fresh_due = None;
+            }
+            s.sync_due();
             self.counters.naks_suppressed += 1;
         }
         self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();

@@ -188,7 +188,7 @@ fn apply(datagrams: &[Vec<u8>], faults: &[Fault]) -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn lossless_network_delivers_everything_in_order(msgs in messages(), mtu in 150usize..600) {
@@ -491,7 +491,7 @@ fn run_reliable(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1500))]
 
     #[test]
     fn reliable_delivers_everything_despite_loss_dup_and_reorder(
