@@ -644,3 +644,57 @@ fn numbers(body: &str) -> Vec<u64> {
         .filter_map(|l| l.trim_end().strip_prefix('m')?.parse().ok())
         .collect()
 }
+
+/// `send --flow-control tagged:N --rate-limit B` with a listener tagged N: everything
+/// arrives, and bad strategy names are refused.
+#[test]
+fn tagged_flow_control_and_rate_limit_from_the_cli() {
+    const N: usize = 2000;
+    let backend = BACKENDS[1];
+    let dir = TempDir::new("tagged");
+    let out = dir.file("out");
+    let g = group(44, backend).to_string();
+    let n = N.to_string();
+    let l = start_listener(
+        backend,
+        &[
+            "--group",
+            &g,
+            "--count",
+            &n,
+            "--receiver-tag",
+            "5",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let sent = send(
+        backend,
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/t",
+            "--repeat",
+            &n,
+            "--autonumber",
+            "--flow-control",
+            "tagged:5",
+            "--rate-limit",
+            "1000000",
+            "m",
+        ],
+    );
+    let f = l.finish(WAIT);
+    assert!(f.status.success(), "{}\n{}", f.stderr, sent.stderr);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), numbered("m", N));
+    for bad in ["tagged:0", "tagged:x", "fastest"] {
+        let o = ringcast(
+            backend,
+            &["send", "--topic", "/t", "--flow-control", bad, "x"],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad} accepted");
+    }
+}

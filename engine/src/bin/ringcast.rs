@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use ringcast::{
-    doctor, Config, Event, Node, PublishError, SessionState, SlowConsumerPolicy, DEFAULT_GROUP,
-    DEFAULT_IFACE,
+    doctor, Config, Event, FlowControlStrategy, Node, PublishError, SessionState,
+    SlowConsumerPolicy, DEFAULT_GROUP, DEFAULT_IFACE,
 };
 
 #[derive(Parser)]
@@ -86,6 +86,14 @@ struct SendArgs {
     /// Pad each payload with spaces to this many bytes.
     #[arg(long)]
     size: Option<usize>,
+    /// Whose status messages pace this publisher: `min` (the slowest receiver),
+    /// `max` (the fastest; slower ones are left behind) or `tagged:N` (receivers
+    /// listening with `--receiver-tag N`).
+    #[arg(long, default_value = "min", value_parser = parse_flow)]
+    flow_control: FlowControlStrategy,
+    /// Cap the publisher at this many bytes per second (on the wire).
+    #[arg(long)]
+    rate_limit: Option<u64>,
     /// The message.
     message: String,
 }
@@ -117,6 +125,9 @@ struct ListenArgs {
     /// `loss=0.05,dup=0.01,reorder=0.02,delay=0.01:2ms,blackout=1000:300ms,seed=7`.
     #[arg(long)]
     inject_faults: Option<ringcast::FaultConfig>,
+    /// Tag this listener's status messages carry (for `send --flow-control tagged:N`).
+    #[arg(long, default_value_t = 0)]
+    receiver_tag: u32,
     /// Declare a publisher gone after this many seconds without a datagram or
     /// heartbeat from it.
     #[arg(long, default_value_t = 2.0)]
@@ -191,12 +202,26 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     b
 }
 
-fn node(net: &Net, ttl: Option<u32>) -> Result<Node, ringcast::Error> {
-    Node::new(builder(net, ttl).build()?)
+fn parse_flow(s: &str) -> Result<FlowControlStrategy, String> {
+    match s {
+        "min" => Ok(FlowControlStrategy::Min),
+        "max" => Ok(FlowControlStrategy::Max),
+        _ => s
+            .strip_prefix("tagged:")
+            .and_then(|t| t.parse().ok())
+            .filter(|&t| t != 0)
+            .map(FlowControlStrategy::Tagged)
+            .ok_or_else(|| "expected min, max or tagged:N (N > 0)".to_string()),
+    }
 }
 
 fn send(a: SendArgs) -> Res {
-    let node = node(&a.net, a.ttl)?;
+    let node = Node::new(
+        builder(&a.net, a.ttl)
+            .flow_control(a.flow_control)
+            .rate_limit(a.rate_limit)
+            .build()?,
+    )?;
     let mut publisher = node.publisher(&a.topic)?;
     let mut payload = Vec::with_capacity(a.size.unwrap_or(0).max(a.message.len() + 20));
     let interval = a
@@ -262,6 +287,7 @@ fn send(a: SendArgs) -> Res {
 
 fn listen(a: ListenArgs) -> Res {
     let mut b = builder(&a.net, None)
+        .receiver_tag(a.receiver_tag)
         .publisher_timeout(Duration::from_secs_f64(a.publisher_timeout.max(0.01)));
     if let Some(f) = a.inject_faults.clone() {
         b = b.inject_faults(f);
