@@ -7,6 +7,7 @@
 
 pub mod netns;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -225,4 +226,150 @@ impl Drop for TempDir {
 /// The lines `MSG0` … `MSG{n-1}` as one expected file body.
 pub fn numbered(prefix: &str, n: usize) -> String {
     (0..n).map(|i| format!("{prefix}{i}\n")).collect()
+}
+
+/// The counters of a summary line, by label: `received 5 messages, gaps 1 (lost 2),
+/// naks sent 3` → {"received": 5, "gaps": 1, "lost": 2, "naks sent": 3}.
+pub fn counters(line: &str) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    for part in line.split([',', '(', ')']) {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        if let Some(i) = words.iter().position(|w| w.parse::<f64>().is_ok()) {
+            m.entry(words[..i].join(" "))
+                .or_insert_with(|| words[i].parse().unwrap());
+        }
+    }
+    m
+}
+
+/// The summary line starting with `start` in a child's stderr, as counters.
+pub fn summary(f: &Finished, start: &str) -> HashMap<String, f64> {
+    let line = f
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no {start:?} summary in stderr: {}", brief(&f.stderr)));
+    counters(line)
+}
+
+/// Counter `key` of summary `m` (panics, showing the summary, when absent).
+pub fn get(m: &HashMap<String, f64>, key: &str) -> u64 {
+    match m.get(key) {
+        Some(v) => *v as u64,
+        None => panic!("no {key:?} in summary {m:?}"),
+    }
+}
+
+/// `stderr` cut to its first 20 lines and its last line.
+pub fn brief(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    if lines.len() <= 21 {
+        return stderr.to_string();
+    }
+    format!(
+        "{}\n… ({} more lines)\n{}",
+        lines[..20].join("\n"),
+        lines.len() - 21,
+        lines[lines.len() - 1]
+    )
+}
+
+/// The losses a listener reported on stderr (`loss: … messages A..B (Reason)`), as
+/// (A, B, reason).
+pub fn reported_losses(stderr: &str) -> Vec<(u64, u64, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let range = l.strip_prefix("loss: ")?.split(" messages ").nth(1)?;
+            let (r, reason) = range.split_once(' ').unwrap_or((range, ""));
+            let (a, b) = r.split_once("..")?;
+            let reason = reason.trim_matches(|c| c == '(' || c == ')');
+            Some((a.parse().ok()?, b.parse().ok()?, reason.to_string()))
+        })
+        .collect()
+}
+
+/// The numbers of the complete `<prefix><n>` lines of `out` (trailing padding
+/// ignored; an unterminated last line, from a killed child, is skipped).
+pub fn line_numbers(out: &[u8], prefix: &str) -> Vec<u64> {
+    let text = String::from_utf8_lossy(out);
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| {
+            l.trim_end()
+                .strip_prefix(prefix)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line {l:?}"))
+        })
+        .collect()
+}
+
+/// Panics unless the messages `got` (increasing) and the reported `losses` cover
+/// `0..n` exactly once: nothing missing without a loss event, nothing both.
+pub fn assert_exact_cover(got: &[u64], losses: &[(u64, u64, String)], n: u64, who: &str) {
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "[{who}] messages out of order"
+    );
+    let mut ranges: Vec<(u64, u64)> = got.iter().map(|&m| (m, m + 1)).collect();
+    ranges.extend(losses.iter().map(|l| (l.0, l.1)));
+    ranges.sort_unstable();
+    let mut next = 0;
+    for (a, b) in ranges {
+        assert_eq!(a, next, "[{who}] hole or overlap at {a}");
+        next = b;
+    }
+    assert_eq!(next, n, "[{who}] ends at {next}");
+}
+
+/// Checks what a slow listener (`--slow-consumer POLICY`) printed (`got`, its message
+/// numbers) and reported (`f`'s stderr) for a stream of `n` messages: back-pressure
+/// loses nothing; drop and disconnect report exactly what they miss, with their reason;
+/// conflate loses nothing, ends at the newest message, and counts the rest conflated.
+pub fn check_slow(policy: &str, f: &Finished, got: &[u64], n: u64) {
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "[{policy}] out of order"
+    );
+    let losses = reported_losses(&f.stderr);
+    let m = summary(f, "received ");
+    match policy {
+        "back-pressure" => {
+            assert!(f.status.success(), "[{policy}] {}", brief(&f.stderr));
+            assert_eq!(got.len() as u64, n, "[{policy}]");
+        }
+        "conflate" => {
+            assert!(losses.is_empty(), "[{policy}] {losses:?}");
+            assert!((got.len() as u64) < n, "[{policy}] nothing conflated");
+            assert_eq!(got.last(), Some(&(n - 1)), "[{policy}] not the newest");
+            assert_eq!(
+                get(&m, "conflated"),
+                n - got.len() as u64,
+                "[{policy}] {m:?}"
+            );
+        }
+        "drop" | "disconnect" => {
+            let want = if policy == "drop" {
+                "SlowConsumer"
+            } else {
+                "Disconnected"
+            };
+            assert!(
+                !losses.is_empty(),
+                "[{policy}] nothing lost: {}",
+                brief(&f.stderr)
+            );
+            assert!(losses.iter().all(|l| l.2 == want), "[{policy}] {losses:?}");
+            assert_exact_cover(got, &losses, n, policy);
+            if policy == "disconnect" {
+                assert!(get(&m, "slow disconnects") > 0, "[{policy}] {m:?}");
+            }
+        }
+        _ => panic!("unknown policy {policy}"),
+    }
 }

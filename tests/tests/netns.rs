@@ -6,7 +6,6 @@
 //! Until `ringcast listen --help` mentions `--best-effort` (reliable delivery not built
 //! yet), the reliable expectations are skipped and only the best-effort ones run.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,7 +14,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ringcast_e2e::netns::{Lab, A, B, C};
-use ringcast_e2e::{numbered, ringcast_bin, Finished, Proc, TempDir};
+use ringcast_e2e::{
+    brief, get, line_numbers, numbered, reported_losses, ringcast_bin, summary, Proc, TempDir,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -43,70 +44,9 @@ fn reliable() -> bool {
     })
 }
 
-/// The counters of a summary line, by label: `received 5 messages, gaps 1 (lost 2),
-/// naks sent 3` → {"received": 5, "gaps": 1, "lost": 2, "naks sent": 3}.
-fn counters(line: &str) -> HashMap<String, f64> {
-    let mut m = HashMap::new();
-    for part in line.split([',', '(', ')']) {
-        let words: Vec<&str> = part.split_whitespace().collect();
-        if let Some(i) = words.iter().position(|w| w.parse::<f64>().is_ok()) {
-            m.entry(words[..i].join(" "))
-                .or_insert_with(|| words[i].parse().unwrap());
-        }
-    }
-    m
-}
-
-/// The summary line starting with `start` in a child's stderr, as counters.
-fn summary(f: &Finished, start: &str) -> HashMap<String, f64> {
-    let line = f
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with(start))
-        .unwrap_or_else(|| panic!("no {start:?} summary in stderr: {}", brief(&f.stderr)));
-    counters(line)
-}
-
-/// `stderr` cut to its first 20 lines and its last line.
-fn brief(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().collect();
-    if lines.len() <= 21 {
-        return stderr.to_string();
-    }
-    format!(
-        "{}\n… ({} more lines)\n{}",
-        lines[..20].join("\n"),
-        lines.len() - 21,
-        lines[lines.len() - 1]
-    )
-}
-
-/// Counter `key` of summary `m` (panics, showing the summary, when absent).
-fn get(m: &HashMap<String, f64>, key: &str) -> u64 {
-    match m.get(key) {
-        Some(v) => *v as u64,
-        None => panic!("no {key:?} in summary {m:?}"),
-    }
-}
-
-/// The numbers of the complete `MSG<n>` lines of `out` (trailing padding ignored; an
-/// unterminated last line, from a killed child, is skipped).
+/// The numbers of the complete `MSG<n>` lines of `out`.
 fn numbers(out: &[u8]) -> Vec<u64> {
-    let text = String::from_utf8_lossy(out);
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
-    complete
-        .lines()
-        .map(|l| {
-            l.trim_end()
-                .strip_prefix("MSG")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("unexpected line {l:?}"))
-        })
-        .collect()
+    line_numbers(out, "MSG")
 }
 
 /// Panics unless `v` is strictly increasing.
@@ -116,24 +56,11 @@ fn assert_increasing(v: &[u64], who: &str) {
     }
 }
 
-/// The loss ranges (`from..to`, messages) a listener reported on stderr.
-fn reported_losses(stderr: &str) -> Vec<(u64, u64)> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("loss:"))
-        .filter_map(|l| {
-            let r = l.split(" messages ").nth(1)?.split_whitespace().next()?;
-            let (a, b) = r.split_once("..")?;
-            Some((a.parse().ok()?, b.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Describes the messages below `n` missing from `got` (increasing) that no reported
 /// loss range covers, and the reported ranges that cover messages `got` holds.
 fn unreported(got: &[u64], n: u64, stderr: &str) -> String {
     let losses = reported_losses(stderr);
-    let covered = |i: u64| losses.iter().any(|&(a, b)| (a..b).contains(&i));
+    let covered = |i: u64| losses.iter().any(|l| (l.0..l.1).contains(&i));
     let mut have = got.iter().peekable();
     let (mut silent, mut both) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -566,4 +493,111 @@ fn restart_subscriber_mid_stream() {
         "the publisher took {took:?} for a 5 s stream"
     );
     eprintln!("restart_subscriber_mid_stream took {:?}", t0.elapsed());
+}
+
+/// A slow subscriber on its own host (its handler sleeps 1 ms per message) next to one
+/// that keeps up, under each slow-consumer policy: only back-pressure slows the
+/// publisher (and `offer` reports it); drop and disconnect report exactly what the slow
+/// one missed; conflate hands it the newest messages and counts the rest.
+#[test]
+fn slow_subscriber_under_each_policy_across_hosts() {
+    let t0 = Instant::now();
+    if !reliable() {
+        eprintln!("skipping slow_subscriber_under_each_policy_across_hosts: no reliability");
+        return;
+    }
+    let Some(lab) = Lab::new("slow") else {
+        return;
+    };
+    for (i, policy) in ["drop", "conflate", "disconnect", "back-pressure"]
+        .into_iter()
+        .enumerate()
+    {
+        // Between the hosts, ~3,000 of these messages fit in the buffers (publisher
+        // ring, the slow host's socket window, its subscription ring): back-pressure
+        // needs a stream long enough to outgrow them before `offer` feels it.
+        let n_msgs: u64 = if policy == "back-pressure" {
+            8000
+        } else {
+            4000
+        };
+        let n = n_msgs.to_string();
+        let dir = TempDir::new(&format!("netns-slow-{policy}"));
+        let (fb, fc) = (dir.file("fast"), dir.file("slow"));
+        let g = group(10 + i as u8);
+        let fast = lab.listen(
+            B,
+            &[
+                "--group",
+                &g,
+                "--count",
+                &n,
+                "--output",
+                fb.to_str().unwrap(),
+            ],
+        );
+        let slow = lab.listen(
+            C,
+            &[
+                "--group",
+                &g,
+                "--count",
+                &n,
+                "--timeout",
+                "3",
+                "--slow-consumer",
+                policy,
+                "--handler-delay-us",
+                "1000",
+                "--output",
+                fc.to_str().unwrap(),
+            ],
+        );
+        let s = lab
+            .send(
+                A,
+                &[
+                    "--group",
+                    &g,
+                    "--ttl",
+                    "1",
+                    "--topic",
+                    "/slow",
+                    "--repeat",
+                    &n,
+                    "--rate",
+                    "2000",
+                    "--size",
+                    "8000",
+                    "--autonumber",
+                    "MSG",
+                ],
+            )
+            .finish(WAIT);
+        assert!(s.status.success(), "[{policy}] send failed: {}", s.stderr);
+        let back_pressured = get(&summary(&s, "sent "), "back-pressured");
+        let f = fast.finish(WAIT);
+        assert!(f.status.success(), "[{policy}] fast: {}", brief(&f.stderr));
+        assert_file(&fb, n_msgs, 8000);
+        let sl = slow.finish(WAIT);
+        eprintln!("slow {policy}: {}", sl.stderr.lines().last().unwrap_or(""));
+        ringcast_e2e::check_slow(policy, &sl, &numbers(&std::fs::read(&fc).unwrap()), n_msgs);
+        if policy == "back-pressure" {
+            assert!(
+                back_pressured > 0,
+                "[{policy}] offer never held back: {}",
+                s.stderr
+            );
+        } else {
+            assert_eq!(
+                back_pressured, 0,
+                "[{policy}] publisher slowed: {}",
+                s.stderr
+            );
+        }
+    }
+    eprintln!(
+        "slow_subscriber_under_each_policy_across_hosts took {:?}",
+        t0.elapsed()
+    );
 }

@@ -267,7 +267,7 @@ fn send(a: SendArgs) -> Res {
     }
     let s = node.stats();
     eprintln!(
-        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}, retransmits {}, naks received {}, back-pressured {}",
+        "sent {} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}, retransmits {}, naks received {}, back-pressured {}, flow-blocked {}",
         a.repeat,
         s.datagrams_sent,
         secs,
@@ -276,7 +276,8 @@ fn send(a: SendArgs) -> Res {
         s.send_errors,
         s.retransmits,
         s.naks_received,
-        s.back_pressure
+        s.back_pressure,
+        s.flow_blocked
     );
     Ok(if s.send_errors == 0 {
         ExitCode::SUCCESS
