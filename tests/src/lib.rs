@@ -46,6 +46,25 @@ pub fn group(test_id: u8, backend: &str) -> SocketAddrV4 {
     )
 }
 
+/// The library's backends, with the names [`group`] takes.
+pub const LIB_BACKENDS: [(ringcast::BackendChoice, &str); 2] = [
+    (ringcast::BackendChoice::Uring, "uring"),
+    (ringcast::BackendChoice::Mmsg, "mmsg"),
+];
+
+/// A node configuration on `lo` for test `test_id` with `backend` (`name` from
+/// [`LIB_BACKENDS`]).
+pub fn lo_config(
+    test_id: u8,
+    backend: ringcast::BackendChoice,
+    name: &str,
+) -> ringcast::ConfigBuilder {
+    ringcast::Config::builder()
+        .group(group(test_id, name))
+        .iface("lo")
+        .backend(backend)
+}
+
 /// A `ringcast` command for `backend` with the given arguments.
 pub fn ringcast(backend: &str, args: &[&str]) -> Command {
     let mut c = Command::new(ringcast_bin());

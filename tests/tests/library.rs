@@ -4,22 +4,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ringcast::{
-    BackendChoice, BackendKind, Config, ConfigBuilder, Event, IdleStrategy, LossReason, Node,
-    PublishError, SlowConsumerPolicy, ThreadingMode,
+    BackendChoice, BackendKind, Config, Event, IdleStrategy, LossReason, Node, PublishError,
+    SlowConsumerPolicy, ThreadingMode,
 };
-use ringcast_e2e::group;
 
-const BACKENDS: [(BackendChoice, &str); 2] = [
-    (BackendChoice::Uring, "uring"),
-    (BackendChoice::Mmsg, "mmsg"),
-];
-
-fn config(test_id: u8, backend: BackendChoice, name: &str) -> ConfigBuilder {
-    Config::builder()
-        .group(group(test_id, name))
-        .iface("lo")
-        .backend(backend)
-}
+use ringcast_e2e::{lo_config as config, LIB_BACKENDS as BACKENDS};
 
 /// Messages (topic, payload, session, seq) and losses a subscriber handed out.
 type Collected = (Vec<(String, Vec<u8>, u32, u64)>, Vec<ringcast::Loss>);

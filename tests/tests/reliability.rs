@@ -7,22 +7,11 @@
 use std::time::{Duration, Instant};
 
 use ringcast::{
-    BackendChoice, Config, ConfigBuilder, Event, FaultConfig, FlowControlStrategy, LossReason,
-    Node, SessionState, SlowConsumerPolicy, Subscriber,
+    Event, FaultConfig, FlowControlStrategy, LossReason, Node, SessionState, SlowConsumerPolicy,
+    Subscriber,
 };
-use ringcast_e2e::group;
 
-const BACKENDS: [(BackendChoice, &str); 2] = [
-    (BackendChoice::Uring, "uring"),
-    (BackendChoice::Mmsg, "mmsg"),
-];
-
-fn config(test_id: u8, backend: BackendChoice, name: &str) -> ConfigBuilder {
-    Config::builder()
-        .group(group(test_id, name))
-        .iface("lo")
-        .backend(backend)
-}
+use ringcast_e2e::{lo_config as config, LIB_BACKENDS as BACKENDS};
 
 /// What a subscriber handed out: every message as (seq, seq + 1, payload ok) and
 /// every loss as (from, to, reason), in order, plus session events.
