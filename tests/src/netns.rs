@@ -290,6 +290,19 @@ impl Lab {
         self.set_loss(percent, "")
     }
 
+    /// Cuts `host` off: of the multicast the bridge forwards to it, the first `skip`
+    /// bytes pass, the next `bytes` are all dropped (data, heartbeats and
+    /// retransmissions alike; what `host` sends still goes out), then it flows again.
+    pub fn cut_off(&self, host: usize, skip: u64, bytes: u64) -> Option<()> {
+        self.set_loss(
+            100,
+            &format!(
+                "oifname \"p-{}\" quota over {skip} bytes quota until {bytes} bytes ",
+                HOSTS[host]
+            ),
+        )
+    }
+
     /// As [`Lab::loss`], but only within a window of the multicast traffic: the first
     /// `skip` bytes the bridge forwards (summed over its ports) pass untouched, loss
     /// applies to the next `lossy` bytes, and everything after passes again. Unlike a
@@ -308,8 +321,14 @@ impl Lab {
         }
         assert!(percent <= 100, "loss {percent} % is not a percentage");
         self.clear_loss();
+        // (`mod 100 < 100` is out of nft's range: 100 % needs no draw)
+        let draw = if percent >= 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {percent} ")
+        };
         let script = format!(
-            "table bridge {LOSS_TABLE} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip daddr 239.0.0.0/8 {window}numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
+            "table bridge {LOSS_TABLE} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip daddr 239.0.0.0/8 {window}{draw}counter drop\n  }}\n}}\n"
         );
         if let Err(e) = self.nft(&script) {
             panic!("nft (loss {percent} %) failed in {}: {e}", self.bridge_ns());

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ringcast_e2e::netns::{Lab, A, B, C};
 use ringcast_e2e::{
-    brief, get, line_numbers, numbered, reported_losses, ringcast_bin, summary, Proc, TempDir,
+    brief, counters, get, line_numbers, numbered, reported_losses, ringcast_bin, summary, Proc,
+    TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -598,6 +599,108 @@ fn slow_subscriber_under_each_policy_across_hosts() {
     }
     eprintln!(
         "slow_subscriber_under_each_policy_across_hosts took {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Acceptance 2 of issue 4 across hosts: `c` is cut off (everything the bridge forwards
+/// to it dropped) for longer than the publisher's retransmit window while `send
+/// --flow-control max` follows `b`. `b` gets everything; `c` gets the rest, and the
+/// loss ranges it reports add up exactly to what it did not get.
+#[test]
+fn loss_beyond_the_window_is_reported_exactly_across_hosts() {
+    const N: u64 = 60_000;
+    let t0 = Instant::now();
+    if !reliable() {
+        eprintln!("skipping loss_beyond_the_window_is_reported_exactly_across_hosts");
+        return;
+    }
+    let Some(lab) = Lab::new("window") else {
+        return;
+    };
+    // 1 KB messages go one per datagram on these 1500-byte links; the publisher keeps
+    // 16 MiB of them. Cut c off for 40 MB after its first 8 MB.
+    if lab.cut_off(C, 8 << 20, 40 << 20).is_none() {
+        return;
+    }
+    let dir = TempDir::new("netns-window");
+    let (fb, fc) = (dir.file("b"), dir.file("c"));
+    let g = group(20);
+    let n = N.to_string();
+    let lb = lab.listen(
+        B,
+        &[
+            "--group",
+            &g,
+            "--count",
+            &n,
+            "--output",
+            fb.to_str().unwrap(),
+        ],
+    );
+    let lc = lab.listen(
+        C,
+        &[
+            "--group",
+            &g,
+            "--count",
+            &n,
+            "--timeout",
+            "5",
+            "--output",
+            fc.to_str().unwrap(),
+        ],
+    );
+    let s = lab
+        .send(
+            A,
+            &[
+                "--group",
+                &g,
+                "--ttl",
+                "1",
+                "--topic",
+                "/w",
+                "--repeat",
+                &n,
+                "--size",
+                "1024",
+                "--flow-control",
+                "max",
+                "--autonumber",
+                "MSG",
+            ],
+        )
+        .finish(WAIT);
+    assert!(s.status.success(), "send failed: {}", s.stderr);
+    eprintln!("window: {}", s.stderr.trim());
+    eprintln!("window: the bridge dropped {:?} packets", lab.dropped());
+    let b = lb.finish(WAIT);
+    assert!(b.status.success(), "b: {}", brief(&b.stderr));
+    assert_file(&fb, N, 1024);
+    let c = lc.finish(WAIT);
+    eprintln!("window c: {}", c.stderr.lines().last().unwrap_or(""));
+    let got = numbers(&std::fs::read(&fc).unwrap());
+    let losses = reported_losses(&c.stderr);
+    ringcast_e2e::assert_exact_cover(&got, &losses, N, "c");
+    assert!(losses.iter().all(|l| l.2 == "Network"), "{losses:?}");
+    let lost: u64 = losses.iter().map(|l| l.1 - l.0).sum();
+    let m = summary(&c, "received ");
+    assert!(lost > 0, "c lost nothing: {}", brief(&c.stderr));
+    assert_eq!(get(&m, "lost"), lost, "{m:?}");
+    let causes = counters(
+        c.stderr
+            .lines()
+            .find(|l| l.starts_with("unrecoverable gaps by cause"))
+            .expect("causes line"),
+    );
+    assert!(
+        get(&causes, "beyond the publisher's window") > 0,
+        "{causes:?}"
+    );
+    assert!(!c.status.success(), "c lost messages but exited 0");
+    eprintln!(
+        "loss_beyond_the_window_is_reported_exactly_across_hosts took {:?}",
         t0.elapsed()
     );
 }
