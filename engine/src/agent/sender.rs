@@ -224,7 +224,8 @@ impl SenderAgent {
     }
 
     /// Reads queued status messages and NAKs (waiting up to the socket's timeout for
-    /// the first when `wait`) and answers the NAKs. Returns how many concerned us.
+    /// the first when `wait`) and answers the NAKs. Returns how many concerned us plus
+    /// the datagrams resent.
     pub(crate) fn read_status(&mut self, shared: &Shared, mut wait: bool) -> usize {
         let Some(sock) = self.control.as_ref() else {
             return 0;
@@ -289,6 +290,15 @@ impl SenderAgent {
             }
             wait = false;
         }
+        // Then what earlier budgets left of NAKed ranges (a burst loss larger than a
+        // batch goes out batch after batch, one per duty cycle).
+        if let Some(r) = self.retransmit.as_mut().filter(|r| r.has_pending()) {
+            let sent_up_to = self.stream.next_seq() - self.outbox.unsent as u64;
+            r.resume(Instant::now(), sent_up_to, MAX_BATCH - queued, &mut |seq| {
+                resend[queued] = seq;
+                queued += 1;
+            });
+        }
         if queued > 0 {
             self.retransmit(&resend[..queued], shared);
         }
@@ -297,7 +307,7 @@ impl SenderAgent {
             // so the receiver reports the loss now instead of asking on and on.
             self.send_heartbeat(shared);
         }
-        mine
+        mine + queued
     }
 
     fn retransmit(&mut self, seqs: &[u64], shared: &Shared) {
