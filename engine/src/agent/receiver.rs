@@ -9,6 +9,7 @@
 //! - drop: a full ring drops the message for that subscription only, counted, and
 //!   reported to it as a loss once its ring has room again. Never stalls anything.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -42,11 +43,95 @@ impl Pending {
 }
 
 /// Conflation: the newest undelivered message of one (session, topic).
+#[derive(Default)]
 struct Latest {
-    key: SessionKey,
+    key: Option<SessionKey>,
     seq: u64,
     topic: String,
     payload: Vec<u8>,
+    /// When it was last replaced (`u64::MAX`: the slot is free).
+    stamp: u64,
+}
+
+/// The conflate policy's waiting messages: one slot per (session, topic), found by
+/// index, handed out least recently updated first. Allocates only for a session or
+/// topic it has not seen before (buffers are reused); the work per message does not
+/// grow with the number of topics.
+#[derive(Default)]
+struct Conflation {
+    index: HashMap<SessionKey, HashMap<String, usize>>,
+    slots: Vec<Latest>,
+    free: Vec<usize>,
+    /// (slot, stamp) in update order; an entry whose stamp is no longer its slot's
+    /// is stale (the slot was updated again since, or delivered).
+    order: VecDeque<(usize, u64)>,
+    next_stamp: u64,
+    live: usize,
+}
+
+impl Conflation {
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Keeps `payload` as the newest of its (session, topic); true if it replaced an
+    /// older one still waiting.
+    fn put(&mut self, key: SessionKey, seq: u64, topic: &str, payload: &[u8]) -> bool {
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        let by_topic = self.index.entry(key).or_default();
+        let (idx, replaced) = match by_topic.get(topic) {
+            Some(&i) => (i, true),
+            None => {
+                let i = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(Latest::default());
+                    self.slots.len() - 1
+                });
+                by_topic.insert(topic.to_string(), i);
+                self.live += 1;
+                (i, false)
+            }
+        };
+        let l = &mut self.slots[idx];
+        l.key = Some(key);
+        l.seq = seq;
+        l.topic.clear();
+        l.topic.push_str(topic);
+        l.payload.clear();
+        l.payload.extend_from_slice(payload);
+        l.stamp = stamp;
+        self.order.push_back((idx, stamp));
+        if self.order.len() > 2 * self.live + 64 {
+            let slots = &self.slots;
+            self.order.retain(|&(i, st)| slots[i].stamp == st);
+        }
+        replaced
+    }
+
+    /// The least recently updated waiting message.
+    fn front(&mut self) -> Option<&Latest> {
+        while let Some(&(i, st)) = self.order.front() {
+            if self.slots[i].stamp == st {
+                return Some(&self.slots[i]);
+            }
+            self.order.pop_front();
+        }
+        None
+    }
+
+    /// Frees the slot [`front`](Self::front) returned (it was delivered).
+    fn pop_front(&mut self) {
+        let Some((i, _)) = self.order.pop_front() else {
+            return;
+        };
+        let l = &mut self.slots[i];
+        l.stamp = u64::MAX;
+        if let Some(m) = l.key.and_then(|k| self.index.get_mut(&k)) {
+            m.remove(l.topic.as_str());
+        }
+        self.free.push(i);
+        self.live -= 1;
+    }
 }
 
 struct Subscription {
@@ -54,11 +139,8 @@ struct Subscription {
     /// Events not yet written to the ring (it was full), oldest first. Holds at most
     /// one loss per session at its end (contiguous losses merge), so it stays small.
     pending: Vec<Pending>,
-    /// Conflate policy: the newest message per (session, topic) waiting for room,
-    /// least recently updated first.
-    latest: Vec<Latest>,
-    /// Buffers of delivered `latest` entries, for reuse.
-    spare: Vec<Latest>,
+    /// Conflate policy: the newest message per (session, topic) waiting for room.
+    latest: Conflation,
     /// Disconnect policy: declared too slow; nothing is written until the subscriber
     /// has discarded its backlog (it clears `entry.resync`).
     resyncing: bool,
@@ -69,8 +151,7 @@ impl Subscription {
         Subscription {
             entry,
             pending: Vec::with_capacity(16),
-            latest: Vec::new(),
-            spare: Vec::new(),
+            latest: Conflation::default(),
             resyncing: false,
         }
     }
@@ -133,15 +214,16 @@ impl Subscription {
             claim.commit();
             self.pending.remove(0);
         }
-        while let Some(l) = self.latest.first() {
+        while let Some(l) = self.latest.front() {
             let len = delivery::message_len(&l.topic, &l.payload);
             let Some(mut claim) = self.entry.ring.try_claim(len) else {
                 return false;
             };
-            delivery::write_message(&mut claim, l.key, l.seq, &l.topic, &l.payload);
-            claim.commit();
-            let done = self.latest.remove(0);
-            self.spare.push(done);
+            if let Some(key) = l.key {
+                delivery::write_message(&mut claim, key, l.seq, &l.topic, &l.payload);
+                claim.commit();
+            }
+            self.latest.pop_front();
         }
         true
     }
@@ -227,34 +309,9 @@ impl Subscription {
         payload: &[u8],
         shared: &Shared,
     ) {
-        let mut slot = match self
-            .latest
-            .iter()
-            .position(|l| l.key == key && l.topic == topic)
-        {
-            Some(i) => {
-                shared.counters.rx.conflated.add(1);
-                self.latest.remove(i)
-            }
-            None => match self.spare.pop() {
-                Some(mut l) => {
-                    l.topic.clear();
-                    l.topic.push_str(topic);
-                    l
-                }
-                None => Latest {
-                    key,
-                    seq,
-                    topic: topic.to_string(),
-                    payload: Vec::new(),
-                },
-            },
-        };
-        slot.key = key;
-        slot.seq = seq;
-        slot.payload.clear();
-        slot.payload.extend_from_slice(payload);
-        self.latest.push(slot);
+        if self.latest.put(key, seq, topic, payload) {
+            shared.counters.rx.conflated.add(1);
+        }
     }
 }
 
@@ -514,5 +571,71 @@ impl ReceiverAgent {
         c.naks_suppressed.set(pc.naks_suppressed);
         c.sessions_gone.set(pc.sessions_gone);
         work
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn key(session: u32) -> SessionKey {
+        SessionKey {
+            source: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            session,
+        }
+    }
+
+    fn drain(c: &mut Conflation) -> Vec<(u32, String, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(l) = c.front() {
+            let k = l.key.expect("live slot");
+            out.push((k.session, l.topic.clone(), l.seq, l.payload.clone()));
+            c.pop_front();
+        }
+        out
+    }
+
+    #[test]
+    fn conflation_keeps_the_newest_per_session_and_topic_in_update_order() {
+        let mut c = Conflation::default();
+        assert!(!c.put(key(1), 0, "/a", b"a0"));
+        assert!(!c.put(key(1), 1, "/b", b"b1"));
+        assert!(!c.put(key(2), 0, "/a", b"x0"));
+        assert!(c.put(key(1), 2, "/a", b"a2"), "replaces /a of session 1");
+        let got = drain(&mut c);
+        assert_eq!(
+            got,
+            vec![
+                (1, "/b".into(), 1, b"b1".to_vec()),
+                (2, "/a".into(), 0, b"x0".to_vec()),
+                (1, "/a".into(), 2, b"a2".to_vec()),
+            ]
+        );
+        assert!(c.is_empty());
+        // slots are reused; a delivered topic starts afresh
+        assert!(!c.put(key(1), 3, "/a", b"a3"));
+        assert_eq!(drain(&mut c), vec![(1, "/a".into(), 3, b"a3".to_vec())]);
+        assert_eq!(c.slots.len(), 3);
+    }
+
+    #[test]
+    fn many_topics_and_updates_stay_bounded() {
+        let mut c = Conflation::default();
+        let topics: Vec<String> = (0..1000).map(|i| format!("/px/{i}")).collect();
+        for round in 0..50u64 {
+            for (i, t) in topics.iter().enumerate() {
+                c.put(key(1), round * 1000 + i as u64, t, &round.to_le_bytes());
+            }
+        }
+        assert_eq!(c.live, 1000);
+        assert!(c.order.len() <= 2 * 1000 + 64, "stale entries compacted");
+        let got = drain(&mut c);
+        assert_eq!(got.len(), 1000);
+        // the newest of each, in the order they were last updated
+        for (i, (_, t, seq, p)) in got.iter().enumerate() {
+            assert_eq!((t, *seq), (&topics[i], 49_000 + i as u64));
+            assert_eq!(p, &49u64.to_le_bytes());
+        }
     }
 }
