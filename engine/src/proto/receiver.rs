@@ -220,8 +220,9 @@ impl Session {
     }
 
     /// Whether a datagram known to exist is missing at or above `naked_upto` (never
-    /// NAKed yet).
-    fn has_unnaked(&self) -> bool {
+    /// NAKed yet). Moves `naked_upto` past the held datagrams it scanned (nothing
+    /// there is missing), so later calls do not scan them again.
+    fn has_unnaked(&mut self) -> bool {
         let mut seq = self
             .naked_upto
             .max(self.next_seq)
@@ -232,6 +233,7 @@ impl Session {
             }
             seq += 1;
         }
+        self.naked_upto = self.naked_upto.max(seq.min(self.highest));
         seq < self.highest
     }
 
