@@ -107,7 +107,10 @@ impl FlowControl {
             FlowControlStrategy::Max => edges.max(),
             FlowControlStrategy::Min | FlowControlStrategy::Tagged(_) => {
                 let edge = edges.min()?;
-                let kept = self.retained.zip(self.acked()).map(|(r, a)| a + r);
+                let kept = self
+                    .retained
+                    .zip(self.acked())
+                    .map(|(r, a)| a.saturating_add(r));
                 Some(kept.map_or(edge, |k| k.min(edge)))
             }
         }

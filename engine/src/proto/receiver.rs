@@ -456,8 +456,17 @@ impl Receiver {
                 self.counters.reordered += 1;
                 self.open_gap(now, key);
                 if self.held_total > self.cfg.reorder_limit {
+                    // The session holding the most gives up its oldest gap.
                     self.counters.lost_reorder_full += 1;
-                    self.give_up_front_gap(now, key, out);
+                    let victim = self
+                        .sessions
+                        .iter()
+                        .max_by_key(|(_, s)| s.held.len())
+                        .map_or(key, |(k, _)| *k);
+                    self.give_up_front_gap(now, victim, out);
+                    if victim != key {
+                        self.drain(now, key, out);
+                    }
                 } else {
                     // it may be where the data the publisher still holds begins
                     self.drain(now, key, out);
@@ -576,6 +585,11 @@ impl Receiver {
             let Some(s) = self.sessions.get_mut(&key) else {
                 return;
             };
+            // Held datagrams a loss has jumped over (already reported) are let go.
+            while let Some(stale) = s.held.first_entry().filter(|e| *e.key() < s.next_seq) {
+                self.held_total -= 1;
+                self.pool.push(stale.remove().bytes);
+            }
             if let Some(held) = s.held.remove(&s.next_seq) {
                 self.held_total -= 1;
                 if let Ok((header, frames)) = Frames::decode(&held.bytes, self.cfg.max_message) {
@@ -587,7 +601,12 @@ impl Receiver {
             // Data older than what the publisher retains will never come: report it as
             // soon as we know where the next available data starts.
             if s.next_seq < s.oldest_available && s.missing() {
-                let end = s.oldest_available;
+                // The next data still to be had: a datagram we hold from before the
+                // window's start, else the window's start.
+                let end = match s.held.range(s.next_seq..).next() {
+                    Some((&k, _)) if k < s.oldest_available => k,
+                    _ => s.oldest_available,
+                };
                 let resume = match s.held.get(&end) {
                     Some(h) => Some(h.first_start),
                     None if end == s.highest => s.tail_msg,
@@ -627,7 +646,11 @@ impl Receiver {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        let next = s.held.iter().next().map(|(&seq, h)| (seq, h.first_start));
+        let next = s
+            .held
+            .range(s.next_seq..)
+            .next()
+            .map(|(&seq, h)| (seq, h.first_start));
         let (end, msg) = match next {
             Some(n) => n,
             None => match s.tail_msg {
@@ -671,6 +694,18 @@ impl Receiver {
                 }
             }
             if let Some(s) = self.sessions.get_mut(&key) {
+                if s.asm.active {
+                    // the rest of a fragmented message will not come either
+                    s.asm.active = false;
+                    self.counters.gaps += 1;
+                    self.counters.lost_messages += 1;
+                    out(Delivery::Loss {
+                        from: key,
+                        from_seq: s.next_msg,
+                        to_seq: s.next_msg + 1,
+                    });
+                    s.next_msg += 1;
+                }
                 s.gone = true;
                 s.close_gap();
                 self.counters.sessions_gone += 1;
@@ -780,6 +815,7 @@ impl Receiver {
     /// reaches us too, and a hundred receivers that lost the same datagram do not all
     /// ask for it.
     pub fn on_nak_heard(&mut self, now: Instant, session: u32, from: u64, to: u64) {
+        let max_interval = self.cfg.nak_max_interval.max(self.cfg.nak_interval);
         for (key, s) in self.sessions.iter_mut() {
             if key.session != session || s.gone || !s.missing() {
                 continue;
@@ -796,9 +832,14 @@ impl Receiver {
                 s.nak_attempts = 0;
                 s.front_naked_at = None;
             }
-            if from <= s.next_seq.max(s.oldest_available) {
+            // It stands for our round only when one of ours would be due: many
+            // receivers' NAKs within one interval count as one round, not many.
+            let round_due = s.renak_at.is_none_or(|t| t <= now);
+            if round_due && from <= s.next_seq.max(s.oldest_available) {
                 s.nak_attempts += 1;
                 s.front_naked_at.get_or_insert(now);
+                s.renak_at = Some(now + s.nak_backoff);
+                s.nak_backoff = (s.nak_backoff * 2).min(max_interval);
             }
             s.naked_upto = s.naked_upto.max(to);
             if s.renak_at.is_none() {

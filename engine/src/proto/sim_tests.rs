@@ -767,3 +767,116 @@ fn a_nak_heard_from_another_receiver_holds_ours_back() {
     second.poll_nak(&mut |_, _, _| sent += 1);
     assert_eq!(sent, 1, "asks itself once the interval passed");
 }
+
+#[test]
+fn window_start_past_held_datagrams_delivers_them_and_loses_only_the_holes() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..10u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs); // 2 messages per datagram, 5 datagrams
+    let t0 = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let events = std::cell::RefCell::new(Vec::new());
+    let mut sink = |ev: Delivery<'_>| match ev {
+        Delivery::Message { seq, .. } => events.borrow_mut().push(format!("m{seq}")),
+        Delivery::Loss {
+            from_seq, to_seq, ..
+        } => events
+            .borrow_mut()
+            .push(format!("loss {from_seq}..{to_seq}")),
+        Delivery::Joined { .. } | Delivery::Gone { .. } => {}
+    };
+    for i in [0, 2, 4] {
+        rx.handle_datagram(t0, SRC, &d[i], &mut sink).unwrap();
+    }
+    // the publisher now keeps only datagram 4 on: 1 and 3 are gone, 2 and 4 are held
+    let mut hb = [0u8; crate::wire::HEARTBEAT_LEN];
+    crate::wire::Heartbeat {
+        session: 77,
+        next_seq: 5,
+        next_msg_seq: 10,
+        oldest: 4,
+    }
+    .encode(&mut hb);
+    rx.handle_datagram(t0, SRC, &hb, &mut sink).unwrap();
+    assert_eq!(
+        *events.borrow(),
+        ["m0", "m1", "loss 2..4", "m4", "m5", "loss 6..8", "m8", "m9"]
+    );
+    assert_eq!(rx.held(), 0);
+    assert_eq!(rx.counters().lost_beyond_window, 2);
+}
+
+#[test]
+fn many_heard_naks_in_one_interval_count_as_one_round() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..120u8)
+        .map(|i| ("/t".to_string(), vec![i; 40]))
+        .collect();
+    let d = send_all(132, &msgs); // 2 messages per datagram
+    let t0 = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig {
+        nak_retries: 3,
+        ..ReceiverConfig::default()
+    });
+    let mut lost = 0u64;
+    let mut sink = |ev: Delivery<'_>| {
+        if let Delivery::Loss {
+            from_seq, to_seq, ..
+        } = ev
+        {
+            lost += to_seq - from_seq;
+        }
+    };
+    rx.handle_datagram(t0, SRC, &d[0], &mut sink).unwrap();
+    // holes keep opening and other receivers keep NAKing them, 25 times within 50 µs
+    for i in 1..=25u64 {
+        let now = t0 + Duration::from_micros(2 * i);
+        rx.handle_datagram(now, SRC, &d[2 * i as usize], &mut sink)
+            .unwrap();
+        rx.on_nak_heard(now, 77, 1, 2 * i);
+    }
+    assert!(rx.counters().naks_suppressed >= 25);
+    rx.handle_timeout(t0 + Duration::from_millis(1), &mut sink);
+    assert_eq!(
+        rx.counters().lost_nak_timeout,
+        0,
+        "given up after one interval"
+    );
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn a_message_cut_short_by_a_gone_publisher_is_reported_lost() {
+    let msgs = vec![("/big".to_string(), vec![7u8; 1000])];
+    let d = send_all(132, &msgs); // one message in many fragments
+    assert!(d.len() > 3);
+    let t0 = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig {
+        publisher_timeout: Duration::from_millis(100),
+        ..ReceiverConfig::default()
+    });
+    let events = std::cell::RefCell::new(Vec::new());
+    let mut sink = |ev: Delivery<'_>| match ev {
+        Delivery::Message { seq, .. } => events.borrow_mut().push(format!("m{seq}")),
+        Delivery::Loss {
+            from_seq, to_seq, ..
+        } => events
+            .borrow_mut()
+            .push(format!("loss {from_seq}..{to_seq}")),
+        Delivery::Joined { .. } => events.borrow_mut().push("joined".into()),
+        Delivery::Gone { .. } => events.borrow_mut().push("gone".into()),
+    };
+    for b in &d[..2] {
+        rx.handle_datagram(t0, SRC, b, &mut sink).unwrap();
+    }
+    let mut now = t0;
+    while !events.borrow().iter().any(|e| e == "gone") {
+        now = rx.poll_timeout().expect("liveness check scheduled");
+        assert!(now < t0 + Duration::from_secs(1));
+        rx.handle_timeout(now, &mut sink);
+    }
+    assert_eq!(*events.borrow(), ["joined", "loss 0..1", "gone"]);
+    // the rest arriving after all changes nothing but the announcement
+    for b in &d[2..] {
+        rx.handle_datagram(now, SRC, b, &mut sink).unwrap();
+    }
+    assert_eq!(*events.borrow(), ["joined", "loss 0..1", "gone", "joined"]);
+}

@@ -12,7 +12,7 @@
 //! Status and NAKs travel on the group's control port (data port + 1), so every
 //! publisher on the group hears them and keeps those addressed to its session.
 
-use super::{Header, Kind, WireError, HEADER_LEN};
+use super::{Header, Kind, WireError, HEADER_LEN, MAX_SEQ};
 
 fn header(kind: Kind, session: u32, seq: u64, msg_seq: u64) -> [u8; HEADER_LEN] {
     let mut head = [0u8; HEADER_LEN];
@@ -171,6 +171,9 @@ impl Nak {
         let to = u64_at(bytes, HEADER_LEN);
         if to <= h.seq {
             return Err(WireError::FragmentOutOfRange);
+        }
+        if to > MAX_SEQ {
+            return Err(WireError::SeqOutOfRange(to));
         }
         Ok(Nak {
             session: h.session,

@@ -8,6 +8,8 @@ pub const MAGIC: [u8; 4] = *b"RCST";
 pub const VERSION: u8 = 1;
 /// Size of the encoded header.
 pub const HEADER_LEN: usize = 32;
+/// Largest sequence number (datagram or message) a valid datagram carries.
+pub const MAX_SEQ: u64 = 1 << 62;
 
 /// What a datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +84,19 @@ impl Header {
         if h[4] != VERSION {
             return Err(WireError::BadVersion(h[4]));
         }
+        let seq = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+        let msg_seq = u64::from_le_bytes(h[24..32].try_into().unwrap_or_default());
+        if seq > MAX_SEQ || msg_seq > MAX_SEQ {
+            return Err(WireError::SeqOutOfRange(seq.max(msg_seq)));
+        }
         Ok(Header {
             kind: Kind::from_u8(h[5])?,
             flags: u16::from_le_bytes([h[6], h[7]]),
             session: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
             stream: u16::from_le_bytes([h[12], h[13]]),
             count: u16::from_le_bytes([h[14], h[15]]),
-            seq: u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()),
-            msg_seq: u64::from_le_bytes(h[24..32].try_into().unwrap_or_default()),
+            seq,
+            msg_seq,
         })
     }
 }
@@ -105,7 +112,7 @@ mod tests {
             session: 0xdead_beef,
             stream: 7,
             count: 3,
-            seq: u64::MAX - 1,
+            seq: MAX_SEQ,
             msg_seq: 42,
         }
     }
@@ -132,5 +139,22 @@ mod tests {
         let mut k = b;
         k[5] = 0;
         assert_eq!(Header::decode(&k), Err(WireError::BadKind(0)));
+    }
+
+    #[test]
+    fn rejects_sequence_numbers_that_could_overflow() {
+        for (seq, msg_seq) in [(MAX_SEQ + 1, 0), (0, u64::MAX), (u64::MAX, u64::MAX)] {
+            let mut b = [0u8; HEADER_LEN];
+            Header {
+                seq,
+                msg_seq,
+                ..sample()
+            }
+            .encode(&mut b);
+            assert_eq!(
+                Header::decode(&b),
+                Err(WireError::SeqOutOfRange(seq.max(msg_seq)))
+            );
+        }
     }
 }

@@ -26,7 +26,7 @@ pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATU
 pub use frame::{
     encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
 };
-pub use header::{Header, Kind, HEADER_LEN};
+pub use header::{Header, Kind, HEADER_LEN, MAX_SEQ};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +60,11 @@ pub enum WireError {
     /// A topic is not valid UTF-8.
     #[error("topic is not UTF-8")]
     BadTopic,
+    /// A sequence number beyond [`MAX_SEQ`] (no session ever gets there: 2^62
+    /// datagrams at a billion a second take 146 years), so that `seq + n` arithmetic on
+    /// what came off the wire can never overflow.
+    #[error("sequence number {0} out of range")]
+    SeqOutOfRange(u64),
     /// A fragment's offset/length lies outside its message, or the message exceeds the
     /// configured maximum, or a fragment shares its datagram with other frames.
     #[error("fragment out of range")]
