@@ -1,15 +1,25 @@
 //! The receiver agent: datagrams → protocol receiver → topic filter → subscription
 //! rings, and status messages back to the publishers (flow control).
 //!
-//! Slow consumers, per subscription policy:
+//! Slow consumers, per subscription policy. The agent never waits for an application:
 //! - back-pressure: before reading the socket the agent checks that every
-//!   back-pressure subscription has room for a batch; when one has not, datagrams stay
-//!   in the socket, the position in its status messages stops advancing, and the
-//!   publishers stop at their window. Nothing is lost; the slowest sets the pace.
+//!   back-pressure subscription has room for a batch and nothing queued; when one has
+//!   not, datagrams stay in the socket, the position in its status messages stops
+//!   advancing, and the publishers stop at their window. What does not fit anyway
+//!   (held datagrams released by a repair, events raised by timers) is queued, copied,
+//!   and written first once the ring has room. Nothing is lost; the slowest sets the pace.
 //! - drop: a full ring drops the message for that subscription only, counted, and
-//!   reported to it as a loss once its ring has room again. Never stalls anything.
+//!   reported to it as a loss once its ring has room again.
+//! - conflate: while the ring is full, only the newest message per (session, topic)
+//!   waits; events wait in line with them.
+//! - disconnect: a full ring makes the subscription resynchronise: the subscriber
+//!   discards its backlog, everything it missed is reported as `Disconnected` losses.
+//!
+//! A message larger than a subscription's ring can ever hold is dropped for it and
+//! reported as a `SlowConsumer` loss, whatever the policy.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,24 +30,53 @@ use super::{ReceiverCommand, Shared, SubscriptionEntry};
 use crate::config::SlowConsumerPolicy;
 use crate::io::RxBackend;
 use crate::proto::{Delivery, Receiver, SessionKey};
-use crate::publisher::backoff;
-use crate::ring::Claim;
 use crate::stats::ReceiverCounters;
 use crate::subscriber::{Loss, LossReason, SessionEvent, SessionState};
 use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
 
-/// An event owed to a subscription whose ring had no room for it, oldest first.
-#[derive(Debug, Clone, Copy)]
+/// Something owed to a subscription whose ring had no room for it, in order.
+#[derive(Debug, Clone)]
 enum Pending {
     Loss(Loss),
     Session(SessionEvent),
+    /// A message for a back-pressure subscription, copied (rare: see the module doc).
+    Message {
+        key: SessionKey,
+        seq: u64,
+        topic: String,
+        payload: Vec<u8>,
+    },
 }
 
 impl Pending {
-    fn session(&self) -> (u32, std::net::SocketAddrV4) {
+    fn session(&self) -> (u32, SocketAddrV4) {
         match self {
             Pending::Loss(l) => (l.session, l.source),
             Pending::Session(e) => (e.session, e.source),
+            Pending::Message { key, .. } => (key.session, key.source),
+        }
+    }
+
+    /// Bytes of its record.
+    fn len(&self) -> usize {
+        match self {
+            Pending::Loss(_) => delivery::LOSS_LEN,
+            Pending::Session(_) => delivery::SESSION_LEN,
+            Pending::Message { topic, payload, .. } => delivery::message_len(topic, payload),
+        }
+    }
+
+    /// Writes its record into `out`, exactly [`len`](Self::len) long.
+    fn write(&self, out: &mut [u8]) {
+        match self {
+            Pending::Loss(l) => delivery::write_loss(out, l),
+            Pending::Session(e) => delivery::write_session(out, e),
+            Pending::Message {
+                key,
+                seq,
+                topic,
+                payload,
+            } => delivery::write_message(out, *key, *seq, topic, payload),
         }
     }
 }
@@ -53,25 +92,44 @@ struct Latest {
     stamp: u64,
 }
 
+/// An entry of the conflation queue.
+enum Item {
+    /// A slot as it was at `stamp` (stale once the slot changed).
+    Slot(usize, u64),
+    /// A loss or session event, in line with the messages around it.
+    Event(Pending),
+}
+
+/// What waits at the head of the conflation queue.
+enum Head<'a> {
+    Message(&'a Latest),
+    Event(&'a Pending),
+}
+
 /// The conflate policy's waiting messages: one slot per (session, topic), found by
-/// index, handed out least recently updated first. Allocates only for a session or
-/// topic it has not seen before (buffers are reused); the work per message does not
-/// grow with the number of topics.
+/// index, handed out least recently updated first, with events in line. Allocates
+/// only for a session or topic it has not seen before (buffers are reused); the work
+/// per message does not grow with the number of topics.
 #[derive(Default)]
 struct Conflation {
     index: HashMap<SessionKey, HashMap<String, usize>>,
     slots: Vec<Latest>,
     free: Vec<usize>,
-    /// (slot, stamp) in update order; an entry whose stamp is no longer its slot's
-    /// is stale (the slot was updated again since, or delivered).
-    order: VecDeque<(usize, u64)>,
+    order: VecDeque<Item>,
     next_stamp: u64,
     live: usize,
+    events: usize,
 }
 
 impl Conflation {
     fn is_empty(&self) -> bool {
-        self.live == 0
+        self.live == 0 && self.events == 0
+    }
+
+    /// Queues an event behind what waits.
+    fn push_event(&mut self, ev: Pending) {
+        self.order.push_back(Item::Event(ev));
+        self.events += 1;
     }
 
     /// Keeps `payload` as the newest of its (session, topic); true if it replaced an
@@ -100,46 +158,57 @@ impl Conflation {
         l.payload.clear();
         l.payload.extend_from_slice(payload);
         l.stamp = stamp;
-        self.order.push_back((idx, stamp));
-        if self.order.len() > 2 * self.live + 64 {
+        self.order.push_back(Item::Slot(idx, stamp));
+        if self.order.len() > 2 * (self.live + self.events) + 64 {
             let slots = &self.slots;
-            self.order.retain(|&(i, st)| slots[i].stamp == st);
+            self.order.retain(|it| match it {
+                Item::Slot(i, st) => slots[*i].stamp == *st,
+                Item::Event(_) => true,
+            });
         }
         replaced
     }
 
-    /// The least recently updated waiting message.
-    fn front(&mut self) -> Option<&Latest> {
-        while let Some(&(i, st)) = self.order.front() {
-            if self.slots[i].stamp == st {
-                return Some(&self.slots[i]);
+    /// What waits longest (stale entries are skipped).
+    fn front(&mut self) -> Option<Head<'_>> {
+        loop {
+            match self.order.front()? {
+                Item::Slot(i, st) if self.slots[*i].stamp != *st => {
+                    self.order.pop_front();
+                }
+                _ => break,
             }
-            self.order.pop_front();
         }
-        None
+        match self.order.front()? {
+            Item::Slot(i, _) => Some(Head::Message(&self.slots[*i])),
+            Item::Event(ev) => Some(Head::Event(ev)),
+        }
     }
 
-    /// Frees the slot [`front`](Self::front) returned (it was delivered).
+    /// Removes what [`front`](Self::front) returned (it was delivered).
     fn pop_front(&mut self) {
-        let Some((i, _)) = self.order.pop_front() else {
-            return;
-        };
-        let l = &mut self.slots[i];
-        l.stamp = u64::MAX;
-        if let Some(m) = l.key.and_then(|k| self.index.get_mut(&k)) {
-            m.remove(l.topic.as_str());
+        match self.order.pop_front() {
+            Some(Item::Slot(i, _)) => {
+                let l = &mut self.slots[i];
+                l.stamp = u64::MAX;
+                if let Some(m) = l.key.and_then(|k| self.index.get_mut(&k)) {
+                    m.remove(l.topic.as_str());
+                }
+                self.free.push(i);
+                self.live -= 1;
+            }
+            Some(Item::Event(_)) => self.events -= 1,
+            None => {}
         }
-        self.free.push(i);
-        self.live -= 1;
     }
 }
 
 struct Subscription {
     entry: SubscriptionEntry,
-    /// Events not yet written to the ring (it was full), oldest first. Holds at most
-    /// one loss per session at its end (contiguous losses merge), so it stays small.
-    pending: Vec<Pending>,
-    /// Conflate policy: the newest message per (session, topic) waiting for room.
+    /// Events (and, for back-pressure, messages) not yet written, oldest first. A loss
+    /// merges into the session's previous one, so drop and disconnect keep it small.
+    pending: VecDeque<Pending>,
+    /// Conflate policy: the newest message per (session, topic), and events, waiting.
     latest: Conflation,
     /// Disconnect policy: declared too slow; nothing is written until the subscriber
     /// has discarded its backlog (it clears `entry.resync`).
@@ -150,7 +219,7 @@ impl Subscription {
     fn new(entry: SubscriptionEntry) -> Self {
         Subscription {
             entry,
-            pending: Vec::with_capacity(16),
+            pending: VecDeque::with_capacity(16),
             latest: Conflation::default(),
             resyncing: false,
         }
@@ -163,65 +232,47 @@ impl Subscription {
             .any(|p| topic.starts_with(p.as_str()))
     }
 
-    /// Claims `len` bytes. A back-pressure subscription waits for room (the batch
-    /// check makes that rare: only records much larger than their datagram need it)
-    /// unless the subscriber is gone or the node is stopping.
-    fn claim(&mut self, len: usize, shared: &Shared) -> Option<Claim<'_>> {
-        let ring = &mut self.entry.ring;
-        if self.entry.policy == SlowConsumerPolicy::BackPressure && len <= ring.max_record() {
-            let mut tries = 0u32;
-            while !ring.has_room_for(len) {
-                // Fits only after wrap padding: `try_claim` writes it (the claim itself
-                // is dropped unused, publishing nothing) and the next one succeeds.
-                if ring.try_claim(len).is_some() {
-                    break;
-                }
-                if self.entry.closed.load(Ordering::Acquire) || shared.stopped() {
-                    return None;
-                }
-                backoff(&mut tries);
-            }
-        }
-        ring.try_claim(len)
-    }
-
     /// Whether anything waits to be written (or a resync to finish).
     fn has_backlog(&self) -> bool {
         self.resyncing || !self.pending.is_empty() || !self.latest.is_empty()
     }
 
-    /// Writes what waits, in order: pending events, then conflated messages. False if
-    /// some remain (ring still full, or a resync not yet done by the subscriber).
-    fn flush(&mut self, shared: &Shared) -> bool {
+    /// Writes what waits, in order. False if some remains (ring still full, or a
+    /// resync not yet done by the subscriber).
+    fn flush(&mut self) -> bool {
         if self.resyncing {
             if self.entry.resync.load(Ordering::Acquire) {
                 return false;
             }
             self.resyncing = false;
         }
-        while let Some(&ev) = self.pending.first() {
-            let len = match ev {
-                Pending::Loss(_) => delivery::LOSS_LEN,
-                Pending::Session(_) => delivery::SESSION_LEN,
-            };
-            let Some(mut claim) = self.claim(len, shared) else {
+        while let Some(p) = self.pending.front() {
+            let Some(mut claim) = self.entry.ring.try_claim(p.len()) else {
                 return false;
             };
-            match ev {
-                Pending::Loss(l) => delivery::write_loss(&mut claim, &l),
-                Pending::Session(e) => delivery::write_session(&mut claim, &e),
-            }
+            p.write(&mut claim);
             claim.commit();
-            self.pending.remove(0);
+            self.pending.pop_front();
         }
-        while let Some(l) = self.latest.front() {
-            let len = delivery::message_len(&l.topic, &l.payload);
+        while let Some(head) = self.latest.front() {
+            let len = match &head {
+                Head::Message(l) => delivery::message_len(&l.topic, &l.payload),
+                Head::Event(ev) => ev.len(),
+            };
             let Some(mut claim) = self.entry.ring.try_claim(len) else {
                 return false;
             };
-            if let Some(key) = l.key {
-                delivery::write_message(&mut claim, key, l.seq, &l.topic, &l.payload);
-                claim.commit();
+            match head {
+                Head::Message(l) => {
+                    if let Some(key) = l.key {
+                        delivery::write_message(&mut claim, key, l.seq, &l.topic, &l.payload);
+                        claim.commit();
+                    }
+                }
+                Head::Event(ev) => {
+                    ev.write(&mut claim);
+                    claim.commit();
+                }
             }
             self.latest.pop_front();
         }
@@ -245,15 +296,16 @@ impl Subscription {
                 return;
             }
         }
-        self.pending.push(Pending::Loss(loss));
+        self.pending.push_back(Pending::Loss(loss));
     }
 
-    fn deliver_event(&mut self, ev: Pending, shared: &Shared) {
+    fn deliver_event(&mut self, ev: Pending) {
         match ev {
+            _ if self.entry.policy == SlowConsumerPolicy::Conflate => self.latest.push_event(ev),
             Pending::Loss(l) => self.note_loss(l),
-            Pending::Session(_) => self.pending.push(ev),
+            _ => self.pending.push_back(ev),
         }
-        self.flush(shared);
+        self.flush();
     }
 
     fn deliver_message(
@@ -264,13 +316,7 @@ impl Subscription {
         payload: &[u8],
         shared: &Shared,
     ) {
-        if self.flush(shared) {
-            if let Some(mut claim) = self.claim(delivery::message_len(topic, payload), shared) {
-                delivery::write_message(&mut claim, key, seq, topic, payload);
-                claim.commit();
-                return;
-            }
-        }
+        let len = delivery::message_len(topic, payload);
         let c = &shared.counters.rx;
         let loss = |reason| Loss {
             session: key.session,
@@ -279,12 +325,36 @@ impl Subscription {
             to_seq: seq + 1,
             reason,
         };
+        if len > self.entry.ring.max_record() {
+            // can never fit this subscription's ring
+            c.ring_full_drops.add(1);
+            self.note_loss(loss(LossReason::SlowConsumer));
+            self.flush();
+            return;
+        }
+        if self.flush() {
+            if let Some(mut claim) = self.entry.ring.try_claim(len) {
+                delivery::write_message(&mut claim, key, seq, topic, payload);
+                claim.commit();
+                return;
+            }
+        }
         match self.entry.policy {
-            SlowConsumerPolicy::BackPressure | SlowConsumerPolicy::Drop => {
+            SlowConsumerPolicy::BackPressure => self.pending.push_back(Pending::Message {
+                key,
+                seq,
+                topic: topic.to_string(),
+                payload: payload.to_vec(),
+            }),
+            SlowConsumerPolicy::Drop => {
                 c.ring_full_drops.add(1);
                 self.note_loss(loss(LossReason::SlowConsumer));
             }
-            SlowConsumerPolicy::Conflate => self.conflate(key, seq, topic, payload, shared),
+            SlowConsumerPolicy::Conflate => {
+                if self.latest.put(key, seq, topic, payload) {
+                    c.conflated.add(1);
+                }
+            }
             SlowConsumerPolicy::Disconnect => {
                 if !self.resyncing {
                     // Too slow: ask the subscriber to throw its backlog away and start
@@ -296,21 +366,6 @@ impl Subscription {
                 c.disconnect_skipped.add(1);
                 self.note_loss(loss(LossReason::Disconnected));
             }
-        }
-    }
-
-    /// Keeps `payload` as the newest message of its (session, topic), replacing an
-    /// older one that was still waiting (counted as conflated).
-    fn conflate(
-        &mut self,
-        key: SessionKey,
-        seq: u64,
-        topic: &str,
-        payload: &[u8],
-        shared: &Shared,
-    ) {
-        if self.latest.put(key, seq, topic, payload) {
-            shared.counters.rx.conflated.add(1);
         }
     }
 }
@@ -360,7 +415,7 @@ fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
     // What was lost cannot be filtered by topic, nor can a publisher's coming and
     // going: every subscription hears them.
     for s in subs.iter_mut() {
-        s.deliver_event(ev, shared);
+        s.deliver_event(ev.clone());
     }
 }
 
@@ -423,7 +478,9 @@ impl ReceiverAgent {
         for s in self.subs.iter_mut() {
             if s.entry.policy == SlowConsumerPolicy::BackPressure {
                 let free = s.entry.ring.free_bytes();
-                let fits = if free == s.entry.ring.capacity() {
+                let fits = if s.has_backlog() {
+                    0 // what is queued goes first
+                } else if free == s.entry.ring.capacity() {
                     (free / per).max(1)
                 } else {
                     free / per
@@ -504,13 +561,14 @@ impl ReceiverAgent {
         }
         let c: &ReceiverCounters = &shared.counters.rx;
         let room = self.room();
-        let now = Instant::now();
         if room == 0 {
             c.back_pressured.add(1);
         } else if let Some(backend) = self.backend.as_mut() {
             let (proto, subs) = (&mut self.proto, &mut self.subs);
             let got = backend.recv_batch(room, block, &mut |bytes, source| {
                 adopt(subs, shared);
+                // Stamped when it came off the socket: the receive may have blocked.
+                let now = Instant::now();
                 // Malformed datagrams are counted inside the receiver and dropped here.
                 let _ =
                     proto.handle_datagram(now, source, bytes, &mut |d| dispatch(subs, shared, d));
@@ -547,7 +605,7 @@ impl ReceiverAgent {
         self.send_status(now, shared);
         // Retry losses owed to subscriptions whose rings were full.
         for s in self.subs.iter_mut().filter(|s| s.has_backlog()) {
-            s.flush(shared);
+            s.flush();
         }
         let before = self.subs.len();
         self.subs
@@ -588,7 +646,10 @@ mod tests {
 
     fn drain(c: &mut Conflation) -> Vec<(u32, String, u64, Vec<u8>)> {
         let mut out = Vec::new();
-        while let Some(l) = c.front() {
+        while let Some(head) = c.front() {
+            let Head::Message(l) = head else {
+                panic!("no events were queued")
+            };
             let k = l.key.expect("live slot");
             out.push((k.session, l.topic.clone(), l.seq, l.payload.clone()));
             c.pop_front();
@@ -637,5 +698,28 @@ mod tests {
             assert_eq!((t, *seq), (&topics[i], 49_000 + i as u64));
             assert_eq!(p, &49u64.to_le_bytes());
         }
+    }
+
+    #[test]
+    fn events_wait_their_turn_behind_conflated_messages() {
+        let mut c = Conflation::default();
+        c.put(key(1), 0, "/a", b"a0");
+        c.push_event(Pending::Session(SessionEvent {
+            session: 1,
+            source: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            state: SessionState::Gone,
+        }));
+        c.put(key(1), 1, "/b", b"b1");
+        c.put(key(1), 2, "/a", b"a2"); // newer /a: now behind the event
+        let mut seen = Vec::new();
+        while let Some(head) = c.front() {
+            seen.push(match head {
+                Head::Message(l) => format!("{}@{}", l.topic, l.seq),
+                Head::Event(_) => "gone".to_string(),
+            });
+            c.pop_front();
+        }
+        assert_eq!(seen, ["gone", "/b@1", "/a@2"]);
+        assert!(c.is_empty());
     }
 }

@@ -215,23 +215,6 @@ impl Producer {
         })
     }
 
-    /// Whether a record of `len` bytes fits right now without writing anything,
-    /// counting the padding a wrap would need (refreshes the consumer position when the
-    /// cached one says no). `false` can also mean "fits only once the wrap padding is
-    /// written", which `try_claim` does.
-    pub fn has_room_for(&mut self, len: usize) -> bool {
-        if len > self.max_record() {
-            return false;
-        }
-        let need = record_size(len);
-        let to_end = self.cap - self.index(self.head);
-        if need <= to_end {
-            self.has_room(need)
-        } else {
-            to_end + need <= self.cap && self.has_room(to_end + need)
-        }
-    }
-
     /// Free bytes in the ring as currently visible to the producer (approximate: the
     /// consumer may release more at any time; wrap padding can make a smaller record not fit).
     #[inline]
