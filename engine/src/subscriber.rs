@@ -1,6 +1,7 @@
 //! Subscribing: a handle that reads the messages and loss events the receiver agent
 //! queued for this subscription's topic prefixes.
 
+use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -160,6 +161,9 @@ pub struct Subscriber {
     /// Set by the receiver agent when a disconnect-policy subscription fell too far
     /// behind: the backlog is to be discarded (see [`Subscriber::poll`]).
     resync: Arc<AtomicBool>,
+    /// What a resync turned the discarded backlog into (losses, and the loss and
+    /// session events it held), handed out before anything newer.
+    resynced: VecDeque<Event<'static>>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -180,6 +184,7 @@ impl Subscriber {
             shared,
             closed,
             resync,
+            resynced: VecDeque::new(),
         }
     }
 
@@ -191,22 +196,32 @@ impl Subscriber {
     /// session events in it are still handed over, in order), and delivery resumes at
     /// the live position.
     pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
-        let mut n = 0;
         if self.resync.load(Ordering::Acquire) {
-            n += self.resync(&mut f);
+            self.resync();
         }
-        n + self.ring.read_batch(limit, |rec| {
-            if let Some(ev) = delivery::read(rec) {
-                f(ev);
-            }
-        })
+        let mut n = 0;
+        while n < limit {
+            let Some(ev) = self.resynced.pop_front() else {
+                break;
+            };
+            f(ev);
+            n += 1;
+        }
+        if n < limit && self.resynced.is_empty() {
+            n += self.ring.read_batch(limit - n, |rec| {
+                if let Some(ev) = delivery::read(rec) {
+                    f(ev);
+                }
+            });
+        }
+        n
     }
 
-    /// Discards every queued message, reporting each run of them as one loss per
-    /// session, then tells the receiver agent to go on.
-    fn resync(&mut self, f: &mut impl FnMut(Event<'_>)) -> usize {
+    /// Discards every queued message, turning each run of them into one loss per
+    /// session (queued for [`poll`](Self::poll) with the loss and session events found
+    /// among them, in order), then tells the receiver agent to go on.
+    fn resync(&mut self) {
         let mut runs: Vec<Loss> = Vec::new();
-        let mut handed = 0;
         let mut discarded = 0u64;
         while let Some(rec) = self.ring.peek() {
             match delivery::read(rec) {
@@ -226,24 +241,26 @@ impl Subscriber {
                         }),
                     }
                 }
-                Some(ev) => {
-                    handed += flush(&mut runs, f);
-                    f(ev);
-                    handed += 1;
+                Some(Event::Loss(l)) => {
+                    self.resynced.extend(runs.drain(..).map(Event::Loss));
+                    self.resynced.push_back(Event::Loss(l));
+                }
+                Some(Event::Session(e)) => {
+                    self.resynced.extend(runs.drain(..).map(Event::Loss));
+                    self.resynced.push_back(Event::Session(e));
                 }
                 None => {}
             }
             self.ring.consume();
         }
         self.ring.release();
-        handed += flush(&mut runs, f);
+        self.resynced.extend(runs.drain(..).map(Event::Loss));
         self.shared
             .counters
             .app
             .resync_discarded
             .add_shared(discarded);
         self.resync.store(false, Ordering::Release);
-        handed
     }
 
     /// Like [`poll`](Self::poll), but waits up to `timeout` for the first event.
@@ -281,15 +298,6 @@ impl Subscriber {
     pub fn iter(&mut self, idle: Duration) -> impl Iterator<Item = OwnedEvent> + '_ {
         std::iter::from_fn(move || self.recv(idle))
     }
-}
-
-/// Hands the runs collected so far to `f` as losses; returns how many.
-fn flush(runs: &mut Vec<Loss>, f: &mut impl FnMut(Event<'_>)) -> usize {
-    let n = runs.len();
-    for l in runs.drain(..) {
-        f(Event::Loss(l));
-    }
-    n
 }
 
 impl Drop for Subscriber {

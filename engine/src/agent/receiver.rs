@@ -128,6 +128,16 @@ impl Conflation {
 
     /// Queues an event behind what waits.
     fn push_event(&mut self, ev: Pending) {
+        if let (Pending::Loss(l), Some(Item::Event(Pending::Loss(last)))) =
+            (&ev, self.order.back_mut())
+        {
+            // back-to-back losses of a session merge (nothing of it waits between)
+            let same = last.session == l.session && last.source == l.source;
+            if same && last.reason == l.reason && last.to_seq <= l.from_seq {
+                last.to_seq = l.to_seq;
+                return;
+            }
+        }
         self.order.push_back(Item::Event(ev));
         self.events += 1;
     }
@@ -191,8 +201,13 @@ impl Conflation {
             Some(Item::Slot(i, _)) => {
                 let l = &mut self.slots[i];
                 l.stamp = u64::MAX;
-                if let Some(m) = l.key.and_then(|k| self.index.get_mut(&k)) {
-                    m.remove(l.topic.as_str());
+                if let Some(k) = l.key {
+                    if let Some(m) = self.index.get_mut(&k) {
+                        m.remove(l.topic.as_str());
+                        if m.is_empty() {
+                            self.index.remove(&k);
+                        }
+                    }
                 }
                 self.free.push(i);
                 self.live -= 1;
@@ -202,6 +217,9 @@ impl Conflation {
         }
     }
 }
+
+/// Waiting items past which a subscription's losses merge whatever their cause.
+const PENDING_FOLD: usize = 1024;
 
 struct Subscription {
     entry: SubscriptionEntry,
@@ -284,14 +302,22 @@ impl Subscription {
     /// session reached this subscription in between, so the merged range names every
     /// message it did not get (and may span sequence numbers of topics it does not
     /// match).
+    ///
+    /// Past `PENDING_FOLD` waiting items (a subscriber that does not poll at all) losses
+    /// of different causes merge too, under the slow-consumer cause, so the queue stays
+    /// bounded by the sessions heard.
     fn note_loss(&mut self, loss: Loss) {
+        let fold = self.pending.len() >= PENDING_FOLD;
         let last_of_session = self
             .pending
             .iter_mut()
             .rev()
             .find(|p| p.session() == (loss.session, loss.source));
         if let Some(Pending::Loss(last)) = last_of_session {
-            if last.reason == loss.reason && last.to_seq <= loss.from_seq {
+            if (last.reason == loss.reason || fold) && last.to_seq <= loss.from_seq {
+                if last.reason != loss.reason && loss.reason != LossReason::Network {
+                    last.reason = loss.reason;
+                }
                 last.to_seq = loss.to_seq;
                 return;
             }
@@ -328,8 +354,7 @@ impl Subscription {
         if len > self.entry.ring.max_record() {
             // can never fit this subscription's ring
             c.ring_full_drops.add(1);
-            self.note_loss(loss(LossReason::SlowConsumer));
-            self.flush();
+            self.deliver_event(Pending::Loss(loss(LossReason::SlowConsumer)));
             return;
         }
         if self.flush() {
@@ -562,7 +587,17 @@ impl ReceiverAgent {
         let c: &ReceiverCounters = &shared.counters.rx;
         let room = self.room();
         if room == 0 {
+            // Nothing may be read until a subscriber polls: wait as the idle strategy
+            // asked (the subscriber's progress is seen at the next look), but not past
+            // a protocol timer.
             c.back_pressured.add(1);
+            if let Some(d) = block {
+                let until = self
+                    .proto
+                    .poll_timeout()
+                    .map_or(d, |t| t.saturating_duration_since(Instant::now()).min(d));
+                std::thread::park_timeout(until);
+            }
         } else if let Some(backend) = self.backend.as_mut() {
             let (proto, subs) = (&mut self.proto, &mut self.subs);
             let got = backend.recv_batch(room, block, &mut |bytes, source| {
@@ -635,7 +670,9 @@ impl ReceiverAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
 
     fn key(session: u32) -> SessionKey {
         SessionKey {
@@ -721,5 +758,141 @@ mod tests {
         }
         assert_eq!(seen, ["gone", "/b@1", "/a@2"]);
         assert!(c.is_empty());
+    }
+
+    /// A subscription (agent side) and its subscriber over a ring of `ring` bytes.
+    fn pair(
+        policy: SlowConsumerPolicy,
+        ring: usize,
+    ) -> (Subscription, crate::Subscriber, Arc<Shared>) {
+        let shared = Arc::new(Shared::new(super::super::StatsBase {
+            backend: crate::io::BackendReport {
+                kind: crate::io::BackendKind::Mmsg,
+                reason: "test".into(),
+                multishot: false,
+            },
+            max_payload: 1472,
+            sndbuf: 0,
+        }));
+        let (producer, consumer) = crate::ring::byte_ring(ring);
+        let closed = Arc::new(AtomicBool::new(false));
+        let resync = Arc::new(AtomicBool::new(false));
+        let sub = Subscription::new(SubscriptionEntry {
+            prefixes: vec![String::new()],
+            policy,
+            ring: producer,
+            closed: closed.clone(),
+            resync: resync.clone(),
+        });
+        let subscriber = crate::Subscriber::new(consumer, shared.clone(), closed, resync);
+        (sub, subscriber, shared)
+    }
+
+    fn owned(ev: crate::Event<'_>) -> String {
+        match ev {
+            crate::Event::Message(m) => format!("{}:m{}", m.session(), m.seq()),
+            crate::Event::Loss(l) => format!(
+                "{}:loss {}..{} {:?}",
+                l.session, l.from_seq, l.to_seq, l.reason
+            ),
+            crate::Event::Session(e) => format!("{}:{:?}", e.session, e.state),
+        }
+    }
+
+    #[test]
+    fn disconnect_resync_hands_out_every_loss_one_poll_at_a_time() {
+        let (mut sub, mut subscriber, shared) = pair(SlowConsumerPolicy::Disconnect, 4096);
+        let payload = [0u8; 100];
+        // two sessions interleaved until the ring overflows, then some more
+        for seq in 0..40u64 {
+            for s in [1, 2] {
+                sub.deliver_message(key(s), seq, "/t", &payload, &shared);
+            }
+        }
+        assert!(sub.resyncing);
+        // one event per call, as `recv` takes them
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let mut n = 0;
+            subscriber.poll(1, |ev| {
+                got.push(owned(ev));
+                n += 1;
+            });
+            assert!(n <= 1);
+            sub.flush();
+        }
+        // every message of both sessions is either lost (Disconnected) or delivered,
+        // exactly once, in order per session
+        for s in [1u32, 2] {
+            let mut next = 0;
+            for e in got.iter().filter(|e| e.starts_with(&format!("{s}:"))) {
+                let rest = &e[2..];
+                if let Some(m) = rest.strip_prefix('m') {
+                    assert_eq!(m.parse::<u64>().unwrap(), next, "{got:?}");
+                    next += 1;
+                } else {
+                    let r = rest.strip_prefix("loss ").unwrap();
+                    assert!(r.ends_with("Disconnected"), "{r}");
+                    let (a, b) = r.split(' ').next().unwrap().split_once("..").unwrap();
+                    assert_eq!(a.parse::<u64>().unwrap(), next, "{got:?}");
+                    next = b.parse().unwrap();
+                }
+            }
+            assert_eq!(next, 40, "session {s}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn conflate_reports_an_oversized_message_in_line() {
+        let (mut sub, mut subscriber, shared) = pair(SlowConsumerPolicy::Conflate, 4096);
+        let small = [0u8; 100];
+        let big = vec![0u8; 8192];
+        let mut seq = 0;
+        while sub.latest.is_empty() {
+            sub.deliver_message(key(1), seq, "/a", &small, &shared);
+            seq += 1;
+        }
+        let waiting = seq - 1; // /a@waiting is conflated, waiting for room
+        sub.deliver_message(key(1), seq, "/big", &big, &shared);
+        sub.deliver_message(key(1), seq + 1, "/b", &small, &shared);
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            subscriber.poll(1024, |ev| got.push(owned(ev)));
+            sub.flush();
+        }
+        let tail: Vec<&String> = got.iter().rev().take(3).rev().collect();
+        assert_eq!(
+            tail,
+            [
+                &format!("1:m{waiting}"),
+                &format!("1:loss {seq}..{} SlowConsumer", seq + 1),
+                &format!("1:m{}", seq + 1)
+            ],
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_subscriber_that_never_polls_keeps_the_queue_bounded() {
+        let (mut sub, _subscriber, shared) = pair(SlowConsumerPolicy::Drop, 4096);
+        let payload = [0u8; 100];
+        let mut seq = 0;
+        for _ in 0..10_000 {
+            // a slow-consumer drop, then a network gap, over and over
+            sub.deliver_message(key(1), seq, "/t", &payload, &shared);
+            sub.deliver_event(Pending::Loss(Loss {
+                session: 1,
+                source: key(1).source,
+                from_seq: seq + 1,
+                to_seq: seq + 2,
+                reason: LossReason::Network,
+            }));
+            seq += 2;
+        }
+        assert!(
+            sub.pending.len() <= PENDING_FOLD + 1,
+            "{}",
+            sub.pending.len()
+        );
     }
 }
