@@ -93,6 +93,18 @@ fn receive(rx: &mut Receiver, datagrams: &[Vec<u8>]) -> Seen {
     seen
 }
 
+/// A delivery as text, for tests that check a sequence of them.
+fn describe(ev: Delivery<'_>) -> String {
+    match ev {
+        Delivery::Message { seq, .. } => format!("m{seq}"),
+        Delivery::Loss {
+            from_seq, to_seq, ..
+        } => format!("loss {from_seq}..{to_seq}"),
+        Delivery::Joined { from } => format!("joined {}", from.session),
+        Delivery::Gone { from } => format!("gone {}", from.session),
+    }
+}
+
 /// Checks the invariant; `first` is the first sequence owed to the receiver.
 fn check(msgs: &[(String, Vec<u8>)], seen: &Seen, rx: &Receiver, first: u64) {
     let mut owed = vec![0u32; msgs.len()];
@@ -686,16 +698,7 @@ fn silent_publisher_is_declared_gone_after_its_gaps_are_reported() {
     };
     let mut rx = Receiver::new(cfg);
     let events = std::cell::RefCell::new(Vec::new());
-    let mut sink = |ev: Delivery<'_>| {
-        events.borrow_mut().push(match ev {
-            Delivery::Message { seq, .. } => format!("m{seq}"),
-            Delivery::Loss {
-                from_seq, to_seq, ..
-            } => format!("loss {from_seq}..{to_seq}"),
-            Delivery::Joined { from } => format!("joined {}", from.session),
-            Delivery::Gone { from } => format!("gone {}", from.session),
-        })
-    };
+    let mut sink = |ev: Delivery<'_>| events.borrow_mut().push(describe(ev));
     rx.handle_datagram(t0, SRC, &d[0], &mut sink).unwrap();
     rx.handle_datagram(t0, SRC, &d[2], &mut sink).unwrap(); // datagram 1 missing
                                                             // the publisher falls silent; NAKs go unanswered, then the liveness check fires
@@ -775,15 +778,7 @@ fn window_start_past_held_datagrams_delivers_them_and_loses_only_the_holes() {
     let t0 = Instant::now();
     let mut rx = Receiver::new(ReceiverConfig::default());
     let events = std::cell::RefCell::new(Vec::new());
-    let mut sink = |ev: Delivery<'_>| match ev {
-        Delivery::Message { seq, .. } => events.borrow_mut().push(format!("m{seq}")),
-        Delivery::Loss {
-            from_seq, to_seq, ..
-        } => events
-            .borrow_mut()
-            .push(format!("loss {from_seq}..{to_seq}")),
-        Delivery::Joined { .. } | Delivery::Gone { .. } => {}
-    };
+    let mut sink = |ev: Delivery<'_>| events.borrow_mut().push(describe(ev));
     for i in [0, 2, 4] {
         rx.handle_datagram(t0, SRC, &d[i], &mut sink).unwrap();
     }
@@ -799,7 +794,17 @@ fn window_start_past_held_datagrams_delivers_them_and_loses_only_the_holes() {
     rx.handle_datagram(t0, SRC, &hb, &mut sink).unwrap();
     assert_eq!(
         *events.borrow(),
-        ["m0", "m1", "loss 2..4", "m4", "m5", "loss 6..8", "m8", "m9"]
+        [
+            "joined 77",
+            "m0",
+            "m1",
+            "loss 2..4",
+            "m4",
+            "m5",
+            "loss 6..8",
+            "m8",
+            "m9"
+        ]
     );
     assert_eq!(rx.held(), 0);
     assert_eq!(rx.counters().lost_beyond_window, 2);
@@ -854,29 +859,23 @@ fn a_message_cut_short_by_a_gone_publisher_is_reported_lost() {
         ..ReceiverConfig::default()
     });
     let events = std::cell::RefCell::new(Vec::new());
-    let mut sink = |ev: Delivery<'_>| match ev {
-        Delivery::Message { seq, .. } => events.borrow_mut().push(format!("m{seq}")),
-        Delivery::Loss {
-            from_seq, to_seq, ..
-        } => events
-            .borrow_mut()
-            .push(format!("loss {from_seq}..{to_seq}")),
-        Delivery::Joined { .. } => events.borrow_mut().push("joined".into()),
-        Delivery::Gone { .. } => events.borrow_mut().push("gone".into()),
-    };
+    let mut sink = |ev: Delivery<'_>| events.borrow_mut().push(describe(ev));
     for b in &d[..2] {
         rx.handle_datagram(t0, SRC, b, &mut sink).unwrap();
     }
     let mut now = t0;
-    while !events.borrow().iter().any(|e| e == "gone") {
+    while !events.borrow().iter().any(|e| e == "gone 77") {
         now = rx.poll_timeout().expect("liveness check scheduled");
         assert!(now < t0 + Duration::from_secs(1));
         rx.handle_timeout(now, &mut sink);
     }
-    assert_eq!(*events.borrow(), ["joined", "loss 0..1", "gone"]);
+    assert_eq!(*events.borrow(), ["joined 77", "loss 0..1", "gone 77"]);
     // the rest arriving after all changes nothing but the announcement
     for b in &d[2..] {
         rx.handle_datagram(now, SRC, b, &mut sink).unwrap();
     }
-    assert_eq!(*events.borrow(), ["joined", "loss 0..1", "gone", "joined"]);
+    assert_eq!(
+        *events.borrow(),
+        ["joined 77", "loss 0..1", "gone 77", "joined 77"]
+    );
 }
