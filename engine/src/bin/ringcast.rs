@@ -377,7 +377,9 @@ fn listen(a: ListenArgs) -> Res {
         s.conflated,
         s.slow_disconnects
     );
-    if s.gaps > 0 {
+    if s.gaps > 0 && a.net.best_effort {
+        eprintln!("unrecoverable gaps: best effort, nothing was asked for again");
+    } else if s.gaps > 0 {
         eprintln!(
             "unrecoverable gaps by cause: NAKs unanswered {}, beyond the publisher's window {}, reorder buffer full {}",
             s.lost_nak_timeout, s.lost_beyond_window, s.lost_reorder_full
