@@ -392,3 +392,17 @@ pub fn check_slow(policy: &str, f: &Finished, got: &[u64], n: u64) {
         _ => panic!("unknown policy {policy}"),
     }
 }
+
+/// A node's counters are mirrored at the end of its agents' duty cycles, just after
+/// the events they count were handed out: waits up to 2 s for `done(stats)` and returns
+/// the last stats read either way.
+pub fn settled(node: &ringcast::Node, done: impl Fn(&ringcast::Stats) -> bool) -> ringcast::Stats {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let s = node.stats();
+        if done(&s) || Instant::now() >= deadline {
+            return s;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}

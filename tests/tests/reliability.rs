@@ -260,13 +260,7 @@ fn loss_beyond_the_retransmit_window_is_reported_exactly() {
                 .all(|r| r.2.is_none() || r.2 == Some(LossReason::Network)),
             "[{who}]"
         );
-        // counters are mirrored at the end of the agent's duty cycle, just after the
-        // events went out: give it a moment
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while cut.stats().lost_messages != logs[1].lost() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let s = cut.stats();
+        let s = ringcast_e2e::settled(&cut, |s| s.lost_messages == logs[1].lost());
         assert_eq!(s.lost_messages, logs[1].lost(), "[{who}] {s:?}");
         assert!(s.lost_beyond_window > 0, "[{who}] {s:?}");
         assert!(
@@ -463,12 +457,7 @@ fn publishers_gone_and_restarted_are_announced() {
         let seqs: Vec<u64> = log.ranges.iter().map(|r| r.0).collect();
         let want: Vec<u64> = (0..100).chain(0..100).collect();
         assert_eq!(seqs, want, "[{name}]");
-        // counters are mirrored at the end of the agent's duty cycle
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while rx.stats().sessions_gone < 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let s = rx.stats();
+        let s = ringcast_e2e::settled(&rx, |s| s.sessions_gone >= 2);
         assert_eq!((s.sessions, s.sessions_gone), (2, 2), "[{name}] {s:?}");
     }
 }
