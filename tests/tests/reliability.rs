@@ -132,6 +132,22 @@ fn run(
     logs
 }
 
+/// One publisher on `topic` (node `tx`) and a subscriber to `prefix` on each of the
+/// two `nodes`: [`run`] with `n` messages.
+fn run_two(tx: &Node, nodes: [&Node; 2], topic: &str, prefix: &str, n: u64, secs: u64) -> Vec<Log> {
+    let mut a = nodes[0].subscriber(&[prefix]).unwrap();
+    let mut b = nodes[1].subscriber(&[prefix]).unwrap();
+    let mut publ = tx.publisher(topic).unwrap();
+    run(
+        tx,
+        2,
+        &mut publ,
+        &mut [&mut a, &mut b],
+        n,
+        Duration::from_secs(secs),
+    )
+}
+
 /// Acceptance: 100,000 × 1 KB arrive complete and in order at two subscribers whose
 /// receive paths drop 5 %, duplicate, reorder and delay datagrams; the counters show
 /// the NAKs and retransmissions that did it.
@@ -161,17 +177,7 @@ fn injected_loss_duplication_reordering_and_delay_are_repaired() {
             })
             .collect();
         let tx = Node::new(config(30, backend, name).max_payload(8192).build().unwrap()).unwrap();
-        let mut a = subs_nodes[0].subscriber(&["/r"]).unwrap();
-        let mut b = subs_nodes[1].subscriber(&["/r"]).unwrap();
-        let mut publ = tx.publisher("/r/x").unwrap();
-        let logs = run(
-            &tx,
-            2,
-            &mut publ,
-            &mut [&mut a, &mut b],
-            N,
-            Duration::from_secs(90),
-        );
+        let logs = run_two(&tx, [&subs_nodes[0], &subs_nodes[1]], "/r/x", "/r", N, 90);
         for (i, (log, node)) in logs.iter().zip(&subs_nodes).enumerate() {
             let who = format!("{name} subscriber {i}");
             log.assert_exact(N, &who);
@@ -233,17 +239,7 @@ fn loss_beyond_the_retransmit_window_is_reported_exactly() {
                 .unwrap(),
         )
         .unwrap();
-        let mut h = healthy.subscriber(&[""]).unwrap();
-        let mut c = cut.subscriber(&[""]).unwrap();
-        let mut publ = tx.publisher("/w").unwrap();
-        let logs = run(
-            &tx,
-            2,
-            &mut publ,
-            &mut [&mut h, &mut c],
-            N,
-            Duration::from_secs(90),
-        );
+        let logs = run_two(&tx, [&healthy, &cut], "/w", "", N, 90);
         logs[0].assert_exact(N, &format!("{who} healthy"));
         assert_eq!(logs[0].lost(), 0, "[{who}] {:?}", healthy.stats());
         logs[1].assert_exact(N, &format!("{who} cut off"));
@@ -299,17 +295,7 @@ fn min_flow_control_waits_for_the_slowest_and_loses_nothing() {
             .unwrap(),
     )
     .unwrap();
-    let mut h = healthy.subscriber(&[""]).unwrap();
-    let mut c = cut.subscriber(&[""]).unwrap();
-    let mut publ = tx.publisher("/m").unwrap();
-    let logs = run(
-        &tx,
-        2,
-        &mut publ,
-        &mut [&mut h, &mut c],
-        N,
-        Duration::from_secs(90),
-    );
+    let logs = run_two(&tx, [&healthy, &cut], "/m", "", N, 90);
     for (i, l) in logs.iter().enumerate() {
         l.assert_exact(N, &format!("subscriber {i}"));
         assert_eq!(
@@ -381,17 +367,7 @@ fn a_nak_heard_from_another_receiver_suppresses_ours() {
         })
         .collect();
     let tx = Node::new(config(32, backend, name).max_payload(4096).build().unwrap()).unwrap();
-    let mut a = nodes[0].subscriber(&[""]).unwrap();
-    let mut b = nodes[1].subscriber(&[""]).unwrap();
-    let mut publ = tx.publisher("/n").unwrap();
-    let logs = run(
-        &tx,
-        2,
-        &mut publ,
-        &mut [&mut a, &mut b],
-        N,
-        Duration::from_secs(60),
-    );
+    let logs = run_two(&tx, [&nodes[0], &nodes[1]], "/n", "", N, 60);
     for (i, l) in logs.iter().enumerate() {
         l.assert_exact(N, &format!("subscriber {i}"));
         assert_eq!(l.lost(), 0);
