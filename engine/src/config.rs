@@ -23,15 +23,31 @@ pub enum IdleStrategy {
     Park,
 }
 
-/// How many threads run the agents.
+/// Which threads run the agents' duty cycles (sending, receiving, timers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ThreadingMode {
-    /// A sender agent and a receiver agent, each on its own thread (pinned to its own
-    /// core when cores are given).
+    /// Chosen for the host when the node starts: never more spinning threads than the
+    /// cores this process may use, the application's thread counted. With fewer than
+    /// three usable cores that is [`Inline`](Self::Inline), else
+    /// [`Dedicated`](Self::Dedicated). [`Node::threading`](crate::Node::threading)
+    /// and [`Stats::threading`](crate::Stats::threading) say which, and why.
     #[default]
+    Auto,
+    /// A sender agent and a receiver agent, each on its own thread (pinned to its own
+    /// core when cores are given): for hosts with cores to spare.
     Dedicated,
-    /// One thread runs both agents: for small hosts.
+    /// One thread runs both agents.
     Shared,
+    /// No agent threads (Aeron's "invoker"): the application's own calls run the duty
+    /// cycles. `offer`/`commit` hands the message to the kernel before returning when
+    /// the node is not in the middle of a burst (natural batching: what is offered
+    /// while the previous send was still being paid for goes in the next datagram);
+    /// a subscriber's `poll` reads the socket itself; [`Node::do_work`](crate::Node::do_work)
+    /// (also run by `poll`, `flush` and every offer) runs the timers. A parked
+    /// backstop thread (it never spins) runs the duty cycles when the application has
+    /// not called in for a millisecond, so NAKs, status, heartbeats and a burst's last
+    /// datagram never wait on the application.
+    Inline,
 }
 
 /// What happens when a subscription's ring is full because its application does not
@@ -238,13 +254,15 @@ impl ConfigBuilder {
         self
     }
 
-    /// Dedicated (a thread per agent) or shared (one thread for both).
+    /// Which threads run the agents (default [`ThreadingMode::Auto`]: chosen for the host).
     pub fn threading(mut self, mode: ThreadingMode) -> Self {
         self.0.threading = mode;
         self
     }
 
-    /// How agents wait for work.
+    /// How agents wait for work (in [`ThreadingMode::Inline`]: how
+    /// `Subscriber::poll_timeout`, `recv` and `flush` wait; `BusySpin` polls the socket
+    /// in a loop, the lowest-latency configuration).
     pub fn idle(mut self, idle: IdleStrategy) -> Self {
         self.0.idle = idle;
         self

@@ -29,7 +29,7 @@ pub use config::{
 pub use error::{Error, PublishError};
 pub use io::fault::{FaultConfig, FaultCounts};
 pub use io::BackendKind;
-pub use node::Node;
+pub use node::{HandlerGuard, Node};
 pub use publisher::{Claim, Publisher};
 pub use stats::Stats;
 pub use subscriber::{
@@ -46,6 +46,17 @@ pub mod stat {
 pub mod doctor {
     pub use crate::io::iface::{list as interfaces, resolve as resolve_interface, Interface};
     pub use crate::io::probe::{run as probe, BackendReport, Probe};
+
+    /// The threading a node would run with on this host for `mode` and `idle`: the
+    /// resolved mode, why, and a warning when it oversubscribes the usable cores.
+    pub fn threading(
+        mode: crate::ThreadingMode,
+        idle: crate::IdleStrategy,
+    ) -> (crate::ThreadingMode, String, Option<String>) {
+        let cores = crate::agent::threading::usable_cores();
+        let c = crate::agent::threading::resolve(mode, idle, cores);
+        (c.mode, c.reason, c.warning)
+    }
 }
 
 /// Smallest datagram payload a node accepts (room for headers and a topic).

@@ -86,10 +86,22 @@ impl Node {
         let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
         debug_assert_eq!(tx.kind(), backend.kind);
         let control = io::socket::open_control_rx(&socket, config.max_park)?;
+        let cores = if config.cores.is_empty() {
+            agent::threading::usable_cores()
+        } else {
+            config.cores.len()
+        };
+        let threading = agent::threading::resolve(config.threading, config.idle, cores);
+        tracing::info!(mode = ?threading.mode, reason = %threading.reason, "ringcast threading");
+        if let Some(w) = &threading.warning {
+            tracing::warn!("{w}");
+        }
+        let mode = threading.mode;
         let shared = Arc::new(Shared::new(StatsBase {
             backend: backend.clone(),
             max_payload,
             sndbuf: tx_info.sndbuf,
+            threading,
         }));
         shared.tx_commands.push(SenderCommand::Backend(tx));
         shared.tx_commands.push(SenderCommand::Control(control));
@@ -103,7 +115,7 @@ impl Node {
             }
         }
         let threads =
-            agent::start(&shared, &config, session, max_payload).map_err(Error::Thread)?;
+            agent::start(&shared, &config, mode, session, max_payload).map_err(Error::Thread)?;
         Ok(Node {
             shared,
             config,
@@ -147,7 +159,7 @@ impl Node {
                 ring: consumer,
                 closed: closed.clone(),
             }));
-        self.shared.wake_sender();
+        self.shared.kick_sender();
         Ok(Publisher::new(
             producer,
             self.shared.clone(),
@@ -185,6 +197,7 @@ impl Node {
             ring: producer,
             closed: closed.clone(),
             resync: resync.clone(),
+            handler: None,
         });
         Ok(Subscriber::new(
             consumer,
@@ -192,6 +205,39 @@ impl Node {
             closed,
             resync,
         ))
+    }
+
+    /// A handler subscription: `handler` is called on the receiving thread with every
+    /// event for topics starting with one of `prefixes`, the message borrowed from the
+    /// receive buffer — no copy, no ring, no hand-off. It runs on whichever thread
+    /// runs the receiver: the receiver agent's, or in
+    /// [`ThreadingMode::Inline`](crate::ThreadingMode::Inline) the thread calling
+    /// [`Node::do_work`] or a subscriber's `poll` (or the backstop thread while the
+    /// application is away), so it must be quick: while it runs the node receives
+    /// nothing, which holds the publishers back as a back-pressure subscriber would.
+    /// Dropping the returned guard removes it.
+    pub fn handler<S: AsRef<str>>(
+        &self,
+        prefixes: &[S],
+        handler: impl FnMut(crate::Event<'_>) + Send + 'static,
+    ) -> Result<HandlerGuard, Error> {
+        self.check_running()?;
+        if prefixes.is_empty() {
+            return Err(Error::Topic("a handler needs at least one prefix".into()));
+        }
+        self.ensure_receiving()?;
+        // The ring is never written: events go to the handler.
+        let (producer, _) = byte_ring(4096);
+        let closed = Arc::new(AtomicBool::new(false));
+        self.shared.new_subscriptions.push(SubscriptionEntry {
+            prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
+            policy: SlowConsumerPolicy::BackPressure,
+            ring: producer,
+            closed: closed.clone(),
+            resync: Arc::new(AtomicBool::new(false)),
+            handler: Some(Box::new(handler)),
+        });
+        Ok(HandlerGuard { closed })
     }
 
     fn ensure_receiving(&self) -> Result<(), Error> {
@@ -238,8 +284,29 @@ impl Node {
             if elapsed >= timeout || self.shared.stopped() {
                 return false;
             }
+            // Inline: status messages are read, and NAKs answered, by this thread.
+            self.do_work();
             std::thread::sleep(Duration::from_micros(200));
         }
+    }
+
+    /// Runs one duty cycle of the sender and the receiver on the calling thread, with
+    /// the control socket and timers (heartbeats, NAKs, status), and returns the work
+    /// done. Only inline threading needs it (elsewhere it returns 0): publishers'
+    /// `offer` and subscribers' `poll` run cycles themselves, and a parked backstop
+    /// thread covers an application that stops calling, so an application calls this
+    /// from its own loop when it wants its timers run on its own thread.
+    pub fn do_work(&self) -> usize {
+        self.shared
+            .inline
+            .get()
+            .map_or(0, |i| i.do_work(&self.shared))
+    }
+
+    /// The threading this node runs with ([`ThreadingMode::Auto`](crate::ThreadingMode::Auto)
+    /// resolved for the host); [`Stats::threading_reason`] says why.
+    pub fn threading(&self) -> crate::ThreadingMode {
+        self.shared.base.threading.mode
     }
 
     /// This node's publishing session id.
@@ -263,6 +330,19 @@ impl Node {
     }
 }
 
+/// Keeps a [`Node::handler`] registered; dropping it removes the handler (at the
+/// receiver's next cycle).
+#[derive(Debug)]
+pub struct HandlerGuard {
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for HandlerGuard {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
@@ -271,6 +351,11 @@ impl Drop for Node {
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // Inline: what publishers queued goes out now, as a sender agent's last
+        // cycles would (the backstop has stopped).
+        if let Some(i) = self.shared.inline.get() {
+            i.drain(&self.shared);
         }
     }
 }

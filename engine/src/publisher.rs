@@ -41,7 +41,7 @@ impl Claim<'_> {
     /// Publishes the claimed message.
     pub fn commit(self) {
         self.inner.commit();
-        self.shared.wake_sender();
+        self.shared.published();
     }
 }
 
@@ -102,6 +102,11 @@ impl Publisher {
     /// Claims `len` bytes in the ring to be filled in place (no copy) and committed.
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
         self.check(len)?;
+        if self.shared.inline.get().is_some() && self.ring.free_bytes() < len + 2 * 64 {
+            // Inline, nobody else drains the ring: send what waits (a burst may have
+            // held it) before deciding the ring is full.
+            self.shared.kick_sender();
+        }
         match self.ring.try_claim(len) {
             Some(inner) => Ok(Claim {
                 inner,
@@ -154,8 +159,9 @@ impl Publisher {
             if Instant::now() >= deadline {
                 return Err(PublishError::Timeout);
             }
-            self.shared.wake_sender();
-            backoff(&mut tries);
+            if self.shared.kick_sender() == 0 {
+                backoff(&mut tries);
+            }
         }
         Ok(())
     }
@@ -176,6 +182,6 @@ pub(crate) fn backoff(tries: &mut u32) {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
-        self.shared.wake_sender();
+        self.shared.kick_sender();
     }
 }

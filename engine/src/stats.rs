@@ -125,6 +125,10 @@ pub struct Stats {
     pub backend: BackendKind,
     /// Why that backend was chosen.
     pub backend_reason: String,
+    /// The threading the node runs with ([`ThreadingMode::Auto`] resolved).
+    pub threading: crate::config::ThreadingMode,
+    /// Why (and a warning when the configuration oversubscribes the cores).
+    pub threading_reason: String,
     /// Largest datagram payload this node sends.
     pub max_payload: usize,
     /// Datagrams handed to the kernel.
@@ -305,6 +309,8 @@ impl Counters {
         Stats {
             backend: backend.kind,
             backend_reason: backend.reason.clone(),
+            threading: crate::config::ThreadingMode::Auto,
+            threading_reason: String::new(),
             max_payload,
             rcvbuf,
             sndbuf,

@@ -195,7 +195,13 @@ impl Subscriber {
     /// here: its messages become [`LossReason::Disconnected`] losses (losses and
     /// session events in it are still handed over, in order), and delivery resumes at
     /// the live position.
+    ///
+    /// In [`ThreadingMode::Inline`](crate::ThreadingMode::Inline) this call reads the
+    /// socket itself first (unless another thread is doing so).
     pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
+        if let Some(i) = self.shared.inline.get() {
+            i.poll(&self.shared);
+        }
         if self.resync.load(Ordering::Acquire) {
             self.resync();
         }
@@ -270,14 +276,19 @@ impl Subscriber {
         timeout: Duration,
         mut f: impl FnMut(Event<'_>),
     ) -> usize {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
         let mut tries = 0u32;
         loop {
             let n = self.poll(limit, &mut f);
-            if n > 0 || Instant::now() >= deadline || self.shared.stopped() {
+            let now = Instant::now();
+            if n > 0 || now >= deadline || self.shared.stopped() {
                 return n;
             }
-            backoff(&mut tries);
+            match self.shared.inline.get() {
+                Some(i) => i.wait(&self.shared, now - start, deadline - now),
+                None => backoff(&mut tries),
+            }
         }
     }
 

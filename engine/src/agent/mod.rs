@@ -5,8 +5,10 @@
 
 pub(crate) mod delivery;
 mod idle;
+mod inline;
 mod receiver;
 mod sender;
+pub(crate) mod threading;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,6 +23,7 @@ use crate::ring::{Consumer, Producer};
 use crate::stats::Counters;
 
 pub(crate) use idle::{Idler, Wait};
+pub(crate) use inline::Inline;
 pub(crate) use receiver::ReceiverAgent;
 pub(crate) use sender::SenderAgent;
 
@@ -43,7 +46,13 @@ pub(crate) struct SubscriptionEntry {
     /// Disconnect policy: set by the agent when the subscription is too slow, cleared
     /// by the subscriber once it discarded its backlog.
     pub resync: Arc<AtomicBool>,
+    /// A handler subscription: called on the receiving thread with each event,
+    /// borrowed from the receive buffer (the ring is then unused).
+    pub handler: Option<EventHandler>,
 }
+
+/// The application's callback of a handler subscription.
+pub(crate) type EventHandler = Box<dyn FnMut(crate::subscriber::Event<'_>) + Send>;
 
 pub(crate) enum SenderCommand {
     Backend(Box<dyn TxBackend>),
@@ -85,6 +94,8 @@ pub(crate) struct Shared {
     /// the sender agent on the control port and passed to the receiver agent, which
     /// holds back its own NAK for a range somebody already asked for (suppression).
     pub heard_naks: ArrayQueue<HeardNak>,
+    /// The agents themselves in inline threading (no agent threads).
+    pub inline: OnceLock<Inline>,
 }
 
 /// A NAK heard on the control port, for NAK suppression.
@@ -104,6 +115,8 @@ pub(crate) struct StatsBase {
     pub backend: crate::io::BackendReport,
     pub max_payload: usize,
     pub sndbuf: usize,
+    /// The threading the node runs with, and why.
+    pub threading: threading::Choice,
 }
 
 impl Shared {
@@ -120,18 +133,48 @@ impl Shared {
             base,
             rcvbuf: std::sync::atomic::AtomicUsize::new(0),
             heard_naks: ArrayQueue::new(HEARD_NAKS),
+            inline: OnceLock::new(),
         }
     }
 
     /// A snapshot of the node's counters.
     pub(crate) fn stats(&self) -> crate::stats::Stats {
         let b = &self.base;
-        self.counters.snapshot(
+        let mut s = self.counters.snapshot(
             &b.backend,
             b.max_payload,
             self.rcvbuf.load(Ordering::Relaxed),
             b.sndbuf,
-        )
+        );
+        s.threading = b.threading.mode;
+        s.threading_reason.clone_from(&b.threading.reason);
+        if let Some(w) = &b.threading.warning {
+            s.threading_reason.push_str("; WARNING: ");
+            s.threading_reason.push_str(w);
+        }
+        s
+    }
+
+    /// After a publisher committed a record: inline, run a sender cycle (unless a
+    /// burst holds it for the next datagram); else wake the sender agent.
+    #[inline]
+    pub(crate) fn published(&self) {
+        match self.inline.get() {
+            Some(i) => i.offered(self),
+            None => self.wake_sender(),
+        }
+    }
+
+    /// Makes the sender look at the rings now (inline: runs its cycle here, control
+    /// socket included). Returns the work an inline cycle did.
+    pub(crate) fn kick_sender(&self) -> usize {
+        match self.inline.get() {
+            Some(i) => i.do_work(self),
+            None => {
+                self.wake_sender();
+                0
+            }
+        }
     }
 
     /// Wakes the sender agent if it is parked (called after a publish).
@@ -279,10 +322,12 @@ fn run_shared(shared: &Shared, mut tx: SenderAgent, mut rx: ReceiverAgent, mut i
     }
 }
 
-/// Starts the agent threads of a node.
+/// Starts the agent threads of a node (inline: installs the agents in `shared` and
+/// starts the parked backstop thread).
 pub(crate) fn start(
     shared: &Arc<Shared>,
     config: &Config,
+    mode: ThreadingMode,
     session: u32,
     max_payload: usize,
 ) -> Result<Vec<JoinHandle<()>>, std::io::Error> {
@@ -297,7 +342,7 @@ pub(crate) fn start(
         }
     };
     let mut handles = Vec::new();
-    match config.threading {
+    match mode {
         ThreadingMode::Dedicated => {
             let (s, c, i) = (shared.clone(), core(0), idler());
             let h = thread::Builder::new()
@@ -325,6 +370,20 @@ pub(crate) fn start(
                 .spawn(move || {
                     pin(c);
                     run_shared(&s, tx, rx, i);
+                })?;
+            let _ = shared.sender_thread.set(h.thread().clone());
+            handles.push(h);
+        }
+        ThreadingMode::Inline | ThreadingMode::Auto => {
+            let _ = shared.inline.set(Inline::new(tx, rx, config.idle));
+            let (s, c) = (shared.clone(), core(0));
+            let h = thread::Builder::new()
+                .name("ringcast-backstop".into())
+                .spawn(move || {
+                    pin(c);
+                    if let Some(i) = s.inline.get() {
+                        i.backstop(&s);
+                    }
                 })?;
             let _ = shared.sender_thread.set(h.thread().clone());
             handles.push(h);

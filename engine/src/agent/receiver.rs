@@ -31,7 +31,7 @@ use crate::config::SlowConsumerPolicy;
 use crate::io::RxBackend;
 use crate::proto::{Delivery, Receiver, SessionKey};
 use crate::stats::ReceiverCounters;
-use crate::subscriber::{Loss, LossReason, SessionEvent, SessionState};
+use crate::subscriber::{Event, Loss, LossReason, Message, SessionEvent, SessionState};
 use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
 
 /// Something owed to a subscription whose ring had no room for it, in order.
@@ -250,6 +250,30 @@ impl Subscription {
             .any(|p| topic.starts_with(p.as_str()))
     }
 
+    /// Hands `ev` to the subscription's handler, if it has one.
+    fn hand_to_handler(&mut self, ev: &Pending) -> bool {
+        let Some(h) = self.entry.handler.as_mut() else {
+            return false;
+        };
+        match ev {
+            Pending::Loss(l) => h(Event::Loss(*l)),
+            Pending::Session(e) => h(Event::Session(*e)),
+            Pending::Message {
+                key,
+                seq,
+                topic,
+                payload,
+            } => h(Event::Message(Message {
+                topic,
+                payload,
+                session: key.session,
+                source: key.source,
+                seq: *seq,
+            })),
+        }
+        true
+    }
+
     /// Whether anything waits to be written (or a resync to finish).
     fn has_backlog(&self) -> bool {
         self.resyncing || !self.pending.is_empty() || !self.latest.is_empty()
@@ -326,6 +350,9 @@ impl Subscription {
     }
 
     fn deliver_event(&mut self, ev: Pending) {
+        if self.hand_to_handler(&ev) {
+            return;
+        }
         match ev {
             _ if self.entry.policy == SlowConsumerPolicy::Conflate => self.latest.push_event(ev),
             Pending::Loss(l) => self.note_loss(l),
@@ -342,6 +369,17 @@ impl Subscription {
         payload: &[u8],
         shared: &Shared,
     ) {
+        if let Some(h) = self.entry.handler.as_mut() {
+            // Zero copies: the handler reads the message in the receive buffer.
+            h(Event::Message(Message {
+                topic,
+                payload,
+                session: key.session,
+                source: key.source,
+                seq,
+            }));
+            return;
+        }
         let len = delivery::message_len(topic, payload);
         let c = &shared.counters.rx;
         let loss = |reason| Loss {
@@ -494,6 +532,11 @@ impl ReceiverAgent {
         self.backend.is_some()
     }
 
+    /// When the protocol receiver's next timer (NAK, give-up, liveness) is due.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.proto.poll_timeout()
+    }
+
     /// Datagrams that may be read now without overrunning a back-pressure
     /// subscription: each needs room for about twice its size (record headers and
     /// wrap padding); an empty ring always takes one.
@@ -501,7 +544,7 @@ impl ReceiverAgent {
         let per = 2 * self.max_payload + 64;
         let mut n = self.batch;
         for s in self.subs.iter_mut() {
-            if s.entry.policy == SlowConsumerPolicy::BackPressure {
+            if s.entry.policy == SlowConsumerPolicy::BackPressure && s.entry.handler.is_none() {
                 let free = s.entry.ring.free_bytes();
                 let fits = if s.has_backlog() {
                     0 // what is queued goes first
@@ -773,6 +816,11 @@ mod tests {
             },
             max_payload: 1472,
             sndbuf: 0,
+            threading: super::super::threading::resolve(
+                crate::ThreadingMode::Dedicated,
+                crate::IdleStrategy::Park,
+                2,
+            ),
         }));
         let (producer, consumer) = crate::ring::byte_ring(ring);
         let closed = Arc::new(AtomicBool::new(false));
@@ -783,6 +831,7 @@ mod tests {
             ring: producer,
             closed: closed.clone(),
             resync: resync.clone(),
+            handler: None,
         });
         let subscriber = crate::Subscriber::new(consumer, shared.clone(), closed, resync);
         (sub, subscriber, shared)

@@ -369,8 +369,17 @@ impl SenderAgent {
 
     /// One duty cycle: returns the number of messages (and commands) handled.
     pub(crate) fn do_work(&mut self, shared: &Shared) -> usize {
+        self.cycle(shared, true)
+    }
+
+    /// A duty cycle that reads the control socket only when `control` is set or the
+    /// last cycle stopped at a receiver's window (inline mode reads it on a deadline,
+    /// not on every offer: a receive per message would double the syscalls).
+    pub(crate) fn cycle(&mut self, shared: &Shared, control: bool) -> usize {
         let mut work = self.commands(shared);
-        work += self.read_status(shared, false);
+        if control || self.blocked {
+            work += self.read_status(shared, false);
+        }
         let now = Instant::now();
         self.flow.expire(now);
         let c = &shared.counters.tx;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use ringcast::{
-    doctor, Config, Event, FlowControlStrategy, Node, PublishError, SessionState,
-    SlowConsumerPolicy, DEFAULT_GROUP, DEFAULT_IFACE,
+    doctor, Config, Event, FlowControlStrategy, IdleStrategy, Node, PublishError, SessionState,
+    SlowConsumerPolicy, ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE,
 };
 
 #[derive(Parser)]
@@ -62,6 +62,34 @@ struct Net {
     /// Interface name or address.
     #[arg(long, default_value = DEFAULT_IFACE)]
     iface: String,
+    /// Which threads run the engine: `auto` (chosen for this host's cores, see
+    /// `ringcast doctor`), `dedicated`, `shared` or `inline`.
+    #[arg(long, value_enum, default_value_t = Threading::Auto)]
+    threading: Threading,
+}
+
+/// `--threading` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Threading {
+    /// Chosen for the host.
+    Auto,
+    /// A sender and a receiver agent thread.
+    Dedicated,
+    /// One agent thread.
+    Shared,
+    /// No agent threads: this program's calls run the engine.
+    Inline,
+}
+
+impl From<Threading> for ThreadingMode {
+    fn from(t: Threading) -> Self {
+        match t {
+            Threading::Auto => ThreadingMode::Auto,
+            Threading::Dedicated => ThreadingMode::Dedicated,
+            Threading::Shared => ThreadingMode::Shared,
+            Threading::Inline => ThreadingMode::Inline,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -195,7 +223,8 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     let mut b = Config::builder()
         .group(net.group)
         .iface(net.iface.clone())
-        .reliable(!net.best_effort);
+        .reliable(!net.best_effort)
+        .threading(net.threading.into());
     if let Some(t) = ttl {
         b = b.ttl(t);
     }
@@ -423,6 +452,12 @@ fn doctor(a: DoctorArgs) -> Res {
             healthy = false;
             println!("backend:           NONE — {e}");
         }
+    }
+    let (mode, why, _) = doctor::threading(ThreadingMode::Auto, IdleStrategy::Park);
+    println!("threading:         {mode:?} — {why}");
+    let (_, _, spin) = doctor::threading(ThreadingMode::Dedicated, IdleStrategy::BusySpin);
+    if let Some(w) = spin {
+        println!("warning:           busy-spinning agents: {w}");
     }
     let show = |v: Option<u64>| v.map_or("unknown".to_string(), |b| format!("{b} bytes"));
     println!("net.core.rmem_max: {}", show(probe.rmem_max));

@@ -1,0 +1,254 @@
+//! Inline threading (Aeron's "invoker"): no agent threads. The application's own
+//! calls run the sender's and the receiver's duty cycles.
+//!
+//! - `offer`/`commit` runs a sender cycle at once, so a message is handed to the
+//!   kernel before `offer` returns — unless the node is in a burst: a message offered
+//!   before the previous send's cost has been paid again in application time (the
+//!   previous cycle's duration, at most [`MAX_HOLD`]) waits in the publisher ring and
+//!   goes, packed with what follows, at the next call that finds the hold over. That
+//!   is natural batching on one thread: at low rates every message goes alone and at
+//!   once, at full speed datagrams fill up, and no timer ever waits to fill one.
+//! - `Subscriber::poll` runs a receiver cycle (reading the socket itself) before
+//!   reading its ring; `poll_timeout`/`recv` block in the kernel when the idle
+//!   strategy says to park.
+//! - `Node::do_work` runs both, with the control socket (status, NAKs) and timers.
+//! - A backstop thread, parked (it never spins), runs the cycles when the
+//!   application has not called in for a while: held datagrams, NAK answers, status
+//!   messages and heartbeats never wait for the application.
+//!
+//! The agents sit behind `try_lock`s that are never waited on: a thread that finds
+//! one taken leaves the work to the holder (a flag makes the holder look again, so a
+//! commit racing with a running cycle is never stranded).
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{ReceiverAgent, SenderAgent, Shared};
+use crate::config::IdleStrategy;
+
+/// The longest a burst holds a message back (a slow cycle, e.g. preempted, does not
+/// hold the next message for long).
+const MAX_HOLD: Duration = Duration::from_micros(20);
+/// The control socket is read at least this often while the application offers.
+const CONTROL_EVERY: Duration = Duration::from_micros(50);
+/// The backstop runs the cycles after the application was away this long, and looks
+/// this often while there is traffic...
+const BACKSTOP_MIN: Duration = Duration::from_millis(1);
+/// ...and backs off to this while the node is idle (≤ 100 wake-ups a second).
+const BACKSTOP_MAX: Duration = Duration::from_millis(10);
+/// Cycles one backstop turn runs at most before it looks at the clock again.
+const BACKSTOP_CYCLES: usize = 64;
+/// A parking poller spins this long before it blocks in the kernel...
+const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(50);
+/// ...for at most this long at a time (and never past a protocol timer).
+const MAX_BLOCK: Duration = Duration::from_millis(10);
+
+struct Tx {
+    agent: SenderAgent,
+    next_control: Instant,
+}
+
+/// The agents of an inline node, driven by whichever thread calls in.
+pub(crate) struct Inline {
+    tx: Mutex<Tx>,
+    rx: Mutex<ReceiverAgent>,
+    /// Set by a thread that wanted a sender cycle while another ran one.
+    tx_wanted: AtomicBool,
+    /// Records wait in a publisher ring (a burst held them back).
+    tx_held: AtomicBool,
+    epoch: Instant,
+    /// Until when (ns since `epoch`) an offer joins the next datagram.
+    hold_until: AtomicU64,
+    /// When the application last called in (ns since `epoch`).
+    last_call: AtomicU64,
+    /// How an application thread waits in `poll_timeout`, `recv` and `flush`.
+    idle: IdleStrategy,
+}
+
+fn ns(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Inline {
+    pub(crate) fn new(tx: SenderAgent, rx: ReceiverAgent, idle: IdleStrategy) -> Self {
+        let now = Instant::now();
+        Inline {
+            tx: Mutex::new(Tx {
+                agent: tx,
+                next_control: now,
+            }),
+            rx: Mutex::new(rx),
+            tx_wanted: AtomicBool::new(false),
+            tx_held: AtomicBool::new(false),
+            epoch: now,
+            hold_until: AtomicU64::new(0),
+            last_call: AtomicU64::new(0),
+            idle,
+        }
+    }
+
+    fn note_call(&self, now: Instant) {
+        self.last_call.store(ns(self.epoch, now), Ordering::Relaxed);
+    }
+
+    /// A lock that is never waited on; a poisoned one (a cycle panicked) stops the node.
+    fn try_lock<'a, T>(shared: &Shared, m: &'a Mutex<T>) -> Option<MutexGuard<'a, T>> {
+        match m.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Poisoned(_)) => {
+                let _ = shared
+                    .failure
+                    .set("an inline duty cycle panicked".to_string());
+                shared.stop.store(true, Ordering::Release);
+                None
+            }
+        }
+    }
+
+    /// After a commit: send now unless a burst holds the message for the next datagram.
+    #[inline]
+    pub(crate) fn offered(&self, shared: &Shared) {
+        let now = Instant::now();
+        self.note_call(now);
+        if ns(self.epoch, now) < self.hold_until.load(Ordering::Relaxed) {
+            self.tx_held.store(true, Ordering::Relaxed);
+            return;
+        }
+        self.drive_tx(shared, false);
+    }
+
+    /// Runs sender cycles until no thread wants another; `control` also reads the
+    /// control socket. Returns the work done (0 when another thread holds the sender:
+    /// it will look again).
+    fn drive_tx(&self, shared: &Shared, control: bool) -> usize {
+        self.tx_wanted.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let mut work = 0;
+        loop {
+            let Some(mut tx) = Self::try_lock(shared, &self.tx) else {
+                return work;
+            };
+            self.tx_wanted.store(false, Ordering::Relaxed);
+            self.tx_held.store(false, Ordering::Relaxed);
+            let start = Instant::now();
+            let read = control || start >= tx.next_control;
+            if read {
+                tx.next_control = start + CONTROL_EVERY;
+            }
+            let sent_before = shared.counters.tx.datagrams.get();
+            let w = tx.agent.cycle(shared, read);
+            if shared.counters.tx.datagrams.get() != sent_before {
+                // What this send cost is how long the next offers wait to share one.
+                let end = Instant::now();
+                let cost = end.saturating_duration_since(start).min(MAX_HOLD);
+                self.hold_until
+                    .store(ns(self.epoch, end + cost), Ordering::Relaxed);
+                shared.counters.tx.max_cycle_ns.max(ns(start, end));
+            }
+            work += w;
+            drop(tx);
+            fence(Ordering::SeqCst);
+            if !self.tx_wanted.load(Ordering::SeqCst) {
+                return work;
+            }
+        }
+    }
+
+    /// Runs a receiver cycle unless another thread is running one. Runs the sender too when a
+    /// burst left records waiting.
+    pub(crate) fn poll(&self, shared: &Shared) -> usize {
+        self.note_call(Instant::now());
+        let mut work = 0;
+        if self.tx_held.load(Ordering::Relaxed) {
+            work += self.drive_tx(shared, false);
+        }
+        if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
+            work += rx.do_work(shared, None);
+        }
+        work
+    }
+
+    /// A poller found nothing and `waited` so far: wait as the idle strategy says —
+    /// spin or yield, or (park) spin briefly, then block in the kernel for the next
+    /// datagram, up to `left` and never past a protocol timer.
+    pub(crate) fn wait(&self, shared: &Shared, waited: Duration, left: Duration) {
+        match self.idle {
+            IdleStrategy::BusySpin => std::hint::spin_loop(),
+            IdleStrategy::Yield => thread::yield_now(),
+            IdleStrategy::Park if waited < SPIN_BEFORE_BLOCK => std::hint::spin_loop(),
+            IdleStrategy::Park => {
+                self.note_call(Instant::now());
+                match Self::try_lock(shared, &self.rx) {
+                    Some(mut rx) => {
+                        let now = Instant::now();
+                        let timer = rx
+                            .next_timeout()
+                            .map_or(MAX_BLOCK, |t| t.saturating_duration_since(now));
+                        let block = left.min(MAX_BLOCK).min(timer);
+                        rx.do_work(shared, Some(block));
+                    }
+                    // Another thread reads the socket: it fills our ring too.
+                    None => thread::sleep(super::POLL_SLEEP),
+                }
+            }
+        }
+    }
+
+    /// `Node::do_work` and `flush`: both cycles, with the control socket and timers.
+    pub(crate) fn do_work(&self, shared: &Shared) -> usize {
+        self.note_call(Instant::now());
+        let mut work = self.drive_tx(shared, true);
+        if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
+            work += rx.do_work(shared, None);
+        }
+        work
+    }
+
+    /// The backstop thread's loop: parked, it runs the cycles when the application
+    /// has been away for its period.
+    pub(crate) fn backstop(&self, shared: &Shared) {
+        let mut period = BACKSTOP_MIN;
+        while !shared.stopped() {
+            thread::park_timeout(period);
+            if shared.stopped() {
+                break;
+            }
+            let away = ns(self.epoch, Instant::now())
+                .saturating_sub(self.last_call.load(Ordering::Relaxed));
+            let held = self.tx_held.load(Ordering::Relaxed);
+            if u128::from(away) < period.as_nanos() && !held {
+                period = BACKSTOP_MIN;
+                continue;
+            }
+            let mut work = 0;
+            for _ in 0..BACKSTOP_CYCLES {
+                let mut w = self.drive_tx(shared, true);
+                if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
+                    w += rx.do_work(shared, None);
+                }
+                work += w;
+                if w == 0 {
+                    break;
+                }
+            }
+            period = if work > 0 {
+                BACKSTOP_MIN
+            } else {
+                (period * 2).min(BACKSTOP_MAX)
+            };
+        }
+    }
+
+    /// At node drop, after the backstop stopped: sends what publishers queued.
+    pub(crate) fn drain(&self, shared: &Shared) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if self.drive_tx(shared, true) == 0 {
+                break;
+            }
+        }
+    }
+}
