@@ -21,6 +21,7 @@ use crate::ring::{Consumer, Producer};
 use crate::stats::Counters;
 
 pub(crate) use idle::{Idler, Wait};
+pub use receiver::topic_matches;
 pub(crate) use receiver::ReceiverAgent;
 pub(crate) use sender::SenderAgent;
 

@@ -218,6 +218,14 @@ impl Conflation {
     }
 }
 
+/// Whether a subscription with these topic prefixes takes a message on `topic` (the
+/// empty prefix takes every topic). Public only for the micro-benchmarks.
+#[doc(hidden)]
+#[inline]
+pub fn topic_matches(prefixes: &[String], topic: &str) -> bool {
+    prefixes.iter().any(|p| topic.starts_with(p.as_str()))
+}
+
 /// Waiting items past which a subscription's losses merge whatever their cause.
 const PENDING_FOLD: usize = 1024;
 
@@ -244,10 +252,7 @@ impl Subscription {
     }
 
     fn matches(&self, topic: &str) -> bool {
-        self.entry
-            .prefixes
-            .iter()
-            .any(|p| topic.starts_with(p.as_str()))
+        topic_matches(&self.entry.prefixes, topic)
     }
 
     /// Whether anything waits to be written (or a resync to finish).
