@@ -29,13 +29,17 @@ pub fn packed(max_payload: usize, payload_len: usize, limit: usize) -> (Vec<u8>,
     (d.bytes().to_vec(), n)
 }
 
-/// A benchmark id naming how many messages of what size a datagram of what size holds,
-/// e.g. `18x64B_in_1472`.
-pub fn case(count: u64, payload_len: usize, max_payload: usize) -> String {
-    let size = if payload_len >= 1024 && payload_len % 1024 == 0 {
+/// `64B`, `1KB`: a payload size as benchmark ids spell it.
+pub fn size(payload_len: usize) -> String {
+    if payload_len >= 1024 && payload_len % 1024 == 0 {
         format!("{}KB", payload_len / 1024)
     } else {
         format!("{payload_len}B")
-    };
-    format!("{count}x{size}_in_{max_payload}")
+    }
+}
+
+/// A benchmark id naming how many messages of what size a datagram of what size holds,
+/// e.g. `18x64B_in_1472`.
+pub fn case(count: u64, payload_len: usize, max_payload: usize) -> String {
+    format!("{count}x{}_in_{max_payload}", size(payload_len))
 }

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ringcast::__bench::{encode_frame, Frames, Header, Kind, HEADER_LEN};
 
-use crate::common::{case, packed, MAX_PAYLOAD, MTU_PAYLOAD, SESSION, TOPIC};
+use crate::common::{case, packed, size, MAX_PAYLOAD, MTU_PAYLOAD, SESSION, TOPIC};
 
 pub fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("wire");
@@ -34,9 +34,13 @@ pub fn bench(c: &mut Criterion) {
     let mut out = vec![0u8; MTU_PAYLOAD];
     for len in [64usize, 1024] {
         let payload = vec![0x5au8; len];
-        g.bench_with_input(BenchmarkId::new("encode_frame", len), &payload, |b, p| {
-            b.iter(|| encode_frame(black_box(&mut out), black_box(TOPIC), black_box(p), None))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("encode_frame", size(len)),
+            &payload,
+            |b, p| {
+                b.iter(|| encode_frame(black_box(&mut out), black_box(TOPIC), black_box(p), None))
+            },
+        );
         assert_eq!(
             encode_frame(&mut out, TOPIC, &payload, None),
             Some(8 + TOPIC.len() + len)
