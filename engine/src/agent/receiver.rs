@@ -700,6 +700,17 @@ mod tests {
     }
 
     #[test]
+    fn topics_match_by_prefix_any_of_several() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(topic_matches(&p(&["/md/"]), "/md/EURO"));
+        assert!(topic_matches(&p(&["/x/", "/md/E"]), "/md/EURO"));
+        assert!(topic_matches(&p(&[""]), "anything"));
+        assert!(!topic_matches(&p(&["/md/"]), "/m"));
+        assert!(!topic_matches(&p(&["/md/EURO/"]), "/md/EURO"));
+        assert!(!topic_matches(&[], "/md/EURO"));
+    }
+
+    #[test]
     fn conflation_keeps_the_newest_per_session_and_topic_in_update_order() {
         let mut c = Conflation::default();
         assert!(!c.put(key(1), 0, "/a", b"a0"));
