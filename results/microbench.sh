@@ -20,13 +20,13 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 target=${CARGO_TARGET_DIR:-target}
-out="results/$(date -u +%Y-%m-%dT%H%MZ)-microbench.md"
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo ' (dirty)')"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 cargo bench -p ringcast --no-run
+out="results/$(date -u +%Y-%m-%dT%H%MZ)-microbench.md"
 marker=$(mktemp)
-trap 'rm -f "$marker"' EXIT
 log=$(mktemp)
+trap 'rm -f "$marker" "$log"' EXIT
 cargo bench -p ringcast -- "${args[@]}" 2>&1 | tee "$log"
 {
     echo "# ringcast micro-benchmarks (criterion, \`cargo bench -p ringcast\`)"
@@ -41,8 +41,9 @@ cargo bench -p ringcast -- "${args[@]}" 2>&1 | tee "$log"
     echo "rustc:   $(rustc --version)"
     echo '```'
     echo
-    echo "Median of criterion's samples, per element (\`Throughput::Elements\`: one message,"
-    echo "record or header; see engine/benches/README.md). What each measures: engine/benches/README.md."
+    echo "Median of criterion's samples divided by the elements per iteration"
+    echo "(\`Throughput::Elements\`: a message, record, frame or header; engine/benches/README.md"
+    echo "says what each benchmark measures)."
     echo
     python3 - "$target/criterion" "$marker" "$compare" <<'PY'
 import json, os, sys
@@ -66,6 +67,9 @@ for d, _, files in os.walk(root):
             base = json.load(open(b))["median"]["point_estimate"] / elems
     rows.append((bench["full_id"], elems, median, base))
 rows.sort()
+if not rows:
+    print("(no benchmark results written by this run)")
+    sys.exit(0)
 if compare:
     print(f"| benchmark | elements/iter | {compare} ns/elem | ns/elem | change | M elem/s |")
     print("|---|--:|--:|--:|--:|--:|")
@@ -80,8 +84,6 @@ for name, elems, ns, base in rows:
         print(f"| `{name}` | {elems} | {b} | {ns:.2f} | {ch} | {rate:.1f} |")
     else:
         print(f"| `{name}` | {elems} | {ns:.2f} | {rate:.1f} |")
-if not rows:
-    print("(no benchmark results written by this run)")
 PY
     echo
     echo "## criterion's output"
@@ -90,5 +92,4 @@ PY
     grep -E '^[a-z]+/|time:|thrpt:|change:|Performance|No change|regressed|improved' "$log" || true
     echo '```'
 } > "$out"
-rm -f "$log"
 echo "wrote $out"
