@@ -59,6 +59,16 @@ pub mod doctor {
     }
 }
 
+/// Internals re-exported for the micro-benchmarks in `engine/benches/` only: not part of
+/// the API, no stability promise, may change with any commit.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::agent::topic_matches;
+    pub use crate::proto::{Append, DatagramBuf, Delivery, Receiver, ReceiverConfig, SenderStream};
+    pub use crate::ring::{byte_ring, Claim, Consumer, Producer};
+    pub use crate::wire::{encode_frame, Frames, Header, Kind, HEADER_LEN};
+}
+
 /// Smallest datagram payload a node accepts (room for headers and a topic).
 pub const MIN_PAYLOAD: usize = 512;
 /// Longest topic, in bytes.

@@ -218,6 +218,14 @@ impl Conflation {
     }
 }
 
+/// Whether a subscription with these topic prefixes takes a message on `topic` (the
+/// empty prefix takes every topic). Public only for the micro-benchmarks.
+#[doc(hidden)]
+#[inline]
+pub fn topic_matches(prefixes: &[String], topic: &str) -> bool {
+    prefixes.iter().any(|p| topic.starts_with(p.as_str()))
+}
+
 /// Waiting items past which a subscription's losses merge whatever their cause.
 const PENDING_FOLD: usize = 1024;
 
@@ -244,10 +252,7 @@ impl Subscription {
     }
 
     fn matches(&self, topic: &str) -> bool {
-        self.entry
-            .prefixes
-            .iter()
-            .any(|p| topic.starts_with(p.as_str()))
+        topic_matches(&self.entry.prefixes, topic)
     }
 
     /// Hands `ev` to the subscription's handler, if it has one.
@@ -735,6 +740,17 @@ mod tests {
             c.pop_front();
         }
         out
+    }
+
+    #[test]
+    fn topics_match_by_prefix_any_of_several() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(topic_matches(&p(&["/md/"]), "/md/EURO"));
+        assert!(topic_matches(&p(&["/x/", "/md/E"]), "/md/EURO"));
+        assert!(topic_matches(&p(&[""]), "anything"));
+        assert!(!topic_matches(&p(&["/md/"]), "/m"));
+        assert!(!topic_matches(&p(&["/md/EURO/"]), "/md/EURO"));
+        assert!(!topic_matches(&[], "/md/EURO"));
     }
 
     #[test]
