@@ -147,6 +147,15 @@ impl Proc {
         }
     }
 
+    /// Sends SIGINT (Ctrl-C) to the child.
+    pub fn interrupt(&self) {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -INT failed");
+    }
+
     /// Stops a child that runs until killed (such as `ringcast stat --watch`) and
     /// returns what it printed.
     pub fn stop(mut self) -> Finished {

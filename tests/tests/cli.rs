@@ -11,7 +11,7 @@ fn loopback_sender() -> UdpSocket {
         .unwrap();
     s.into()
 }
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringcast_e2e::{
     check_slow, get, group, line_numbers, numbered, ringcast, send, start_listener, summary, Proc,
@@ -22,6 +22,69 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Acceptance: `listen --count 1000 --output F` + `send --repeat 1000 --autonumber MSG`
 /// → F holds MSG0 … MSG999 in order.
+/// The two-terminal demo: a listener with no --count shows each message while it
+/// runs, and Ctrl-C ends it with its summary and a clean exit.
+#[test]
+fn listen_shows_messages_as_they_arrive_and_ctrl_c_ends_it_cleanly() {
+    for backend in BACKENDS {
+        let dir = TempDir::new(&format!("live-{backend}"));
+        let out = dir.file("F");
+        let g = group(45, backend).to_string();
+        let l = start_listener(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/demo",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        let s = send(
+            backend,
+            &[
+                "--group",
+                &g,
+                "--topic",
+                "/demo",
+                "--repeat",
+                "5",
+                "--autonumber",
+                "hello",
+            ],
+        );
+        assert!(s.status.success(), "[{backend}] {}", s.stderr);
+        // Still running, and the messages are already in the file.
+        let deadline = Instant::now() + WAIT;
+        let lines = loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.lines().count() >= 5 || Instant::now() >= deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            lines.lines().collect::<Vec<_>>(),
+            (0..5).map(|i| format!("hello{i}")).collect::<Vec<_>>(),
+            "[{backend}] messages written while the listener runs"
+        );
+        l.interrupt();
+        let f = l.finish(WAIT);
+        assert!(
+            f.status.success(),
+            "[{backend}] {:?} {}",
+            f.status,
+            f.stderr
+        );
+        assert!(
+            f.stderr.contains("received 5 messages"),
+            "[{backend}] summary after Ctrl-C: {}",
+            f.stderr
+        );
+    }
+}
+
 #[test]
 fn send_and_listen_in_order() {
     for backend in BACKENDS {

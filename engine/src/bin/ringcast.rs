@@ -219,6 +219,32 @@ fn main() -> ExitCode {
 
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
+/// Set by SIGINT/SIGTERM: the listener stops at its next look and prints its summary.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM end a listener cleanly instead of killing it.
+fn on_interrupt() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); the
+        // sigaction struct is zeroed and then filled as sigaction(2) requires.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = note_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     let mut b = Config::builder()
         .group(net.group)
@@ -341,6 +367,7 @@ fn listen(a: ListenArgs) -> Res {
         topics
     );
     let idle_limit = a.timeout.map(Duration::from_secs_f64);
+    on_interrupt();
     let mut received = 0u64;
     let mut gaps = 0u64;
     let mut lost = 0u64;
@@ -384,6 +411,11 @@ fn listen(a: ListenArgs) -> Res {
         }
         if n > 0 {
             last_traffic = Instant::now();
+            // Each batch reaches the terminal (or pipe) as it arrives.
+            out.flush()?;
+        }
+        if interrupted() {
+            break 'outer;
         }
         if a.count.is_some_and(|c| received >= c) {
             break 'outer;
