@@ -40,8 +40,9 @@ const BACKSTOP_MIN: Duration = Duration::from_millis(1);
 const BACKSTOP_MAX: Duration = Duration::from_millis(10);
 /// Cycles one backstop turn runs at most before it looks at the clock again.
 const BACKSTOP_CYCLES: usize = 64;
-/// A parking poller spins this long before it blocks in the kernel...
-const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(50);
+/// A parking poller spins this long before it blocks in the kernel (short: a poller
+/// that spins between messages costs a core; `BusySpin` is for that)...
+const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(5);
 /// ...for at most this long at a time (and never past a protocol timer).
 const MAX_BLOCK: Duration = Duration::from_millis(10);
 
