@@ -16,10 +16,7 @@ pub mod sender;
 mod sim_tests;
 
 pub use flow::{FlowControl, RateLimiter};
-pub use publisher::{
-    Blocked, ControlEvent, Publisher, PublisherConfig, PublisherCounters, Timer, Transmit,
-    Transmitted,
-};
+pub use publisher::{Blocked, ControlEvent, Publisher, PublisherConfig, Transmit, Transmitted};
 pub use receiver::{Delivery, Receiver, ReceiverConfig, SessionKey};
 pub use retransmit::Retransmitter;
 pub use sender::{Append, DatagramBuf, SenderStream};

@@ -25,6 +25,10 @@
 //!
 //! Timers live in a small typed table ([`Timer`]) rather than loose options.
 
+// Parts of the API serve only drivers that are not built in every configuration
+// (the simulator, the inline threading mode).
+#![cfg_attr(not(test), allow(dead_code))]
+
 use std::time::{Duration, Instant};
 
 use super::{Append, DatagramBuf, FlowControl, RateLimiter, Retransmitter, SenderStream};
