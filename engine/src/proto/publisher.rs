@@ -327,11 +327,6 @@ impl Publisher {
         self.flow.acked()
     }
 
-    /// The flow-control limit (see [`FlowControl::limit`]).
-    pub fn limit(&self) -> Option<u64> {
-        self.flow.limit()
-    }
-
     /// Live receivers the session has run past (see [`FlowControl::left_behind`]).
     pub fn left_behind(&self) -> usize {
         self.flow.left_behind(self.stream.next_seq())
@@ -721,6 +716,7 @@ mod tests {
     fn packs_numbers_and_asks_for_a_transmit_per_batch() {
         let t0 = Instant::now();
         let mut p = Publisher::new(cfg(), t0);
+        assert_eq!(p.session(), 7);
         // 32 + k * (8 + 2 + 50) <= 200 => 2 messages per datagram, 4 datagrams a batch
         let mut taken = 0;
         while p.offer(t0, "/t", &[taken as u8; 50]).is_ok() {
