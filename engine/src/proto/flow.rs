@@ -87,6 +87,16 @@ impl FlowControl {
             .retain(|p| now.saturating_duration_since(p.last_heard) <= timeout);
     }
 
+    /// When [`expire`](Self::expire) next forgets a receiver (if none is heard
+    /// before): just past the oldest last-heard time plus the timeout.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .map(|p| p.last_heard)
+            .min()
+            .map(|t| t + self.timeout + Duration::from_nanos(1))
+    }
+
     /// The receivers whose windows count under the strategy (for `Max`, all of them:
     /// the fastest is picked by the caller).
     fn pacing(&self) -> impl Iterator<Item = &Peer> {

@@ -1,11 +1,13 @@
 //! Sans-IO protocol state machines: deterministic, no sockets, time passed in.
 //!
-//! [`sender`] numbers and packs a publishing session's messages into datagrams;
+//! [`publisher`] is the publishing side of a session as one state machine (stream,
+//! retransmit window, flow control, rate limit, heartbeats); [`sender`] numbers and packs a publishing session's messages into datagrams;
 //! [`receiver`] tracks the sessions heard on a group, detects loss, drops duplicates
 //! and reassembles fragments, and says when to report status; [`flow`] keeps a
 //! publisher within its receivers' windows. Tested with a simulated network in [`sim`](self) tests.
 
 pub mod flow;
+pub mod publisher;
 pub mod receiver;
 pub mod retransmit;
 pub mod sender;
@@ -14,6 +16,7 @@ pub mod sender;
 mod sim_tests;
 
 pub use flow::{FlowControl, RateLimiter};
+pub use publisher::{Blocked, ControlEvent, Publisher, PublisherConfig, Transmit, Transmitted};
 pub use receiver::{Delivery, Receiver, ReceiverConfig, SessionKey};
 pub use retransmit::Retransmitter;
 pub use sender::{Append, DatagramBuf, SenderStream};

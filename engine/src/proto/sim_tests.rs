@@ -1,9 +1,20 @@
-//! Sender → simulated network → receiver, with no sockets and no clock.
+//! The real publisher machine → simulated network → the real receiver machine(s),
+//! with no sockets and no clock.
 //!
-//! The invariant checked for every generated case: each message the sender numbered
-//! after the receiver joined is either delivered exactly once with its exact topic
-//! and bytes, or covered by exactly one loss event; deliveries come in sequence
-//! order; and the counters agree with what was handed out.
+//! Two kinds of test. Datagram-level ones run the publisher machine over a list of
+//! messages ([`send_all`]) and feed its datagrams, mangled, to a receiver. Session
+//! ones run [`Sim`], a deterministic simulator in the manner of quinn-proto's test
+//! `Pair`: the clock jumps to the next event (the earliest of both machines'
+//! timeouts and the network's next delivery) and data, retransmissions and
+//! heartbeats travel publisher → receivers while NAKs and status travel back,
+//! through seeded links that drop, double, delay and reorder.
+//!
+//! The invariant checked for every generated case: each message the publisher
+//! numbered after a receiver joined is either delivered to it exactly once with its
+//! exact topic and bytes, or covered by exactly one loss event; deliveries come in
+//! sequence order; and the counters agree with what was handed out. Flow control,
+//! heartbeats, the rate limit and the retransmit budget each have their own seeded
+//! properties on top.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::publisher::PublisherConfig;
 use super::receiver::JOIN_FROM_START;
 use super::*;
 
@@ -27,41 +39,33 @@ fn best_effort(max_message: usize, max_sessions: usize) -> Receiver {
     })
 }
 
-/// Runs the sender over `msgs` and returns every datagram it produced, in order.
+/// Runs the real publisher machine over `msgs` (no flow control, no rate limit) and
+/// returns every data datagram it produced, in order.
 fn send_all(max_payload: usize, msgs: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
-    let mut s = SenderStream::new(77, max_payload);
-    let mut d = DatagramBuf::new(max_payload);
+    let t0 = Instant::now();
+    let mut p = Publisher::new(
+        PublisherConfig {
+            reliable: false,
+            retransmit_window: 0,
+            ..PublisherConfig::new(77, max_payload)
+        },
+        t0,
+    );
     let mut out = Vec::new();
-    for (topic, payload) in msgs {
-        loop {
-            match s.append(&mut d, topic, payload) {
-                Append::Done => break,
-                Append::Full => {
-                    s.seal(&mut d);
-                    out.push(d.bytes().to_vec());
-                    d.clear();
-                }
-                Append::TooLarge => {
-                    if !d.is_empty() {
-                        s.seal(&mut d);
-                        out.push(d.bytes().to_vec());
-                        d.clear();
-                    }
-                    let mut off = 0;
-                    while off < payload.len() {
-                        off = s.fragment(&mut d, topic, payload, off);
-                        out.push(d.bytes().to_vec());
-                        d.clear();
-                    }
-                    break;
-                }
+    let mut collect = |p: &mut Publisher| {
+        p.poll_transmit(t0, &mut |kind, b| {
+            if kind == Transmit::Data {
+                out.extend(b.iter().map(|d| d.to_vec()));
             }
+            true
+        });
+    };
+    for (topic, payload) in msgs {
+        while p.offer(t0, topic, payload) == Err(Blocked::Transmit) {
+            collect(&mut p);
         }
     }
-    if !d.is_empty() {
-        s.seal(&mut d);
-        out.push(d.bytes().to_vec());
-    }
+    collect(&mut p);
     out
 }
 
@@ -359,6 +363,8 @@ impl Rng {
     }
 }
 
+/// What a one-way link does to each packet: drops or doubles some, delays every one
+/// by `delay_us` plus a random jitter (which reorders them).
 #[derive(Debug, Clone, Copy)]
 struct Faults {
     drop: u64,
@@ -367,143 +373,522 @@ struct Faults {
     jitter_us: u64,
 }
 
-/// A one-way lossy link: packets arrive after 20 µs plus jitter, some dropped or doubled.
-struct Link {
-    queue: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
-    order: u64,
+impl Faults {
+    const NONE: Faults = Faults {
+        drop: 0,
+        dup: 0,
+        jitter_us: 0,
+    };
 }
 
-impl Link {
-    fn new() -> Self {
-        Link {
-            queue: BinaryHeap::new(),
-            order: 0,
+/// Fixed part of every link's delay.
+const DELAY_US: u64 = 20;
+/// The time a duty cycle takes: the simulator never steps by less.
+const CYCLE: Duration = Duration::from_micros(1);
+/// Receivers are polled for status at least this often (an agent's longest park).
+const TICK: Duration = Duration::from_millis(1);
+
+/// Where a packet in flight goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dst {
+    /// The publisher's control port (status, NAKs).
+    Publisher,
+    /// A receiver's data port; `true` for a datagram's first transmission.
+    Data(usize, bool),
+    /// A NAK of another receiver, heard on the control port (suppression).
+    Heard(usize),
+}
+
+/// One simulated receiver: the real receiver machine, its links and what it saw.
+struct SimRx {
+    rx: Receiver,
+    id: u64,
+    tag: u32,
+    /// The window it announces in its status messages.
+    window: u32,
+    /// Publisher → this receiver.
+    down: Faults,
+    /// This receiver → publisher.
+    up: Faults,
+    /// Data and heartbeats to it are lost while the simulated time is in this range.
+    cut: Option<(Duration, Duration)>,
+    /// The first transmission of these datagrams is lost (`u64::MAX` as the start:
+    /// the last `len` of the session).
+    burst: Option<(u64, u64)>,
+    seen: Seen,
+    /// Highest position and position+window it put in a status so far.
+    max_pos: u64,
+    max_edge: u64,
+}
+
+impl SimRx {
+    fn new(seed: u64, id: u64, window: u32, down: Faults, up: Faults) -> Self {
+        SimRx {
+            rx: Receiver::new(ReceiverConfig {
+                seed: seed ^ id.wrapping_mul(0x9e37_79b9),
+                reorder_limit: 1 << 20,
+                ..ReceiverConfig::default()
+            }),
+            id,
+            tag: 0,
+            window,
+            down,
+            up,
+            cut: None,
+            burst: None,
+            seen: Seen::default(),
+            max_pos: 0,
+            max_edge: 0,
         }
     }
-    fn send(&mut self, rng: &mut Rng, f: Faults, now_us: u64, bytes: &[u8], never_drop: bool) {
-        // `never_drop` (the first datagram, which sets the receiver's join point)
-        // also arrives first: no jitter, no copy.
-        if !never_drop && rng.percent(f.drop) {
+
+    /// Messages delivered plus messages reported lost.
+    fn accounted(&self) -> u64 {
+        let lost: u64 = self.seen.losses.iter().map(|(a, b)| b - a).sum();
+        self.seen.messages.len() as u64 + lost
+    }
+}
+
+/// A flow-control property checked after every step: the publisher never runs past
+/// what the pacing receivers allowed (the highest edge they announced), except by one
+/// message wider than the window (`slack` datagrams), which goes once they drained.
+#[derive(Debug, Clone)]
+enum Pacing {
+    /// Every one of these receivers holds the publisher back.
+    All(Vec<usize>),
+    /// The fastest of all receivers paces.
+    Fastest,
+}
+
+/// A packet in flight: when it arrives, a tie-break (send order), where, its bytes.
+type InFlight = (Instant, u64, Dst, Vec<u8>);
+
+/// One datagram batch the publisher handed to the network.
+#[derive(Debug, Clone)]
+struct Sent {
+    at: Duration,
+    kind: Transmit,
+    bytes: u64,
+    seqs: Vec<u64>,
+}
+
+/// The real publisher machine and real receiver machines joined by a seeded lossy,
+/// reordering, duplicating, delaying network, on a simulated clock that jumps to the
+/// next event (the earliest of the machines' timeouts and the next delivery), as
+/// quinn-proto's test `Pair` does.
+struct Sim {
+    t0: Instant,
+    now: Instant,
+    publisher: Publisher,
+    rxs: Vec<SimRx>,
+    net: BinaryHeap<Reverse<InFlight>>,
+    order: u64,
+    rng: Rng,
+    msgs: Vec<(String, Vec<u8>)>,
+    next_msg: usize,
+    /// The application offers message `k` no earlier than `k * pace`.
+    pace: Option<Duration>,
+    /// After the first message, the application waits until the publisher has heard
+    /// this many receivers.
+    gate: usize,
+    /// What stopped the last offer.
+    blocked: Option<Blocked>,
+    /// Receivers hear each other's NAKs.
+    suppression: bool,
+    pacing: Option<(Pacing, u64)>,
+    log: Vec<Sent>,
+    next_tick: Instant,
+    /// Most receivers the publisher had left behind at once.
+    max_left_behind: usize,
+}
+
+impl Sim {
+    fn new(cfg: PublisherConfig, msgs: &[(String, Vec<u8>)], rxs: Vec<SimRx>, seed: u64) -> Self {
+        let t0 = Instant::now();
+        Sim {
+            t0,
+            now: t0,
+            publisher: Publisher::new(cfg, t0),
+            rxs,
+            net: BinaryHeap::new(),
+            order: 0,
+            rng: Rng(seed | 1),
+            msgs: msgs.to_vec(),
+            next_msg: 0,
+            pace: None,
+            gate: 0,
+            blocked: None,
+            suppression: true,
+            pacing: None,
+            log: Vec::new(),
+            next_tick: t0,
+            max_left_behind: 0,
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    fn push(&mut self, dst: Dst, f: Faults, bytes: &[u8]) {
+        if self.rng.percent(f.drop) {
             return;
         }
-        let copies = if !never_drop && rng.percent(f.dup) {
-            2
-        } else {
-            1
-        };
+        let copies = if self.rng.percent(f.dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let jitter = if never_drop {
-                0
-            } else {
-                rng.next() % (f.jitter_us + 1)
-            };
-            let at = now_us + 20 + jitter;
+            let jitter = self.rng.next() % (f.jitter_us + 1);
+            let at = self.now + Duration::from_micros(DELAY_US + jitter);
             self.order += 1;
-            self.queue.push(Reverse((at, self.order, bytes.to_vec())));
+            self.net
+                .push(Reverse((at, self.order, dst, bytes.to_vec())));
         }
     }
-    fn due(&mut self, now_us: u64) -> Option<Vec<u8>> {
-        match self.queue.peek() {
-            Some(Reverse((at, _, _))) if *at <= now_us => {
-                self.queue.pop().map(|Reverse((_, _, b))| b)
+
+    /// Hands what the publisher has to the network (multicast: one copy per receiver,
+    /// each through its own link).
+    fn transmit(&mut self) {
+        let now = self.now;
+        let at = self.elapsed();
+        let mut batches: Vec<(Transmit, Vec<Vec<u8>>)> = Vec::new();
+        self.publisher.poll_transmit(now, &mut |kind, b| {
+            batches.push((kind, b.iter().map(|d| d.to_vec()).collect()));
+            true
+        });
+        for (kind, datagrams) in batches {
+            let seqs: Vec<u64> = datagrams
+                .iter()
+                .map(|d| crate::wire::Header::decode(d).map_or(u64::MAX, |h| h.seq))
+                .collect();
+            let bytes = datagrams.iter().map(|d| d.len() as u64).sum();
+            let seqs_sent = seqs.clone();
+            self.log.push(Sent {
+                at,
+                kind,
+                bytes,
+                seqs,
+            });
+            for (d, &seq) in datagrams.iter().zip(&seqs_sent) {
+                for i in 0..self.rxs.len() {
+                    // The session's first datagram sets where receivers join: it
+                    // arrives, and first (a receiver joining later starts live, and
+                    // would not be owed the messages before).
+                    let first = kind == Transmit::Data && seq == 0;
+                    let f = if first {
+                        Faults::NONE
+                    } else {
+                        self.rxs[i].down
+                    };
+                    self.push(Dst::Data(i, kind == Transmit::Data), f, d);
+                }
             }
-            _ => None,
         }
+    }
+
+    /// The application: offers its messages until something holds it back.
+    fn offer(&mut self) {
+        self.blocked = None;
+        while let Some((topic, payload)) = self.msgs.get(self.next_msg) {
+            if self.next_msg > 0 && self.publisher.receivers() < self.gate {
+                return;
+            }
+            if self
+                .pace
+                .is_some_and(|p| self.now < self.t0 + p * self.next_msg as u32)
+            {
+                return;
+            }
+            match self.publisher.offer(self.now, topic, payload) {
+                Ok(()) => self.next_msg += 1,
+                Err(Blocked::Transmit) => self.transmit(),
+                Err(b) => {
+                    self.blocked = Some(b);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, dst: Dst, bytes: Vec<u8>) {
+        let now = self.now;
+        match dst {
+            Dst::Publisher => {
+                // foreign or malformed control messages do not occur here
+                let ev = self.publisher.handle_control(now, &bytes);
+                assert!(
+                    matches!(ev, Ok(ControlEvent::Status | ControlEvent::Nak)),
+                    "{ev:?}"
+                );
+            }
+            Dst::Data(i, first) => {
+                let elapsed = self.elapsed();
+                let next_seq = self.publisher.next_seq();
+                let r = &mut self.rxs[i];
+                if r.cut.is_some_and(|(a, b)| elapsed >= a && elapsed < b) {
+                    return;
+                }
+                if let (true, Some((from, len)), Ok(h)) =
+                    (first, r.burst, crate::wire::Header::decode(&bytes))
+                {
+                    let from = if from == u64::MAX {
+                        next_seq.saturating_sub(len)
+                    } else {
+                        from
+                    };
+                    if h.kind == crate::wire::Kind::Data && (from..from + len).contains(&h.seq) {
+                        return;
+                    }
+                }
+                let SimRx { rx, seen, .. } = r;
+                let _ = rx.handle_datagram(now, SRC, &bytes, &mut |ev| record(seen, ev));
+            }
+            Dst::Heard(i) => {
+                let n = crate::wire::Nak::decode(&bytes).expect("valid nak");
+                self.rxs[i].rx.on_nak_heard(now, n.session, n.from, n.to);
+            }
+        }
+    }
+
+    /// The receivers' duty cycle: timers, then NAKs and status out.
+    fn receivers(&mut self) {
+        use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
+        let now = self.now;
+        for i in 0..self.rxs.len() {
+            let r = &mut self.rxs[i];
+            if r.rx.poll_timeout().is_some_and(|t| t <= now) {
+                let SimRx { rx, seen, .. } = r;
+                rx.handle_timeout(now, &mut |ev| record(seen, ev));
+            }
+            let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
+            let id = r.id;
+            r.rx.poll_nak(&mut |key, from, to| {
+                let mut b = [0u8; NAK_LEN];
+                Nak {
+                    session: key.session,
+                    from,
+                    to,
+                    receiver: id,
+                }
+                .encode(&mut b);
+                out.push((true, b.to_vec()));
+            });
+            let (tag, window) = (r.tag, r.window);
+            let (mut max_pos, mut max_edge) = (r.max_pos, r.max_edge);
+            r.rx.poll_status(now, window, &mut |key, next_seq, window| {
+                let mut b = [0u8; STATUS_LEN];
+                Status {
+                    session: key.session,
+                    receiver: id,
+                    next_seq,
+                    window,
+                    tag,
+                }
+                .encode(&mut b);
+                max_pos = max_pos.max(next_seq);
+                max_edge = max_edge.max(next_seq + u64::from(window));
+                out.push((false, b.to_vec()));
+            });
+            r.max_pos = max_pos;
+            r.max_edge = max_edge;
+            let up = r.up;
+            for (is_nak, b) in out {
+                self.push(Dst::Publisher, up, &b);
+                if is_nak && self.suppression {
+                    for j in (0..self.rxs.len()).filter(|&j| j != i) {
+                        self.push(Dst::Heard(j), up, &b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_pacing(&self) {
+        let Some((pacing, slack)) = &self.pacing else {
+            return;
+        };
+        if self.publisher.receivers() < self.rxs.len() {
+            return; // not everyone heard yet: nothing holds the publisher back
+        }
+        let next = self.publisher.next_seq();
+        match pacing {
+            Pacing::All(set) => {
+                for &i in set {
+                    let r = &self.rxs[i];
+                    assert!(
+                        next <= r.max_edge.max(r.max_pos + slack),
+                        "at {:?}: publisher at {next}, receiver {i} allowed {} (+{slack})",
+                        self.elapsed(),
+                        r.max_edge
+                    );
+                }
+            }
+            Pacing::Fastest => {
+                let edge = self.rxs.iter().map(|r| r.max_edge).max().unwrap_or(0);
+                let pos = self.rxs.iter().map(|r| r.max_pos).max().unwrap_or(0);
+                assert!(
+                    next <= edge.max(pos + slack),
+                    "publisher at {next}, the fastest allowed {edge}"
+                );
+            }
+        }
+    }
+
+    /// One step at `self.now`: deliveries, publisher timers, the application, the
+    /// publisher's transmit, the receivers.
+    fn step(&mut self) {
+        while let Some(Reverse((at, _, _, _))) = self.net.peek() {
+            if *at > self.now {
+                break;
+            }
+            let Some(Reverse((_, _, dst, bytes))) = self.net.pop() else {
+                break;
+            };
+            self.deliver(dst, bytes);
+        }
+        if self.publisher.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.publisher.handle_timeout(self.now);
+        }
+        self.offer();
+        self.transmit();
+        self.check_pacing();
+        self.max_left_behind = self.max_left_behind.max(self.publisher.left_behind());
+        self.receivers();
+        if self.next_tick <= self.now {
+            self.next_tick = self.now + TICK;
+        }
+    }
+
+    /// Whether the application could offer more right now.
+    fn app_ready(&self) -> bool {
+        self.next_msg < self.msgs.len()
+            && self.blocked.is_none()
+            && (self.next_msg == 0 || self.publisher.receivers() >= self.gate)
+    }
+
+    /// The next event: a delivery, a machine's timeout, the application's next
+    /// message, the receivers' status tick — never sooner than one cycle.
+    fn next_event(&self) -> Instant {
+        let mut t = self.next_tick;
+        let mut at = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = t.min(x);
+            }
+        };
+        at(self.net.peek().map(|Reverse((a, ..))| *a));
+        at(self.publisher.poll_timeout());
+        for r in &self.rxs {
+            at(r.rx.poll_timeout());
+        }
+        if self.app_ready() {
+            at(Some(match self.pace {
+                Some(p) => self.t0 + p * self.next_msg as u32,
+                None => self.now,
+            }));
+        }
+        if self.publisher.has_transmit() {
+            at(Some(self.now));
+        }
+        t.max(self.now + CYCLE)
+    }
+
+    /// Whether every message went out and every receiver accounted for all of them.
+    fn done(&self) -> bool {
+        let total = self.msgs.len() as u64;
+        self.next_msg == self.msgs.len()
+            && !self.publisher.has_transmit()
+            && self.rxs.iter().all(|r| r.accounted() >= total)
+    }
+
+    /// Runs until [`done`](Self::done) (when `until_done`) or `limit` of simulated time.
+    fn run(&mut self, limit: Duration, until_done: bool) {
+        let end = self.t0 + limit;
+        while self.now < end {
+            self.step();
+            if until_done && self.done() {
+                return;
+            }
+            self.now = self.next_event();
+        }
+    }
+
+    /// Checks that receiver `i` got every message once or in exactly one loss range,
+    /// in order, and returns how many messages it was reported lost.
+    fn check_all(&self, i: usize) -> u64 {
+        let r = &self.rxs[i];
+        check(&self.msgs, &r.seen, &r.rx, 0);
+        assert_eq!(
+            r.accounted(),
+            self.msgs.len() as u64,
+            "receiver {i} accounted for {} of {} ({:?})",
+            r.accounted(),
+            self.msgs.len(),
+            r.rx.counters()
+        );
+        r.rx.counters().lost_messages
+    }
+
+    /// Checks that receiver `i` got every message exactly once, in order, no loss.
+    fn check_lossless(&self, i: usize) {
+        let r = &self.rxs[i];
+        assert!(
+            r.seen.losses.is_empty(),
+            "receiver {i} lost {:?} ({:?}, publisher {:?})",
+            r.seen.losses,
+            r.rx.counters(),
+            self.publisher.counters()
+        );
+        self.check_all(i);
+        assert_eq!(r.rx.held(), 0);
+    }
+
+    /// Retransmissions handed out per transmit.
+    fn retransmit_batches(&self) -> impl Iterator<Item = &Sent> {
+        self.log.iter().filter(|s| s.kind == Transmit::Retransmit)
     }
 }
 
-/// Publisher (retaining its last `retained` datagrams) → lossy link → reliable
-/// receiver → lossy link → publisher, on a simulated clock. Returns what the
-/// subscriber saw and the receiver.
-fn run_reliable(
-    msgs: &[(String, Vec<u8>)],
-    mtu: usize,
-    f: Faults,
-    retained: usize,
-    seed: u64,
-) -> (Seen, Receiver) {
-    use crate::wire::{Nak, HEARTBEAT_LEN, NAK_LEN};
-    let datagrams = send_all(mtu, msgs);
-    let mut rng = Rng(seed | 1);
-    let t0 = Instant::now();
-    let at = |us: u64| t0 + Duration::from_micros(us);
-    let mut rx = Receiver::new(ReceiverConfig {
-        seed,
-        reorder_limit: 1 << 20,
-        ..ReceiverConfig::default()
-    });
-    let mut retx = Retransmitter::new(retained, Duration::from_micros(500));
-    let (mut down, mut up) = (Link::new(), Link::new());
-    let mut seen = Seen::default();
-    let mut sent = 0usize;
-    let total_msgs = msgs.len() as u64;
-    let mut now = 0u64;
-    while now < 3_000_000 {
-        // the publisher: one datagram every 10 µs, then a heartbeat every 1 ms
-        if sent < datagrams.len() {
-            down.send(&mut rng, f, now, &datagrams[sent], sent == 0);
-            sent += 1;
-        } else if now % 1000 == 0 {
-            let hb = crate::wire::Heartbeat {
-                session: 77,
-                next_seq: sent as u64,
-                next_msg_seq: total_msgs,
-                oldest: retx.oldest(sent as u64),
-            };
-            let mut b = [0u8; HEARTBEAT_LEN];
-            hb.encode(&mut b);
-            down.send(&mut rng, f, now, &b, false);
-        }
-        while let Some(nak) = up.due(now) {
-            let n = Nak::decode(&nak).expect("valid nak");
-            let mut resend = Vec::new();
-            retx.on_nak(at(now), n.from, n.to, sent as u64, 256, &mut |seq| {
-                resend.push(seq)
-            });
-            for seq in resend {
-                down.send(&mut rng, f, now, &datagrams[seq as usize], false);
-            }
-        }
-        let mut sink = |ev: Delivery<'_>| match ev {
-            Delivery::Message {
-                seq,
-                topic,
-                payload,
-                ..
-            } => seen
-                .messages
-                .push((seq, topic.to_string(), payload.to_vec())),
-            Delivery::Loss {
-                from_seq, to_seq, ..
-            } => seen.losses.push((from_seq, to_seq)),
-            Delivery::Joined { .. } | Delivery::Gone { .. } => {}
-        };
-        while let Some(d) = down.due(now) {
-            let _ = rx.handle_datagram(at(now), SRC, &d, &mut sink);
-        }
-        rx.handle_timeout(at(now), &mut sink);
-        rx.poll_nak(&mut |key, from, to| {
-            let mut b = [0u8; NAK_LEN];
-            Nak {
-                session: key.session,
-                from,
-                to,
-                receiver: 1,
-            }
-            .encode(&mut b);
-            up.send(&mut rng, f, now, &b, false);
-        });
-        let lost: u64 = seen.losses.iter().map(|(a, b)| b - a).sum();
-        if sent == datagrams.len() && seen.messages.len() as u64 + lost == total_msgs {
-            break;
-        }
-        now += 10;
+fn record(seen: &mut Seen, ev: Delivery<'_>) {
+    match ev {
+        Delivery::Message {
+            seq,
+            topic,
+            payload,
+            ..
+        } => seen
+            .messages
+            .push((seq, topic.to_string(), payload.to_vec())),
+        Delivery::Loss {
+            from_seq, to_seq, ..
+        } => seen.losses.push((from_seq, to_seq)),
+        Delivery::Joined { .. } | Delivery::Gone { .. } => {}
     }
-    (seen, rx)
+}
+
+/// Datagrams the widest message of `msgs` takes at `mtu` (1 when none fragments).
+fn widest(msgs: &[(String, Vec<u8>)], mtu: usize) -> u64 {
+    let s = SenderStream::new(0, mtu);
+    msgs.iter()
+        .map(|(t, p)| {
+            if p.len() <= s.max_whole_payload(t.len()) {
+                1
+            } else {
+                p.len().div_ceil(s.fragment_piece(t.len()).max(1)) as u64
+            }
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// A publisher keeping `retained` datagrams (a send batch of `batch`).
+fn publisher_cfg(mtu: usize, batch: usize, retained: usize) -> PublisherConfig {
+    PublisherConfig {
+        batch,
+        retransmit_window: (retained + 1) * mtu,
+        ..PublisherConfig::new(77, mtu)
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1500))]
+    #![proptest_config(ProptestConfig::with_cases(600))]
 
     #[test]
     fn reliable_delivers_everything_despite_loss_dup_and_reorder(
@@ -515,13 +900,14 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let f = Faults { drop, dup, jitter_us };
-        let (seen, rx) = run_reliable(&msgs, mtu, f, 1 << 16, seed);
-        prop_assert!(seen.losses.is_empty(), "unrepaired: {:?} ({:?})", seen.losses, rx.counters());
-        prop_assert_eq!(seen.messages.len(), msgs.len(), "{:?}", rx.counters());
-        check(&msgs, &seen, &rx, 0);
-        prop_assert_eq!(rx.held(), 0);
-        if drop > 0 && rx.counters().naks > 0 {
-            prop_assert!(rx.counters().repaired > 0);
+        let rx = SimRx::new(seed, 1, 256, f, f);
+        let mut sim = Sim::new(publisher_cfg(mtu, 32, 1023), &msgs, vec![rx], seed);
+        sim.gate = 1;
+        sim.run(Duration::from_secs(3), true);
+        sim.check_lossless(0);
+        let c = sim.rxs[0].rx.counters();
+        if drop > 0 && c.naks > 0 {
+            prop_assert!(c.repaired > 0);
         }
     }
 
@@ -533,12 +919,275 @@ proptest! {
         retained in 1usize..6,
         seed in any::<u64>(),
     ) {
+        // Max does not cap the publisher at its retransmit window: it runs ahead of
+        // what it keeps, and what is lost beyond it must be reported exactly.
         let f = Faults { drop, dup: 2, jitter_us: 100 };
-        let (seen, rx) = run_reliable(&msgs, mtu, f, retained, seed);
-        // everything is either delivered once or inside exactly one loss range
-        let lost: u64 = seen.losses.iter().map(|(a, b)| b - a).sum();
-        prop_assert_eq!(seen.messages.len() as u64 + lost, msgs.len() as u64, "{:?}", rx.counters());
-        check(&msgs, &seen, &rx, 0);
+        let rx = SimRx::new(seed, 1, 256, f, f);
+        let cfg = PublisherConfig {
+            flow_control: crate::config::FlowControlStrategy::Max,
+            ..publisher_cfg(mtu, 1, retained)
+        };
+        let mut sim = Sim::new(cfg, &msgs, vec![rx], seed);
+        sim.run(Duration::from_secs(5), true);
+        sim.check_all(0);
+    }
+}
+
+/// Faults of a mildly lossy link.
+fn lossy() -> impl Strategy<Value = Faults> {
+    (0u64..15, 0u64..5, 0u64..100).prop_map(|(drop, dup, jitter_us)| Faults {
+        drop,
+        dup,
+        jitter_us,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Min: the publisher never runs past the slowest receiver's position plus its
+    /// window (nor past what it can still repair), and nobody loses anything.
+    #[test]
+    fn flow_min_paces_the_slowest_and_is_lossless(
+        msgs in messages(),
+        mtu in 150usize..600,
+        windows in proptest::collection::vec(4u32..64, 2..4),
+        links in proptest::collection::vec(lossy(), 3),
+        batch in 1usize..16,
+        retained in 32usize..256,
+        seed in any::<u64>(),
+    ) {
+        let n = windows.len();
+        let rxs = (0..n)
+            .map(|i| SimRx::new(seed, i as u64 + 1, windows[i], links[i % 3], links[(i + 1) % 3]))
+            .collect();
+        let mut sim = Sim::new(publisher_cfg(mtu, batch, retained), &msgs, rxs, seed);
+        sim.gate = n;
+        sim.pacing = Some((Pacing::All((0..n).collect()), widest(&msgs, mtu)));
+        sim.run(Duration::from_secs(3), true);
+        for i in 0..n {
+            sim.check_lossless(i);
+        }
+        prop_assert_eq!(sim.max_left_behind, 0, "Min never leaves a receiver behind");
+    }
+
+    /// Max: the fastest receiver paces and gets everything; a slow one, cut off for
+    /// longer than the retransmit window lasts, is left behind and accounts for every
+    /// message exactly, delivered or inside one loss range.
+    #[test]
+    fn flow_max_leaves_the_slow_behind_with_exact_losses(
+        msgs in messages(),
+        mtu in 150usize..600,
+        fast_window in 4u32..32,
+        retained in 96usize..160,
+        pace_us in 5u64..40,
+        cut_ms in 1u64..20,
+        dup in 0u64..5,
+        jitter_us in 0u64..100,
+        seed in any::<u64>(),
+    ) {
+        // The fast one's link loses nothing (so it stays the fastest), but doubles
+        // and reorders. The publisher keeps well over the fast one's window plus what
+        // the jitter holds in flight: the slow one, once back, can pace it for a while
+        // (Max follows whoever is ahead) without the fast one losing what is late.
+        let fast = Faults { drop: 0, dup, jitter_us };
+        let f = SimRx::new(seed, 1, fast_window, fast, fast);
+        let mut slow = SimRx::new(seed, 2, fast_window, Faults::NONE, Faults::NONE);
+        slow.cut = Some((Duration::from_micros(100), Duration::from_millis(cut_ms) + Duration::from_micros(100)));
+        let cfg = PublisherConfig {
+            flow_control: crate::config::FlowControlStrategy::Max,
+            ..publisher_cfg(mtu, 4, retained)
+        };
+        let mut sim = Sim::new(cfg, &msgs, vec![f, slow], seed);
+        sim.gate = 2;
+        sim.pace = Some(Duration::from_micros(pace_us));
+        sim.pacing = Some((Pacing::Fastest, widest(&msgs, mtu)));
+        sim.run(Duration::from_secs(5), true);
+        sim.check_lossless(0);
+        let lost = sim.check_all(1);
+        // whatever it lost was lost while it was cut off, and only beyond the window
+        let c = sim.rxs[1].rx.counters();
+        prop_assert_eq!(c.lost_messages, lost);
+        prop_assert_eq!(c.lost_nak_timeout + c.lost_reorder_full, 0, "{:?}", c);
+        // a loss means the publisher ran past it: it was marked left behind
+        if lost > 0 {
+            prop_assert_eq!(sim.max_left_behind, 1);
+        }
+    }
+
+    /// Tagged(t): only the receivers carrying the tag hold the publisher back, and
+    /// they lose nothing; an untagged one cut off is left behind with exact losses.
+    #[test]
+    fn flow_tagged_paces_only_the_tagged(
+        msgs in messages(),
+        mtu in 150usize..600,
+        windows in proptest::collection::vec(4u32..64, 2),
+        tag in 1u32..1000,
+        links in proptest::collection::vec(lossy(), 2),
+        cut_ms in 1u64..10,
+        seed in any::<u64>(),
+    ) {
+        let mut rxs: Vec<SimRx> = (0..2)
+            .map(|i| {
+                let mut r = SimRx::new(seed, i as u64 + 1, windows[i], links[i], links[1 - i]);
+                r.tag = tag;
+                r
+            })
+            .collect();
+        let mut other = SimRx::new(seed, 3, 4, Faults::NONE, Faults::NONE);
+        other.tag = tag + 1;
+        other.cut = Some((Duration::from_micros(100), Duration::from_millis(cut_ms)));
+        rxs.push(other);
+        let cfg = PublisherConfig {
+            flow_control: crate::config::FlowControlStrategy::Tagged(tag),
+            ..publisher_cfg(mtu, 4, 48)
+        };
+        let mut sim = Sim::new(cfg, &msgs, rxs, seed);
+        sim.gate = 3;
+        sim.pace = Some(Duration::from_micros(10));
+        sim.pacing = Some((Pacing::All(vec![0, 1]), widest(&msgs, mtu)));
+        sim.run(Duration::from_secs(5), true);
+        sim.check_lossless(0);
+        sim.check_lossless(1);
+        sim.check_all(2);
+    }
+
+    /// An idle publisher's tail loss is found through its heartbeat and repaired; the
+    /// idle heartbeats back off exactly (interval, interval, 2×, 4× … up to the cap),
+    /// retransmissions do not reset them.
+    #[test]
+    fn heartbeats_find_tail_loss_and_back_off(
+        msgs in messages(),
+        mtu in 150usize..600,
+        tail in 1u64..4,
+        interval_us in 500u64..3000,
+        seed in any::<u64>(),
+    ) {
+        let mut rx = SimRx::new(seed, 1, 1 << 16, Faults::NONE, Faults::NONE);
+        rx.burst = Some((u64::MAX, tail));
+        let interval = Duration::from_micros(interval_us);
+        let cfg = PublisherConfig {
+            heartbeat_interval: interval,
+            ..publisher_cfg(mtu, 32, 2047)
+        };
+        let mut sim = Sim::new(cfg, &msgs, vec![rx], seed);
+        let limit = Duration::from_millis(500);
+        sim.run(limit, false);
+        sim.check_lossless(0);
+        let n = sim.publisher.next_seq();
+        let lost = tail.min(n);
+        let c = sim.rxs[0].rx.counters();
+        prop_assert_eq!(c.repaired, lost, "{:?}", c);
+        // the repair could only start after the first heartbeat
+        let last_data = sim.log.iter().filter(|s| s.kind == Transmit::Data).map(|s| s.at).max().unwrap();
+        let first_retx = sim.retransmit_batches().map(|s| s.at).min().expect("repaired");
+        prop_assert!(first_retx >= last_data + interval);
+        let retx: u64 = sim.retransmit_batches().map(|s| s.seqs.len() as u64).sum();
+        prop_assert_eq!(retx, lost);
+        // exact backoff from the last data on
+        let beats: Vec<Duration> = sim.log.iter().filter(|s| s.kind == Transmit::Heartbeat).map(|s| s.at).collect();
+        let mut want = Vec::new();
+        let (mut at, mut every) = (last_data + interval, interval);
+        while at <= limit {
+            want.push(at);
+            at += every;
+            every = (every * 2).min(Duration::from_millis(100));
+        }
+        prop_assert_eq!(beats, want);
+    }
+
+    /// The rate limit: over any stretch of simulated time, the bytes sent never exceed
+    /// rate × t + burst (plus the one message that started within it); data only,
+    /// when the network loses (retransmissions are never held back), all bytes
+    /// otherwise. The limit does not starve the publisher either.
+    #[test]
+    fn rate_limit_bounds_bytes_over_time(
+        msgs in messages(),
+        mtu in 150usize..600,
+        rate in 100_000u64..20_000_000,
+        batch in 1usize..16,
+        lossy_net in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+// Without loss (nor reordering, which can make a receiver NAK) nothing is
+        // retransmitted, and every byte counts.
+        let f = if lossy_net {
+            Faults { drop: 10, dup: 2, jitter_us: 50 }
+        } else {
+            Faults { drop: 0, dup: 2, jitter_us: 0 }
+        };
+        let rx = SimRx::new(seed, 1, 1 << 16, f, f);
+        let cfg = PublisherConfig {
+            rate_limit: Some(rate),
+            ..publisher_cfg(mtu, batch, 2047)
+        };
+        let burst = cfg.rate_burst(rate);
+        let slack = widest(&msgs, mtu) * mtu as u64;
+        let mut sim = Sim::new(cfg, &msgs, vec![rx], seed);
+        sim.run(Duration::from_secs(30), true);
+        sim.check_lossless(0);
+        if !lossy_net {
+            prop_assert_eq!(sim.publisher.counters().retransmits, 0);
+        }
+        let counted: Vec<&Sent> = sim
+            .log
+            .iter()
+            .filter(|s| s.kind == Transmit::Data || (!lossy_net && s.kind == Transmit::Retransmit))
+            .collect();
+        // max over a <= b of bytes(a..=b) - rate * (b - a), in one pass
+        let mut best: i128 = i128::MIN;
+        let mut before: i128 = 0; // bytes sent before the current one
+        for s in &counted {
+            let t = s.at.as_nanos() as i128;
+            // a window starting at this send
+            best = best.max(rate as i128 * t / 1_000_000_000 - before);
+            before += s.bytes as i128;
+            let excess = before - rate as i128 * t / 1_000_000_000 - best;
+            prop_assert!(
+                excess <= (burst + slack) as i128 + 1,
+                "at {:?}: {excess} bytes over the rate (burst {burst}, slack {slack})", s.at
+            );
+        }
+        // and it is not starved: the last data went within the time the rate needs
+        let data: u64 = sim.log.iter().filter(|s| s.kind != Transmit::Heartbeat).map(|s| s.bytes).sum();
+        let end = sim.log.iter().filter(|s| s.kind == Transmit::Data).map(|s| s.at).max().unwrap();
+        let need = Duration::from_nanos(data.saturating_sub(burst) * 1_000_000_000 / rate);
+        prop_assert!(end <= need + Duration::from_millis(1), "done at {end:?}, the rate needs {need:?}");
+    }
+
+    /// A burst loss larger than one retransmit budget is repaired batch after batch
+    /// from a single NAK: never more than the budget per transmit, every lost datagram
+    /// sent again exactly once.
+    #[test]
+    fn retransmit_budget_repairs_a_burst_batch_after_batch(
+        budget in 1usize..8,
+        times in 2usize..6,
+        extra in 0usize..8,
+        mtu in 150usize..300,
+        seed in any::<u64>(),
+    ) {
+        let len = (budget * times + extra % budget.max(1)) as u64;
+        let msgs: Vec<(String, Vec<u8>)> = (0..300u32)
+            .map(|i| ("/t".to_string(), vec![i as u8; 100]))
+            .collect();
+        let mut rx = SimRx::new(seed, 1, 1 << 16, Faults::NONE, Faults::NONE);
+        rx.burst = Some((20, len));
+        let cfg = PublisherConfig {
+            retransmit_budget: budget,
+            ..publisher_cfg(mtu, 32, 2047)
+        };
+        let mut sim = Sim::new(cfg, &msgs, vec![rx], seed);
+        sim.run(Duration::from_secs(3), true);
+        sim.check_lossless(0);
+        let batches: Vec<&Sent> = sim.retransmit_batches().collect();
+        prop_assert!(batches.iter().all(|b| b.seqs.len() <= budget));
+        let mut resent: Vec<u64> = batches.iter().flat_map(|b| b.seqs.iter().copied()).collect();
+        resent.sort_unstable();
+        prop_assert_eq!(resent, (20..20 + len).collect::<Vec<_>>());
+        prop_assert_eq!(batches.len() as u64, len.div_ceil(budget as u64));
+        let naks = sim.publisher.counters().naks_received;
+        prop_assert!(naks < batches.len() as u64, "{naks} NAKs for {} batches", batches.len());
+        prop_assert_eq!(sim.rxs[0].rx.counters().repaired, len);
     }
 }
 

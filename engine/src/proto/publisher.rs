@@ -1,0 +1,898 @@
+//! Publisher side of a session as one sans-IO state machine: the counterpart of
+//! [`Receiver`](super::Receiver). No sockets, no clock, no threads: the caller passes
+//! the time in, offers messages with [`Publisher::offer`], feeds what arrives on the
+//! control port to [`Publisher::handle_control`], calls [`Publisher::handle_timeout`]
+//! when [`Publisher::poll_timeout`] says, and hands the datagrams
+//! [`Publisher::poll_transmit`] yields to the kernel.
+//!
+//! It owns everything the publishing side decides:
+//! - the stream ([`SenderStream`]): packing, numbering, fragmentation;
+//! - the datagram pool, a ring of buffers: `pool[head]` is being filled, the `unsent`
+//!   before it are sealed and wait for the next transmit, the rest hold sent datagrams.
+//!   A sent buffer keeps its datagram until the ring comes round again, so the pool
+//!   *is* the retransmit window and a retransmission costs no copy;
+//! - flow control ([`FlowControl`]): a datagram never starts past the limit the
+//!   receivers' status messages set; a message wider than the window goes once
+//!   everything before it was received, so it can never wait forever;
+//! - the rate limit ([`RateLimiter`]), charged with every datagram sealed and every
+//!   retransmission (retransmissions are never held back: new data waits for them);
+//! - repair ([`Retransmitter`]): a NAK queues retransmissions within a budget per
+//!   transmit; what a budget leaves is resumed at the next timeout, batch after
+//!   batch; a NAK for data no longer held makes a heartbeat go at once, so the
+//!   receiver reports the loss now instead of asking on and on;
+//! - heartbeats: an idle session sends one after `heartbeat_interval`, then backs off
+//!   (doubling) to `max_heartbeat_interval`; data resets the interval.
+//!
+//! Timers live in a small typed table ([`Timer`]) rather than loose options.
+
+// Parts of the API serve only drivers that are not built in every configuration
+// (the simulator, the inline threading mode).
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::time::{Duration, Instant};
+
+use super::{Append, DatagramBuf, FlowControl, RateLimiter, Retransmitter, SenderStream};
+use crate::config::FlowControlStrategy;
+use crate::wire::{Control, Nak, WireError, HEARTBEAT_LEN};
+
+/// Largest number of datagrams in one transmit (the I/O layer's batch limit).
+pub const MAX_BATCH: usize = 256;
+
+/// How a publishing session behaves.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// The session id carried in every datagram.
+    pub session: u32,
+    /// Largest datagram built.
+    pub max_payload: usize,
+    /// Keep sent datagrams for retransmission and answer NAKs.
+    pub reliable: bool,
+    /// Datagrams per transmit (1..=[`MAX_BATCH`]).
+    pub batch: usize,
+    /// Bytes of sent datagrams kept for retransmission (at least two batches' worth
+    /// of buffers are always kept).
+    pub retransmit_window: usize,
+    /// Retransmissions per transmit at most.
+    pub retransmit_budget: usize,
+    /// A datagram retransmitted this recently is not sent again for another NAK.
+    pub retransmit_linger: Duration,
+    /// First heartbeat after the last data.
+    pub heartbeat_interval: Duration,
+    /// Heartbeats back off to this interval while the session stays idle.
+    pub max_heartbeat_interval: Duration,
+    /// Whose windows hold the session back.
+    pub flow_control: FlowControlStrategy,
+    /// A receiver silent this long no longer holds the session back.
+    pub receiver_timeout: Duration,
+    /// Bytes per second at most (bursts of a batch or 1 ms worth, whichever is larger).
+    pub rate_limit: Option<u64>,
+}
+
+impl PublisherConfig {
+    /// The defaults of a node, for `session` sending datagrams of `max_payload` bytes.
+    pub fn new(session: u32, max_payload: usize) -> Self {
+        PublisherConfig {
+            session,
+            max_payload,
+            reliable: true,
+            batch: 32,
+            retransmit_window: 16 << 20,
+            retransmit_budget: MAX_BATCH,
+            retransmit_linger: Duration::from_micros(500),
+            heartbeat_interval: Duration::from_millis(1),
+            max_heartbeat_interval: Duration::from_millis(100),
+            flow_control: FlowControlStrategy::default(),
+            receiver_timeout: Duration::from_secs(1),
+            rate_limit: None,
+        }
+    }
+
+    /// Buffers in the datagram pool (the one being filled included).
+    pub fn pool_slots(&self) -> usize {
+        let batch = self.batch.clamp(1, MAX_BATCH);
+        (self.retransmit_window / self.max_payload.max(1)).max(2 * batch)
+    }
+
+    /// The burst the rate limit allows at `rate` bytes per second.
+    pub fn rate_burst(&self, rate: u64) -> u64 {
+        let batch = self.batch.clamp(1, MAX_BATCH) as u64;
+        (batch * self.max_payload as u64).max(rate / 1000)
+    }
+}
+
+/// Why [`Publisher::offer`] did not take a message. The message stays with the
+/// caller (in its ring) and is offered again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Blocked {
+    /// A receiver's window (or the retransmit window) holds the session back: wait for
+    /// a status message.
+    #[error("held back by flow control")]
+    FlowControl,
+    /// The rate limit holds the session back until
+    /// [`Publisher::rate_ready_at`] (also a [`Timer::RateLimit`] timeout).
+    #[error("held back by the rate limit")]
+    RateLimit,
+    /// A batch of sealed datagrams waits: call [`Publisher::poll_transmit`], then offer
+    /// the same message again. A message being fragmented goes on where it stopped.
+    #[error("a batch waits to be transmitted")]
+    Transmit,
+}
+
+/// What a batch handed out by [`Publisher::poll_transmit`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// New data datagrams, in sequence order.
+    Data,
+    /// Datagrams sent again for NAKs (straight from the retransmit window).
+    Retransmit,
+    /// One heartbeat.
+    Heartbeat,
+}
+
+/// What [`Publisher::handle_control`] made of a control message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// A status for this session (flow control updated).
+    Status,
+    /// A NAK for this session (retransmissions queued, or a heartbeat when the data is
+    /// no longer held).
+    Nak,
+    /// A NAK for another session on the group: a receiver of it may hold its own NAK
+    /// back (suppression).
+    OtherNak(Nak),
+    /// A status for another session.
+    Other,
+}
+
+/// What one [`Publisher::poll_transmit`] handed out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transmitted {
+    /// New data datagrams.
+    pub data: usize,
+    /// Retransmitted datagrams.
+    pub retransmits: usize,
+    /// Heartbeats.
+    pub heartbeats: usize,
+}
+
+/// The publisher's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// The next heartbeat of an idle session.
+    Heartbeat = 0,
+    /// The next receiver to be forgotten for silence.
+    ReceiverExpiry = 1,
+    /// The rate limit lets the next datagram go.
+    RateLimit = 2,
+    /// Resume what a retransmit budget left of NAKed ranges.
+    Resume = 3,
+}
+
+const TIMERS: [Timer; 4] = [
+    Timer::Heartbeat,
+    Timer::ReceiverExpiry,
+    Timer::RateLimit,
+    Timer::Resume,
+];
+
+/// One deadline per [`Timer`].
+#[derive(Debug, Clone, Copy, Default)]
+struct TimerTable([Option<Instant>; 4]);
+
+impl TimerTable {
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = Some(at);
+    }
+    fn clear(&mut self, t: Timer) {
+        self.0[t as usize] = None;
+    }
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+    /// Clears `t` and returns true when it is due at `now`.
+    fn expire(&mut self, t: Timer, now: Instant) -> bool {
+        if self.get(t).is_some_and(|at| at <= now) {
+            self.clear(t);
+            return true;
+        }
+        false
+    }
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+/// Counters kept by the publisher (mirrored by the agent into the node's stats).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PublisherCounters {
+    /// Data datagrams accepted by the kernel.
+    pub datagrams: u64,
+    /// Bytes of those.
+    pub bytes: u64,
+    /// Messages taken.
+    pub messages: u64,
+    /// Messages sent in fragments.
+    pub fragmented: u64,
+    /// Datagrams (data or retransmitted) the kernel refused.
+    pub send_errors: u64,
+    /// Status messages for this session.
+    pub status_received: u64,
+    /// Control messages that did not decode.
+    pub control_malformed: u64,
+    /// NAKs for this session.
+    pub naks_received: u64,
+    /// Datagrams retransmitted.
+    pub retransmits: u64,
+    /// Heartbeats sent.
+    pub heartbeats: u64,
+}
+
+fn bump(c: &mut u64, n: usize) {
+    *c = c.saturating_add(n as u64);
+}
+
+/// Why a heartbeat is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beat {
+    /// The idle timer: not needed when data goes in the same transmit.
+    Idle,
+    /// A NAK asked for data no longer held: always goes.
+    Now,
+}
+
+/// The publishing side of one session.
+#[derive(Debug)]
+pub struct Publisher {
+    stream: SenderStream,
+    flow: FlowControl,
+    retransmit: Option<Retransmitter>,
+    rate: Option<RateLimiter>,
+    pool: Vec<DatagramBuf>,
+    head: usize,
+    unsent: usize,
+    batch: usize,
+    /// The message being fragmented: offset of its next piece, and its length.
+    frag: Option<(usize, usize)>,
+    /// Retransmissions queued for the next transmit (at most `budget`).
+    resend: Vec<u64>,
+    budget: usize,
+    beat: Option<Beat>,
+    heartbeat_interval: Duration,
+    max_heartbeat: Duration,
+    heartbeat_every: Duration,
+    timers: TimerTable,
+    counters: PublisherCounters,
+}
+
+impl Publisher {
+    /// A session that starts at `now` (the rate limit's bucket starts full).
+    pub fn new(cfg: PublisherConfig, now: Instant) -> Self {
+        let batch = cfg.batch.clamp(1, MAX_BATCH);
+        let slots = cfg.pool_slots();
+        let mut flow = FlowControl::new(cfg.receiver_timeout, cfg.flow_control);
+        if cfg.reliable {
+            // The buffer being filled is not retained: the window is the others.
+            flow = flow.with_retransmit_window(slots as u64 - 1);
+        }
+        let budget = cfg.retransmit_budget.clamp(1, MAX_BATCH);
+        Publisher {
+            stream: SenderStream::new(cfg.session, cfg.max_payload),
+            flow,
+            retransmit: cfg
+                .reliable
+                .then(|| Retransmitter::new(slots - 1, cfg.retransmit_linger)),
+            rate: cfg
+                .rate_limit
+                .map(|rate| RateLimiter::new(rate, cfg.rate_burst(rate), now)),
+            pool: (0..slots)
+                .map(|_| DatagramBuf::new(cfg.max_payload))
+                .collect(),
+            head: 0,
+            unsent: 0,
+            batch,
+            frag: None,
+            resend: Vec::with_capacity(budget),
+            budget,
+            beat: None,
+            heartbeat_interval: cfg.heartbeat_interval,
+            max_heartbeat: cfg.max_heartbeat_interval.max(cfg.heartbeat_interval),
+            heartbeat_every: cfg.heartbeat_interval,
+            timers: TimerTable::default(),
+            counters: PublisherCounters::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &PublisherCounters {
+        &self.counters
+    }
+
+    /// The session id.
+    pub fn session(&self) -> u32 {
+        self.stream.session()
+    }
+
+    /// Sequence number the next datagram will carry (sealed datagrams count).
+    pub fn next_seq(&self) -> u64 {
+        self.stream.next_seq()
+    }
+
+    /// Receivers currently holding a place in flow control.
+    pub fn receivers(&self) -> usize {
+        self.flow.receivers()
+    }
+
+    /// The pacing position (see [`FlowControl::acked`]).
+    pub fn acked(&self) -> Option<u64> {
+        self.flow.acked()
+    }
+
+    /// Live receivers the session has run past (see [`FlowControl::left_behind`]).
+    pub fn left_behind(&self) -> usize {
+        self.flow.left_behind(self.stream.next_seq())
+    }
+
+    /// The oldest datagram still retransmittable (`next_seq` when none is kept).
+    pub fn oldest(&self) -> u64 {
+        let next = self.stream.next_seq();
+        self.retransmit.as_ref().map_or(next, |r| r.oldest(next))
+    }
+
+    /// When the rate limit next lets a datagram start (`None` without a limit).
+    pub fn rate_ready_at(&self, now: Instant) -> Option<Instant> {
+        self.rate.as_ref().map(|r| r.next_ready(now))
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) has something to hand out now.
+    pub fn has_transmit(&self) -> bool {
+        self.unsent > 0
+            || !self.pool[self.head].is_empty()
+            || !self.resend.is_empty()
+            || self.beat.is_some()
+    }
+
+    /// Whether a message is half fragmented (the same message must be offered again).
+    pub fn in_message(&self) -> bool {
+        self.frag.is_some()
+    }
+
+    /// Everything sealed before the unsent ones was handed out.
+    fn sent_up_to(&self) -> u64 {
+        self.stream.next_seq() - self.unsent as u64
+    }
+
+    fn needs_transmit(&self) -> bool {
+        self.unsent >= self.batch || (self.head == 0 && self.unsent > 0)
+    }
+
+    fn window_allows(&self, n: u64) -> bool {
+        self.flow
+            .limit()
+            .is_none_or(|limit| self.stream.next_seq() + n <= limit)
+    }
+
+    fn rate_allows(&mut self, now: Instant) -> Result<(), Blocked> {
+        let Some(r) = self.rate.as_mut() else {
+            return Ok(());
+        };
+        if r.ready(now) {
+            self.timers.clear(Timer::RateLimit);
+            return Ok(());
+        }
+        let at = r.next_ready(now);
+        self.timers.set(Timer::RateLimit, at);
+        Err(Blocked::RateLimit)
+    }
+
+    /// Moves past the current buffer, already sealed.
+    fn advance(&mut self) {
+        if let Some(r) = self.rate.as_mut() {
+            r.consume(self.pool[self.head].bytes().len() as u64);
+        }
+        self.unsent += 1;
+        self.head = (self.head + 1) % self.pool.len();
+        self.pool[self.head].clear();
+    }
+
+    /// Seals the current datagram (if it has frames) and moves on.
+    fn seal(&mut self) {
+        if !self.pool[self.head].is_empty() {
+            self.stream.seal(&mut self.pool[self.head]);
+            self.advance();
+        }
+    }
+
+    /// Takes one message: packs it into the datagram being built (sealing full ones)
+    /// or, when it is larger than a datagram, fragments it. The payload is copied
+    /// once, straight into the datagram pool, so the caller can offer records it
+    /// peeks from a ring and release them after the transmit.
+    ///
+    /// A new datagram starts only within the receivers' windows and the rate limit.
+    /// After [`Blocked::Transmit`] the caller transmits and offers the same message
+    /// again.
+    pub fn offer(&mut self, now: Instant, topic: &str, payload: &[u8]) -> Result<(), Blocked> {
+        if self.needs_transmit() {
+            return Err(Blocked::Transmit);
+        }
+        if let Some((off, len)) = self.frag {
+            if len == payload.len() {
+                return self.fragment_from(topic, payload, off);
+            }
+            // Not the message being fragmented (a caller bug): start over with it.
+            self.frag = None;
+        }
+        for _ in 0..2 {
+            if self.pool[self.head].is_empty() {
+                if !self.window_allows(1) {
+                    return Err(Blocked::FlowControl);
+                }
+                self.rate_allows(now)?;
+            }
+            match self
+                .stream
+                .append(&mut self.pool[self.head], topic, payload)
+            {
+                Append::Done => {
+                    bump(&mut self.counters.messages, 1);
+                    return Ok(());
+                }
+                Append::Full => {
+                    self.seal();
+                    if self.needs_transmit() {
+                        return Err(Blocked::Transmit);
+                    }
+                }
+                Append::TooLarge => break,
+            }
+        }
+        // Larger than a datagram (or, which cannot happen, not fitting an empty one).
+        self.seal();
+        if self.needs_transmit() {
+            return Err(Blocked::Transmit);
+        }
+        // A message wider than the window goes once everything before it was
+        // received, so it can never wait forever.
+        let piece = self.stream.fragment_piece(topic.len()).max(1);
+        let pieces = payload.len().div_ceil(piece) as u64;
+        let drained = self
+            .flow
+            .acked()
+            .is_none_or(|a| a >= self.stream.next_seq());
+        if !self.window_allows(pieces) && !drained {
+            return Err(Blocked::FlowControl);
+        }
+        self.rate_allows(now)?;
+        self.fragment_from(topic, payload, 0)
+    }
+
+    fn fragment_from(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        mut off: usize,
+    ) -> Result<(), Blocked> {
+        while off < payload.len() {
+            let next = self
+                .stream
+                .fragment(&mut self.pool[self.head], topic, payload, off);
+            if next == off {
+                break; // cannot happen: topics are checked at creation
+            }
+            off = next;
+            self.advance();
+            if off < payload.len() && self.needs_transmit() {
+                self.frag = Some((off, payload.len()));
+                return Err(Blocked::Transmit);
+            }
+        }
+        self.frag = None;
+        bump(&mut self.counters.fragmented, 1);
+        bump(&mut self.counters.messages, 1);
+        Ok(())
+    }
+
+    /// Processes one datagram from the control port (status or NAK) received at
+    /// `now`. A malformed one is counted and returned as an error; it changes nothing.
+    pub fn handle_control(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<ControlEvent, WireError> {
+        let session = self.stream.session();
+        match Control::decode(bytes) {
+            Ok(Control::Status(s)) if s.session == session => {
+                self.flow
+                    .on_status(now, s.receiver, s.next_seq, s.window, s.tag);
+                bump(&mut self.counters.status_received, 1);
+                if let Some(at) = self.flow.next_expiry() {
+                    self.timers.set(Timer::ReceiverExpiry, at);
+                }
+                Ok(ControlEvent::Status)
+            }
+            Ok(Control::Nak(nak)) if nak.session == session => {
+                bump(&mut self.counters.naks_received, 1);
+                self.on_nak(now, nak.from, nak.to);
+                Ok(ControlEvent::Nak)
+            }
+            Ok(Control::Nak(nak)) => Ok(ControlEvent::OtherNak(nak)),
+            Ok(Control::Status(_)) => Ok(ControlEvent::Other),
+            Err(e) => {
+                bump(&mut self.counters.control_malformed, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues datagrams `from..to` for retransmission, within what is left of the
+    /// budget (the rest is resumed later).
+    pub fn on_nak(&mut self, now: Instant, from: u64, to: u64) {
+        let sent_up_to = self.sent_up_to();
+        let Some(r) = self.retransmit.as_mut() else {
+            return;
+        };
+        if from < r.oldest(sent_up_to) {
+            // Asked for what is no longer kept: say at once where the window starts.
+            self.beat = Some(Beat::Now);
+        }
+        let budget = self.budget - self.resend.len();
+        let resend = &mut self.resend;
+        r.on_nak(now, from, to, sent_up_to, budget, &mut |seq| {
+            resend.push(seq)
+        });
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Runs the timers due at `now`: forgets silent receivers, queues the idle
+    /// heartbeat (backing off), resumes what a retransmit budget left.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in TIMERS {
+            if !self.timers.expire(t, now) {
+                continue;
+            }
+            match t {
+                Timer::Heartbeat => {
+                    if self.stream.next_seq() > 0 {
+                        self.beat.get_or_insert(Beat::Idle);
+                    }
+                    self.timers
+                        .set(Timer::Heartbeat, now + self.heartbeat_every);
+                    self.heartbeat_every = (self.heartbeat_every * 2).min(self.max_heartbeat);
+                }
+                Timer::ReceiverExpiry => {
+                    self.flow.expire(now);
+                    if let Some(at) = self.flow.next_expiry() {
+                        self.timers.set(Timer::ReceiverExpiry, at);
+                    }
+                }
+                Timer::RateLimit => {}
+                Timer::Resume => {
+                    let sent_up_to = self.sent_up_to();
+                    let budget = self.budget - self.resend.len();
+                    if let Some(r) = self.retransmit.as_mut() {
+                        let resend = &mut self.resend;
+                        r.resume(now, sent_up_to, budget, &mut |seq| resend.push(seq));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands out everything due: the queued retransmissions (one batch, straight from
+    /// the window), then the data sealed since the last transmit together with the
+    /// datagram being built (no waiting to fill it), then a heartbeat. `send` gets
+    /// each batch and returns whether the kernel took it.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        send: &mut dyn FnMut(Transmit, &[&[u8]]) -> bool,
+    ) -> Transmitted {
+        let mut done = Transmitted::default();
+        if !self.resend.is_empty() {
+            let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+            let n = self.pool.len() as u64;
+            let mut k = 0;
+            let mut total = 0u64;
+            for &seq in &self.resend {
+                let b = &self.pool[(seq % n) as usize];
+                if b.seq() == Some(seq) {
+                    refs[k] = b.bytes();
+                    total += b.bytes().len() as u64;
+                    k += 1;
+                }
+            }
+            self.resend.clear();
+            if k > 0 {
+                if send(Transmit::Retransmit, &refs[..k]) {
+                    bump(&mut self.counters.retransmits, k);
+                    if let Some(r) = self.rate.as_mut() {
+                        r.consume(total);
+                    }
+                } else {
+                    bump(&mut self.counters.send_errors, k);
+                }
+                done.retransmits = k;
+            }
+        }
+        self.seal();
+        if self.unsent > 0 {
+            let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+            let n = self.pool.len();
+            let start = (self.head + n - self.unsent) % n;
+            let mut bytes = 0u64;
+            for (r, b) in refs.iter_mut().zip(&self.pool[start..start + self.unsent]) {
+                *r = b.bytes();
+                bytes += b.bytes().len() as u64;
+            }
+            // On failure the sequence numbers are spent all the same: receivers NAK
+            // them, and they are retransmitted from the pool, or reported lost.
+            if send(Transmit::Data, &refs[..self.unsent]) {
+                bump(&mut self.counters.datagrams, self.unsent);
+                self.counters.bytes = self.counters.bytes.saturating_add(bytes);
+            } else {
+                bump(&mut self.counters.send_errors, self.unsent);
+            }
+            done.data = self.unsent;
+            self.unsent = 0;
+            // Data went: the idle heartbeat starts over.
+            self.heartbeat_every = self.heartbeat_interval;
+            self.timers
+                .set(Timer::Heartbeat, now + self.heartbeat_interval);
+            if self.beat == Some(Beat::Idle) {
+                self.beat = None;
+            }
+        }
+        if self.beat.take().is_some() {
+            let mut hb = [0u8; HEARTBEAT_LEN];
+            self.stream.heartbeat(self.oldest()).encode(&mut hb);
+            if send(Transmit::Heartbeat, &[&hb]) {
+                bump(&mut self.counters.heartbeats, 1);
+            }
+            done.heartbeats = 1;
+        }
+        if self.retransmit.as_ref().is_some_and(|r| r.has_pending()) {
+            self.timers.set(Timer::Resume, now);
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Frames, Header, Heartbeat, Nak, Status, NAK_LEN, STATUS_LEN};
+
+    fn cfg() -> PublisherConfig {
+        PublisherConfig {
+            batch: 4,
+            retransmit_window: 16 * 200,
+            ..PublisherConfig::new(7, 200)
+        }
+    }
+
+    /// Transmits, returning every batch as (kind, datagrams).
+    fn drain(p: &mut Publisher, now: Instant) -> Vec<(Transmit, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        p.poll_transmit(now, &mut |k, b| {
+            out.push((k, b.iter().map(|d| d.to_vec()).collect()));
+            true
+        });
+        out
+    }
+
+    fn seq_of(d: &[u8]) -> u64 {
+        Header::decode(d).unwrap().seq
+    }
+
+    fn status(p: &mut Publisher, now: Instant, receiver: u64, next_seq: u64, window: u32) {
+        let mut b = [0u8; STATUS_LEN];
+        Status {
+            session: 7,
+            receiver,
+            next_seq,
+            window,
+            tag: 0,
+        }
+        .encode(&mut b);
+        assert_eq!(p.handle_control(now, &b), Ok(ControlEvent::Status));
+    }
+
+    fn nak(p: &mut Publisher, now: Instant, session: u32, from: u64, to: u64) -> ControlEvent {
+        let mut b = [0u8; NAK_LEN];
+        Nak {
+            session,
+            from,
+            to,
+            receiver: 1,
+        }
+        .encode(&mut b);
+        p.handle_control(now, &b).unwrap()
+    }
+
+    #[test]
+    fn packs_numbers_and_asks_for_a_transmit_per_batch() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(cfg(), t0);
+        assert_eq!(p.session(), 7);
+        // 32 + k * (8 + 2 + 50) <= 200 => 2 messages per datagram, 4 datagrams a batch
+        let mut taken = 0;
+        while p.offer(t0, "/t", &[taken as u8; 50]).is_ok() {
+            taken += 1;
+        }
+        assert_eq!(taken, 8);
+        assert_eq!(p.offer(t0, "/t", &[0; 50]), Err(Blocked::Transmit));
+        let out = drain(&mut p, t0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, Transmit::Data);
+        let seqs: Vec<u64> = out[0].1.iter().map(|d| seq_of(d)).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3]);
+        // the same message now goes; a transmit sends the partial datagram at once
+        p.offer(t0, "/t", &[8; 50]).unwrap();
+        let out = drain(&mut p, t0);
+        let (h, frames) = Frames::decode(&out[0].1[0], 1 << 20).unwrap();
+        assert_eq!((h.seq, h.msg_seq, h.count), (4, 8, 1));
+        assert_eq!(frames.count(), 1);
+        assert_eq!(p.counters().messages, 9);
+        assert_eq!(p.counters().datagrams, 5);
+        assert!(!p.has_transmit());
+    }
+
+    #[test]
+    fn a_fragmented_message_crosses_batches() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(cfg(), t0);
+        let big: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        let mut batches = 0;
+        while let Err(b) = p.offer(t0, "/big", &big) {
+            assert_eq!(b, Blocked::Transmit);
+            assert!(p.in_message());
+            assert_eq!(drain(&mut p, t0)[0].1.len(), 4);
+            batches += 1;
+        }
+        // piece = 200 - 32 - 8 - 8 - 4 = 148 bytes => 14 fragments
+        assert_eq!(batches, 3);
+        let out = drain(&mut p, t0);
+        assert_eq!(out[0].1.len(), 2);
+        assert_eq!(p.next_seq(), 14);
+        assert_eq!((p.counters().messages, p.counters().fragmented), (1, 1));
+    }
+
+    #[test]
+    fn flow_control_holds_new_datagrams_back() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(cfg(), t0);
+        status(&mut p, t0, 1, 0, 2);
+        assert_eq!(p.receivers(), 1);
+        for i in 0..4u8 {
+            p.offer(t0, "/t", &[i; 50]).unwrap();
+        }
+        // a third datagram would pass the window of 2
+        assert_eq!(p.offer(t0, "/t", &[4; 50]), Err(Blocked::FlowControl));
+        status(&mut p, t0, 1, 1, 2);
+        p.offer(t0, "/t", &[4; 50]).unwrap();
+        // a message wider than the window waits until everything before it arrived
+        drain(&mut p, t0);
+        let big = vec![1u8; 1000];
+        assert_eq!(p.offer(t0, "/t", &big), Err(Blocked::FlowControl));
+        status(&mut p, t0, 1, 3, 2);
+        while let Err(b) = p.offer(t0, "/t", &big) {
+            assert_eq!(b, Blocked::Transmit);
+            drain(&mut p, t0);
+        }
+        // the receiver goes quiet: forgotten after the timeout, via the timer
+        let at = p.timers.get(Timer::ReceiverExpiry).unwrap();
+        assert_eq!(at, t0 + Duration::from_secs(1) + Duration::from_nanos(1));
+        p.handle_timeout(at);
+        assert_eq!(p.receivers(), 0);
+    }
+
+    #[test]
+    fn naks_are_answered_from_the_pool_and_too_old_ones_with_a_heartbeat() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(
+            PublisherConfig {
+                retransmit_budget: 3,
+                ..cfg()
+            },
+            t0,
+        );
+        let mut sent = Vec::new();
+        for i in 0..40u8 {
+            while p.offer(t0, "/t", &[i; 50]) == Err(Blocked::Transmit) {
+                sent.extend(drain(&mut p, t0).remove(0).1);
+            }
+        }
+        sent.extend(drain(&mut p, t0).remove(0).1);
+        assert_eq!(sent.len(), 20);
+        // the pool has 16 buffers: 15 sent datagrams are kept (5..20)
+        assert_eq!(p.oldest(), 5);
+        assert_eq!(nak(&mut p, t0, 7, 10, 15), ControlEvent::Nak);
+        let out = drain(&mut p, t0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, Transmit::Retransmit);
+        assert_eq!(out[0].1, sent[10..13].to_vec(), "the same bytes, budget 3");
+        // the rest of the range resumes at the next timeout
+        let due = p.poll_timeout().unwrap();
+        assert_eq!(due, t0);
+        p.handle_timeout(due);
+        assert_eq!(drain(&mut p, t0)[0].1, sent[13..15].to_vec());
+        // a NAK for datagrams no longer held: a heartbeat says where the window starts
+        let t1 = t0 + Duration::from_millis(1);
+        nak(&mut p, t1, 7, 2, 6);
+        let out = drain(&mut p, t1);
+        assert_eq!(out[0], (Transmit::Retransmit, vec![sent[5].clone()]));
+        assert_eq!(out[1].0, Transmit::Heartbeat);
+        let hb = Heartbeat::decode(&out[1].1[0]).unwrap();
+        assert_eq!((hb.next_seq, hb.next_msg_seq, hb.oldest), (20, 40, 5));
+        // a NAK for another session is handed back for suppression
+        assert!(matches!(nak(&mut p, t1, 8, 1, 2), ControlEvent::OtherNak(n) if n.session == 8));
+        assert_eq!(p.counters().naks_received, 2);
+        assert_eq!(p.counters().retransmits, 6);
+        assert!(p.handle_control(t1, &[0u8; 10]).is_err());
+        assert_eq!(p.counters().control_malformed, 1);
+    }
+
+    #[test]
+    fn idle_heartbeats_back_off_and_data_resets_them() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(cfg(), t0);
+        assert_eq!(p.poll_timeout(), None, "nothing sent: no heartbeat");
+        p.offer(t0, "/t", b"x").unwrap();
+        drain(&mut p, t0);
+        let mut at = Vec::new();
+        let mut now = t0;
+        loop {
+            let next = p.poll_timeout().unwrap();
+            if next > t0 + Duration::from_millis(400) {
+                break;
+            }
+            now = next;
+            p.handle_timeout(now);
+            for (k, _) in drain(&mut p, now) {
+                assert_eq!(k, Transmit::Heartbeat);
+                at.push((now - t0).as_millis());
+            }
+        }
+        assert_eq!(at, vec![1, 2, 4, 8, 16, 32, 64, 128, 228, 328]);
+        // data again: the next heartbeat is one interval after it
+        p.offer(now, "/t", b"y").unwrap();
+        drain(&mut p, now);
+        assert_eq!(p.poll_timeout(), Some(now + Duration::from_millis(1)));
+        assert_eq!(p.counters().heartbeats, 10);
+    }
+
+    #[test]
+    fn the_rate_limit_blocks_and_sets_its_timer() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(
+            PublisherConfig {
+                rate_limit: Some(100_000),
+                batch: 1,
+                ..cfg()
+            },
+            t0,
+        );
+        // burst = max(1 * 200, 100) = 200 bytes; a datagram of one 80-byte message is
+        // 122 bytes: two go (the second into debt), then the limit holds
+        let mut n = 0;
+        let err = loop {
+            match p.offer(t0, "/t", &[1; 80]) {
+                Ok(()) => n += 1,
+                Err(Blocked::Transmit) => {
+                    drain(&mut p, t0);
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, Blocked::RateLimit);
+        assert_eq!(n, 2);
+        let at = p.rate_ready_at(t0).unwrap();
+        assert_eq!(p.poll_timeout(), Some(at));
+        assert!(at > t0);
+        p.handle_timeout(at);
+        assert!(p.offer(at, "/t", &[1; 80]).is_ok());
+    }
+}
