@@ -29,6 +29,7 @@ pub use config::{
 pub use error::{Error, PublishError};
 pub use io::fault::{FaultConfig, FaultCounts};
 pub use io::BackendKind;
+pub use io::{BusyPoll, OffloadReport, OffloadStatus};
 pub use node::Node;
 pub use publisher::{Claim, Publisher};
 pub use stats::Stats;
@@ -46,6 +47,7 @@ pub mod stat {
 pub mod doctor {
     pub use crate::io::iface::{list as interfaces, resolve as resolve_interface, Interface};
     pub use crate::io::probe::{run as probe, BackendReport, Probe};
+    pub use crate::io::Offload;
 }
 
 /// Smallest datagram payload a node accepts (room for headers and a topic).

@@ -53,6 +53,8 @@ pub struct BackendReport {
     pub reason: String,
     /// Whether receive uses multishot `RecvMsg` with a buffer ring (io_uring only).
     pub multishot: bool,
+    /// GSO/GRO/busy-poll state and counters of the sockets opened with this report.
+    pub offload: super::Offload,
 }
 
 /// What the host supports.
@@ -122,11 +124,13 @@ impl Probe {
                     kind: BackendKind::Mmsg,
                     reason: format!("forced by {BACKEND_ENV}={v}"),
                     multishot: false,
+                    offload: Default::default(),
                 },
                 BackendKind::Uring if self.uring_ok => BackendReport {
                     kind: BackendKind::Uring,
                     reason: format!("forced by {BACKEND_ENV}={v} ({})", self.uring_detail()),
                     multishot: self.multishot(),
+                    offload: Default::default(),
                 },
                 BackendKind::Uring => {
                     return Err(IoError::Unavailable {
@@ -144,6 +148,7 @@ impl Probe {
                 kind: BackendKind::Uring,
                 reason: format!("io_uring available ({})", self.uring_detail()),
                 multishot: self.multishot(),
+                offload: Default::default(),
             },
             None => BackendReport {
                 kind: BackendKind::Mmsg,
@@ -152,6 +157,7 @@ impl Probe {
                     self.uring_error.as_deref().unwrap_or("unknown error")
                 ),
                 multishot: false,
+                offload: Default::default(),
             },
         };
         tracing::debug!(backend = %report.kind, reason = %report.reason, "backend chosen");

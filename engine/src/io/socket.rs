@@ -33,6 +33,14 @@ pub struct SocketConfig {
     pub max_datagram: usize,
     /// Maximum datagrams per send/receive batch.
     pub batch: usize,
+    /// Use UDP GSO on the transmit socket where the kernel allows it.
+    pub gso: bool,
+    /// Use UDP GRO on the receive socket where the kernel allows it.
+    pub gro: bool,
+    /// `SO_BUSY_POLL` on the receive socket (`None`: not set).
+    pub busy_poll: Option<std::time::Duration>,
+    /// Where the backends report what the offloads do (shared with the node's stats).
+    pub offload: super::offload::Offload,
 }
 
 /// What the kernel granted for an opened socket.
@@ -119,6 +127,11 @@ fn control_config(cfg: &SocketConfig) -> Result<SocketConfig, IoError> {
         group,
         rcvbuf: 1 << 20,
         sndbuf: 0,
+        // Control sockets are read and written one datagram at a time.
+        gso: false,
+        gro: false,
+        busy_poll: None,
+        offload: Default::default(),
         ..cfg.clone()
     })
 }
@@ -194,6 +207,29 @@ fn set_buffer(sock: &Socket, dir: BufDir, bytes: usize) -> Result<(), IoError> {
     setsockopt_int(sock, libc::SOL_SOCKET, plain, val).map_err(|e| IoError::sys(name, e))
 }
 
+/// Checks that the kernel accepts UDP GSO on `sock` (`UDP_SEGMENT` exists: Linux ≥
+/// 4.18). Sets the socket-wide segment size to 0 (none): sizes go per send, in a cmsg.
+pub(crate) fn probe_gso(sock: &Socket) -> Result<(), i32> {
+    setsockopt_int(sock, libc::SOL_UDP, super::offload::UDP_SEGMENT, 0).map_err(errno)
+}
+
+/// Turns UDP GRO on for `sock` (Linux ≥ 5.0): received buffers may then hold several
+/// datagrams, with a `UDP_GRO` cmsg giving the segment size.
+pub(crate) fn enable_gro(sock: &Socket) -> Result<(), i32> {
+    setsockopt_int(sock, libc::SOL_UDP, super::offload::UDP_GRO, 1).map_err(errno)
+}
+
+/// Sets `SO_BUSY_POLL` to `us` microseconds (above `net.core.busy_read` the kernel
+/// asks for `CAP_NET_ADMIN`).
+pub(crate) fn set_busy_poll(sock: &Socket, us: u32) -> Result<(), i32> {
+    let v = libc::c_int::try_from(us).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(sock, libc::SOL_SOCKET, super::offload::SO_BUSY_POLL, v).map_err(errno)
+}
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
 fn setsockopt_int(sock: &Socket, level: i32, opt: i32, val: libc::c_int) -> std::io::Result<()> {
     // SAFETY: `val` is a live c_int and the length passed is its size.
     let rc = unsafe {
@@ -251,6 +287,10 @@ pub(crate) mod tests {
             sndbuf: 4 << 20,
             max_datagram: 60_000,
             batch: 64,
+            gso: false,
+            gro: false,
+            busy_poll: None,
+            offload: Default::default(),
         }
     }
 

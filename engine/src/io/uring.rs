@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::Socket;
 
+use super::offload::{self, next_group, Group, GsoCmsg, Offload, GRO_BUFFER, RX_CONTROL_LEN};
 use super::socket::SocketConfig;
 use super::{BackendKind, IoError, RxBackend, TxBackend};
 
@@ -124,6 +125,13 @@ pub(crate) struct UringCaps {
     pub(crate) buf_ring: bool,
     pub(crate) recvmsg_multishot: bool,
     pub(crate) ext_arg: bool,
+}
+
+impl UringCaps {
+    /// Whether the named opcode (see [`OPCODE_NAMES`]) is supported.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.opcodes.iter().any(|&(n, ok)| ok && n == name)
+    }
 }
 
 /// The host's io_uring capabilities (probed on first call, then cached).
@@ -349,7 +357,9 @@ fn is_transient(errno: i32) -> bool {
 // Transmit.
 // ---------------------------------------------------------------------------------
 
-/// io_uring transmit backend: linked `Send` SQEs on a registered, connected socket.
+/// io_uring transmit backend: linked `Send` SQEs on a registered, connected socket;
+/// with GSO on, a run of equal-size datagrams is one `SendMsg` SQE whose iovecs point
+/// at the datagrams and whose `UDP_SEGMENT` cmsg gives the size.
 pub struct UringTx {
     ring: IoUring,
     /// Keeps the registered fd open; dropped after the ring.
@@ -357,15 +367,38 @@ pub struct UringTx {
     /// Completion result per SQE of the current chunk.
     results: Vec<i32>,
     chunk: usize,
+    /// Per chunk: one iovec per datagram, one msghdr and cmsg per GSO group. Boxed
+    /// slices: they do not move while the kernel reads them.
+    iovs: Box<[libc::iovec]>,
+    msgs: Box<[libc::msghdr]>,
+    cmsgs: Box<[GsoCmsg]>,
+    groups: Vec<Group>,
+    gso: bool,
+    max_segment: usize,
+    offload: Offload,
     /// Set when the ring may hold SQEs pointing into a caller's buffers that the
     /// kernel never consumed; the instance refuses further work.
     poisoned: bool,
 }
 
+// SAFETY: the raw pointers in `iovs`/`msgs` point into this value's own boxed slices
+// or into a caller's buffers during one `send_batch` call only (rewritten every
+// call); io_uring rings may be used from any thread.
+unsafe impl Send for UringTx {}
+
 const PENDING: i32 = i32::MIN;
 
+/// How a chunk went: datagrams sent from its front, and if fewer than all, the errno
+/// of the first failure and whether it was a GSO send the kernel refused.
+struct ChunkResult {
+    sent: usize,
+    errno: i32,
+    gso_refused: bool,
+}
+
 impl UringTx {
-    /// Wraps a transmit socket (from [`super::socket::open_tx_socket`]).
+    /// Wraps a transmit socket (from [`super::socket::open_tx_socket`]); GSO is used
+    /// when `cfg.gso` says the kernel accepted it (see [`super::open_tx`]).
     pub fn new(sock: Socket, cfg: &SocketConfig) -> Result<Self, IoError> {
         let entries = cfg.batch.clamp(8, MAX_SQ_ENTRIES).next_power_of_two();
         let ring = build_ring(entries as u32, None, true)?;
@@ -373,21 +406,33 @@ impl UringTx {
             .register_files(&[sock.as_raw_fd()])
             .map_err(|e| IoError::sys("io_uring_register(FILES)", e))?;
         let chunk = (ring.params().sq_entries() as usize).min(entries);
-        tracing::debug!(sq = chunk, "io_uring tx ready");
+        tracing::debug!(sq = chunk, gso = cfg.gso, "io_uring tx ready");
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         Ok(UringTx {
             ring,
             sock,
             results: vec![PENDING; chunk],
             chunk,
+            iovs: vec![iov; chunk].into_boxed_slice(),
+            // SAFETY: msghdr is plain old data; all-zero is valid (null pointers).
+            msgs: (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            cmsgs: vec![GsoCmsg::new(); chunk].into_boxed_slice(),
+            groups: Vec::with_capacity(chunk),
+            gso: cfg.gso,
+            max_segment: cfg.max_datagram,
+            offload: cfg.offload.clone(),
             poisoned: false,
         })
     }
 
-    /// Sends `chunk` (at most `self.chunk` datagrams) as one linked SQE chain.
-    /// Returns how many datagrams from the front were sent; fewer than
-    /// `chunk.len()` means a transient failure at that index (the rest were cancelled
-    /// and not sent), with its errno.
-    fn send_chunk(&mut self, chunk: &[&[u8]]) -> Result<(usize, i32), IoError> {
+    /// Sends `chunk` (at most `self.chunk` datagrams) as one linked SQE chain: one
+    /// SQE per GSO group or single datagram. Fewer sent than `chunk.len()` means a
+    /// failure at that index (the rest were cancelled and not sent): transient, or a
+    /// GSO send refused.
+    fn send_chunk(&mut self, chunk: &[&[u8]]) -> Result<ChunkResult, IoError> {
         let n = chunk.len();
         // Validate before queueing anything: an early return must not leave SQEs
         // pointing into the caller's buffers in the SQ.
@@ -397,32 +442,79 @@ impl UringTx {
                 io::Error::from_raw_os_error(libc::EMSGSIZE),
             ));
         }
+        self.groups.clear();
+        let mut at = 0;
+        while at < n {
+            let g = if self.gso {
+                next_group(&chunk[at..], self.max_segment, n - at)
+            } else {
+                let len = chunk[at].len();
+                Group {
+                    count: 1,
+                    segment: len,
+                    bytes: len,
+                }
+            };
+            self.groups.push(g); // at most `chunk` groups: within capacity
+            at += g.count;
+        }
+        let m = self.groups.len();
+        for (iov, d) in self.iovs.iter_mut().zip(chunk) {
+            *iov = libc::iovec {
+                iov_base: d.as_ptr().cast_mut().cast(),
+                iov_len: d.len(),
+            };
+        }
+        for (c, g) in self.cmsgs.iter_mut().zip(&self.groups) {
+            c.set(g.segment);
+        }
+        let iovp = self.iovs.as_mut_ptr();
+        let cmsgp = self.cmsgs.as_mut_ptr();
+        let msgp = self.msgs.as_mut_ptr();
         {
             let mut sq = self.ring.submission();
-            for (i, d) in chunk.iter().enumerate() {
-                let len = d.len() as u32; // checked above
-                let mut sqe = opcode::Send::new(types::Fixed(0), d.as_ptr(), len)
-                    .build()
-                    .user_data(i as u64);
-                if i + 1 < n {
+            let mut at = 0;
+            for (k, g) in self.groups.iter().enumerate() {
+                let sqe = if g.is_gso() {
+                    // SAFETY: k < m ≤ chunk, so the msghdr, its iovecs
+                    // (at..at + count ≤ n) and cmsg are in bounds of our slices.
+                    let h = unsafe {
+                        let h = msgp.add(k);
+                        let mut v: libc::msghdr = std::mem::zeroed();
+                        v.msg_iov = iovp.add(at);
+                        v.msg_iovlen = g.count as _;
+                        v.msg_control = cmsgp.add(k).cast();
+                        v.msg_controllen = GsoCmsg::LEN as _;
+                        h.write(v);
+                        h
+                    };
+                    opcode::SendMsg::new(types::Fixed(0), h).build()
+                } else {
+                    let d = chunk[at];
+                    opcode::Send::new(types::Fixed(0), d.as_ptr(), d.len() as u32).build()
+                };
+                let mut sqe = sqe.user_data(k as u64);
+                if k + 1 < m {
                     sqe = sqe.flags(squeue::Flags::IO_LINK);
                 }
-                // SAFETY: `d` is borrowed for the whole call and this function does not
+                // SAFETY: the datagrams are borrowed for the whole call, the msghdrs,
+                // iovecs and cmsgs are owned by `self`, and this function does not
                 // return before every SQE pushed here has completed (or the instance
                 // is poisoned so they are never submitted).
                 if unsafe { sq.push(&sqe) }.is_err() {
-                    // Cannot happen (the SQ is empty and n <= its size), but if it
+                    // Cannot happen (the SQ is empty and m <= its size), but if it
                     // did, the pushed part must never be submitted.
                     self.poisoned = true;
                     return Err(IoError::sys("io_uring SQ", io::Error::other("SQ full")));
                 }
+                at += g.count;
             }
         }
-        self.results[..n].fill(PENDING);
+        self.results[..m].fill(PENDING);
         let mut seen = 0;
         let mut busy_spins = 0u32;
-        while seen < n {
-            match self.ring.submit_and_wait(n - seen) {
+        while seen < m {
+            match self.ring.submit_and_wait(m - seen) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e)
@@ -439,32 +531,52 @@ impl UringTx {
             }
             for c in self.ring.completion() {
                 let i = c.user_data() as usize;
-                if i < n && self.results[i] == PENDING {
+                if i < m && self.results[i] == PENDING {
                     self.results[i] = c.result();
                     seen += 1;
                 }
             }
         }
-        for (i, (&r, d)) in self.results[..n].iter().zip(chunk).enumerate() {
+        let mut sent = 0;
+        for (&r, g) in self.results[..m].iter().zip(&self.groups) {
             if r >= 0 {
-                if r as usize != d.len() {
+                if r as usize != g.bytes {
                     return Err(IoError::sys(
                         "io_uring send",
-                        io::Error::other(format!("short send: {r} of {} bytes", d.len())),
+                        io::Error::other(format!("short send: {r} of {} bytes", g.bytes)),
                     ));
                 }
+                if g.is_gso() {
+                    self.offload.gso_sent(g.count);
+                }
+                sent += g.count;
                 continue;
             }
             let errno = -r;
+            if g.is_gso() && offload::is_gso_refusal(errno) {
+                return Ok(ChunkResult {
+                    sent,
+                    errno,
+                    gso_refused: true,
+                });
+            }
             return match errno {
-                libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ECANCELED => Ok((i, errno)),
+                libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ECANCELED => Ok(ChunkResult {
+                    sent,
+                    errno,
+                    gso_refused: false,
+                }),
                 _ => Err(IoError::sys(
                     "io_uring send",
                     io::Error::from_raw_os_error(errno),
                 )),
             };
         }
-        Ok((n, 0))
+        Ok(ChunkResult {
+            sent: n,
+            errno: 0,
+            gso_refused: false,
+        })
     }
 }
 
@@ -480,10 +592,21 @@ impl TxBackend for UringTx {
         let mut stalled_since: Option<Instant> = None;
         while start < datagrams.len() {
             let end = (start + self.chunk).min(datagrams.len());
-            let (sent, errno) = self.send_chunk(&datagrams[start..end])?;
-            start += sent;
+            let r = self.send_chunk(&datagrams[start..end])?;
+            start += r.sent;
             if start == end {
                 stalled_since = None;
+                continue;
+            }
+            if r.gso_refused {
+                // The kernel or the NIC cannot segment on this route: resend from
+                // the refused group on without GSO, and keep it off for the socket.
+                tracing::warn!(
+                    errno = r.errno,
+                    "io_uring send: UDP GSO refused; switched off for this socket"
+                );
+                self.gso = false;
+                self.offload.gso_downgraded(r.errno);
                 continue;
             }
             // Transient failure at `start`: wait for room, then resume from there.
@@ -491,15 +614,15 @@ impl TxBackend for UringTx {
             if since.elapsed() > TX_STALL_LIMIT {
                 return Err(IoError::sys(
                     "io_uring send (stalled)",
-                    io::Error::from_raw_os_error(errno),
+                    io::Error::from_raw_os_error(r.errno),
                 ));
             }
             tracing::debug!(
-                errno,
+                errno = r.errno,
                 at = start,
                 "io_uring send: transient failure, retrying"
             );
-            wait_writable(&self.sock, errno);
+            wait_writable(&self.sock, r.errno);
         }
         Ok(())
     }
