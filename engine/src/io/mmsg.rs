@@ -456,7 +456,7 @@ fn sockaddr_from_in(sin: &libc::sockaddr_in) -> SocketAddrV4 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::socket::tests::{check_backend, measure};
+    use crate::io::socket::tests::{check_backend, check_gso_downgrade, check_offload, measure};
 
     fn mk_tx(s: Socket, c: &SocketConfig) -> Result<Box<dyn TxBackend>, IoError> {
         Ok(Box::new(MmsgTx::new(s, c)?))
@@ -468,6 +468,18 @@ mod tests {
     #[test]
     fn mmsg_roundtrip() {
         check_backend(mk_tx, mk_rx, 21, 41_021);
+    }
+
+    #[test]
+    fn mmsg_gso_gro() {
+        check_offload(mk_tx, mk_rx, true, true, 25, 41_025);
+        check_offload(mk_tx, mk_rx, true, false, 26, 41_026);
+        check_offload(mk_tx, mk_rx, false, true, 27, 41_027);
+    }
+
+    #[test]
+    fn mmsg_gso_refused_at_run_time() {
+        check_gso_downgrade(mk_tx, mk_rx, 28, 41_028);
     }
 
     #[test]

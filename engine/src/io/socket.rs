@@ -425,6 +425,127 @@ pub(crate) mod tests {
         }
     }
 
+    /// Datagram `i` of the offload tests: mostly runs of 1000 bytes, with full-size
+    /// (1472) runs and short ones mixed in; the first 4 bytes are the index.
+    fn offload_datagram(i: usize) -> Vec<u8> {
+        let len = match i % 97 {
+            0..=59 => 1000,
+            60..=89 => 1472,
+            90 => 12,
+            _ => 300 + i % 7,
+        };
+        let mut d: Vec<u8> = (0..len).map(|j| (i ^ (j * 13)) as u8).collect();
+        d[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        d
+    }
+
+    /// Sends 3,000 datagrams through a backend pair with GSO and/or GRO on (the
+    /// socket options set as `open_tx`/`open_rx` would) and checks byte-exact,
+    /// in-order delivery in calls of at most 5 datagrams, and the offload counters.
+    pub(crate) fn check_offload(
+        mk_tx: MkTx,
+        mk_rx: MkRx,
+        gso: bool,
+        gro: bool,
+        group_last: u8,
+        port: u16,
+    ) {
+        let mut cfg = lo_config(group_last, port);
+        cfg.max_datagram = 1472;
+        cfg.gso = gso;
+        cfg.gro = gro;
+        let (rs, _) = open_rx_socket(&cfg).expect("rx socket");
+        if gro {
+            enable_gro(&rs).expect("UDP_GRO");
+        }
+        let mut rx = mk_rx(rs, &cfg).expect("rx");
+        let (ts, tinfo) = open_tx_socket(&cfg).expect("tx socket");
+        if gso {
+            probe_gso(&ts).expect("UDP_SEGMENT");
+        }
+        let mut tx = mk_tx(ts, &cfg).expect("tx");
+        let expected: Vec<Vec<u8>> = (0..3000).map(offload_datagram).collect();
+        let mut got = 0usize;
+        for chunk in expected.chunks(cfg.batch) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            tx.send_batch(&refs).expect("send_batch");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < expected.len() {
+            assert!(Instant::now() < deadline, "timed out at datagram {got}");
+            let n = rx
+                .recv_batch(5, Some(Duration::from_millis(50)), &mut |d, src| {
+                    assert_eq!(src, tinfo.local);
+                    assert_eq!(d, expected[got].as_slice(), "datagram {got}");
+                    got += 1;
+                })
+                .expect("recv");
+            assert!(n <= 5, "{n} datagrams delivered for a budget of 5");
+        }
+        let n = rx
+            .recv_batch(64, Some(Duration::from_millis(30)), &mut |d, _| {
+                panic!("unexpected datagram of {} bytes", d.len())
+            })
+            .expect("final recv");
+        assert_eq!(n, 0);
+        assert_eq!(rx.truncated(), 0);
+        let r = cfg.offload.report();
+        if gso {
+            assert!(r.gso_sends > 0, "{r:?}");
+            assert!(r.gso_segments >= 2 * r.gso_sends, "{r:?}");
+            assert_eq!(r.gso_downgrades, 0, "{r:?}");
+        } else {
+            assert_eq!((r.gso_sends, r.gso_segments), (0, 0), "{r:?}");
+        }
+        if gso && gro {
+            // On loopback a GSO send reaches a GRO socket still coalesced.
+            assert!(r.gro_buffers > 0, "{r:?}");
+            assert!(r.gro_segments >= 2 * r.gro_buffers, "{r:?}");
+        } else {
+            assert_eq!((r.gro_buffers, r.gro_segments), (0, 0), "{r:?}");
+        }
+    }
+
+    /// A GSO send the kernel refuses (here: UDP checksums off with `SO_NO_CHECK`,
+    /// which GSO cannot do; `EINVAL`) is resent datagram by datagram and GSO is
+    /// switched off for the socket, counted.
+    pub(crate) fn check_gso_downgrade(mk_tx: MkTx, mk_rx: MkRx, group_last: u8, port: u16) {
+        let mut cfg = lo_config(group_last, port);
+        cfg.max_datagram = 1472;
+        cfg.gso = true;
+        let (rs, _) = open_rx_socket(&cfg).expect("rx socket");
+        let mut rx = mk_rx(rs, &cfg).expect("rx");
+        let (ts, _) = open_tx_socket(&cfg).expect("tx socket");
+        probe_gso(&ts).expect("UDP_SEGMENT");
+        setsockopt_int(&ts, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).expect("SO_NO_CHECK");
+        let mut tx = mk_tx(ts, &cfg).expect("tx");
+        let expected: Vec<Vec<u8>> = (0..300).map(offload_datagram).collect();
+        for chunk in expected.chunks(cfg.batch) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            tx.send_batch(&refs).expect("send_batch");
+        }
+        let mut got = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < expected.len() {
+            assert!(Instant::now() < deadline, "timed out at datagram {got}");
+            rx.recv_batch(64, Some(Duration::from_millis(50)), &mut |d, _| {
+                assert_eq!(d, expected[got].as_slice(), "datagram {got}");
+                got += 1;
+            })
+            .expect("recv");
+        }
+        let r = cfg.offload.report();
+        assert_eq!(r.gso_downgrades, 1, "{r:?}");
+        assert_eq!(r.gso_sends, 0, "{r:?}");
+        assert!(
+            matches!(
+                r.gso,
+                crate::io::OffloadStatus::SwitchedOff(libc::EINVAL | libc::EIO)
+            ),
+            "{r:?}"
+        );
+    }
+
     /// Quick loopback throughput: one sender thread, one receiver thread.
     pub(crate) fn measure(name: &str, mk_tx: MkTx, mk_rx: MkRx, group_last: u8, port: u16) {
         for &(size, count) in &[(64usize, 1_000_000usize), (1400, 500_000), (8192, 200_000)] {
