@@ -236,7 +236,7 @@ impl MmsgRx {
         let mut batch = cfg.batch.clamp(1, libc::UIO_MAXIOV as usize);
         let max_datagram = cfg.max_datagram.max(1);
         let buf_len = if cfg.gro {
-            batch = batch.min(GRO_RX_BUDGET / GRO_BUFFER).max(1);
+            batch = batch.clamp(1, GRO_RX_BUDGET / GRO_BUFFER);
             GRO_BUFFER.max(max_datagram)
         } else {
             max_datagram
@@ -349,6 +349,7 @@ impl MmsgRx {
             }
             let len = (h.msg_len as usize).min(bl);
             let segment = if self.gro {
+                #[allow(clippy::unnecessary_cast)] // socklen_t on musl, size_t on glibc
                 let clen = (h.msg_hdr.msg_controllen as usize).min(RX_CONTROL_LEN);
                 // SAFETY: `ctrls[i]` is RX_CONTROL_LEN initialised bytes owned by
                 // this value; the kernel is done writing them (the call returned).

@@ -180,6 +180,10 @@ pub struct OffloadReport {
     pub gro: OffloadStatus,
     /// `SO_BUSY_POLL` on the receive socket.
     pub busy_poll: BusyPoll,
+    /// io_uring NAPI busy polling (`IORING_REGISTER_NAPI`, Linux ≥ 6.9) on the receive
+    /// ring, asked for with the same busy-poll time (io_uring backend only): the wait
+    /// for completions polls the device queues of the sockets in flight.
+    pub napi_busy_poll: BusyPoll,
     /// GSO sends (each carrying 2..=64 datagrams).
     pub gso_sends: u64,
     /// Datagrams carried by those sends.
@@ -198,6 +202,7 @@ struct Shared {
     gso: AtomicU64,
     gro: AtomicU64,
     busy_poll: AtomicU64,
+    napi_busy_poll: AtomicU64,
     gso_sends: AtomicU64,
     gso_segments: AtomicU64,
     gso_downgrades: AtomicU64,
@@ -238,6 +243,7 @@ impl Offload {
             gso: OffloadStatus::unpack(s.gso.load(Relaxed)),
             gro: OffloadStatus::unpack(s.gro.load(Relaxed)),
             busy_poll: BusyPoll::unpack(s.busy_poll.load(Relaxed)),
+            napi_busy_poll: BusyPoll::unpack(s.napi_busy_poll.load(Relaxed)),
             gso_sends: s.gso_sends.load(Relaxed),
             gso_segments: s.gso_segments.load(Relaxed),
             gso_downgrades: s.gso_downgrades.load(Relaxed),
@@ -256,6 +262,10 @@ impl Offload {
 
     pub(crate) fn set_busy_poll(&self, b: BusyPoll) {
         self.0.busy_poll.store(b.pack(), Relaxed);
+    }
+
+    pub(crate) fn set_napi_busy_poll(&self, b: BusyPoll) {
+        self.0.napi_busy_poll.store(b.pack(), Relaxed);
     }
 
     /// Counts one GSO send of `segments` datagrams.
@@ -630,7 +640,7 @@ mod tests {
         assert_eq!(GsoCmsg::LEN, space);
         let mut c = GsoCmsg::new();
         c.set(1472);
-        assert_eq!(c.hdr.cmsg_len as usize, len);
+        assert_eq!(c.hdr.cmsg_len as u64, len as u64);
         assert_eq!(c.segment, 1472);
     }
 
@@ -656,7 +666,8 @@ mod tests {
             BusyPoll::Off,
         ] {
             o.set_busy_poll(b);
-            assert_eq!(o.report().busy_poll, b);
+            o.set_napi_busy_poll(b);
+            assert_eq!((o.report().busy_poll, o.report().napi_busy_poll), (b, b));
         }
         o.gso_sent(44);
         o.gso_sent(2);

@@ -226,6 +226,15 @@ pub(crate) fn set_busy_poll(sock: &Socket, us: u32) -> Result<(), i32> {
     setsockopt_int(sock, libc::SOL_SOCKET, super::offload::SO_BUSY_POLL, v).map_err(errno)
 }
 
+/// Whether the kernel accepts UDP GSO and GRO, tried on a throwaway UDP socket
+/// (for `ringcast doctor`; no packet is sent).
+pub(crate) fn probe_offloads() -> (Result<(), i32>, Result<(), i32>) {
+    match new_udp() {
+        Ok(s) => (probe_gso(&s), enable_gro(&s)),
+        Err(_) => (Err(libc::EAFNOSUPPORT), Err(libc::EAFNOSUPPORT)),
+    }
+}
+
 fn errno(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }

@@ -32,7 +32,7 @@ use socket2::Socket;
 
 use super::offload::{self, next_group, Group, GsoCmsg, Offload, GRO_BUFFER, RX_CONTROL_LEN};
 use super::socket::SocketConfig;
-use super::{BackendKind, IoError, RxBackend, TxBackend};
+use super::{BackendKind, BusyPoll, IoError, RxBackend, TxBackend};
 
 /// Largest SQ we ask for; bigger batches are sent in chunks of this size.
 const MAX_SQ_ENTRIES: usize = 4096;
@@ -758,6 +758,18 @@ impl UringRx {
         ring.submitter()
             .register_files(&[sock.as_raw_fd()])
             .map_err(|e| IoError::sys("io_uring_register(FILES)", e))?;
+        if let Some(d) = cfg.busy_poll {
+            // NAPI busy polling while waiting for completions (Linux ≥ 6.9): the
+            // io_uring counterpart of SO_BUSY_POLL, which only covers recvmsg calls.
+            let us = offload::busy_poll_us(d);
+            let mut napi = types::Napi::new().set_busy_poll_timeout(us);
+            let st = match ring.submitter().register_napi(&mut napi) {
+                Ok(()) => BusyPoll::On(us),
+                Err(e) => BusyPoll::Refused(us, e.raw_os_error().unwrap_or(libc::EINVAL)),
+            };
+            tracing::debug!(%st, "io_uring NAPI busy poll");
+            cfg.offload.set_napi_busy_poll(st);
+        }
         tracing::debug!(?mode, gro, "io_uring rx ready");
         Ok(UringRx {
             ring,
@@ -1530,6 +1542,7 @@ impl Slots {
             let flags = h.msg_flags;
             let src = sockaddr_from_in(&*self.name(slot));
             let buf = std::slice::from_raw_parts(self.buf(slot), len.min(self.buf_len));
+            #[allow(clippy::unnecessary_cast)] // socklen_t on musl, size_t on glibc
             let clen = if self.gro {
                 (h.msg_controllen as usize).min(RX_CONTROL_LEN)
             } else {
