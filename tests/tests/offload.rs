@@ -104,3 +104,63 @@ fn gso_on_gro_off() {
 fn gso_off_gro_on() {
     run(62, false, true);
 }
+
+/// `Config::busy_poll` sets `SO_BUSY_POLL` on the receive socket (and io_uring NAPI
+/// busy polling on the receive ring) and says so, or says why not; delivery is
+/// unchanged. Off by default.
+#[test]
+fn busy_poll_is_set_or_reported() {
+    use ringcast::BusyPoll;
+    for (backend, name) in BACKENDS {
+        let plain = Node::new(config(63, backend, name).build().unwrap()).unwrap();
+        let _s = plain.subscriber(&["/bp"]).unwrap();
+        let o = plain.stats().offload;
+        assert_eq!(
+            (o.busy_poll, o.napi_busy_poll),
+            (BusyPoll::Off, BusyPoll::Off)
+        );
+        drop((_s, plain));
+
+        let rx = Node::new(
+            config(64, backend, name)
+                .busy_poll(Some(Duration::from_micros(50)))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(config(64, backend, name).build().unwrap()).unwrap();
+        let mut sub = rx.subscriber(&["/bp"]).unwrap();
+        let o = rx.stats().offload;
+        assert!(
+            matches!(o.busy_poll, BusyPoll::On(50) | BusyPoll::Refused(50, _)),
+            "[{name}] {o:?}"
+        );
+        if name == "mmsg" {
+            assert_eq!(o.napi_busy_poll, BusyPoll::Off, "[{name}] {o:?}");
+        } else {
+            assert!(
+                matches!(
+                    o.napi_busy_poll,
+                    BusyPoll::On(50) | BusyPoll::Refused(50, _)
+                ),
+                "[{name}] {o:?}"
+            );
+        }
+        let mut publ = tx.publisher("/bp").unwrap();
+        for i in 0..100u32 {
+            publ.offer_blocking(&message(i), Duration::from_secs(5))
+                .unwrap();
+        }
+        let mut next = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while next < 100 && Instant::now() < deadline {
+            sub.poll_timeout(64, Duration::from_millis(10), |ev| {
+                if let Event::Message(m) = ev {
+                    assert_eq!(m.payload(), message(next).as_slice(), "[{name}]");
+                    next += 1;
+                }
+            });
+        }
+        assert_eq!(next, 100, "[{name}]");
+    }
+}
