@@ -114,6 +114,9 @@ pub fn open_tx(
             Ok(()) if kind == BackendKind::Uring && !uring::caps().has("SendMsg") => {
                 OffloadStatus::Refused(libc::EOPNOTSUPP)
             }
+            Ok(()) if cfg.loopback && !offload::loop_safe_kernel(&probe::kernel_release()) => {
+                OffloadStatus::OldKernel
+            }
             Ok(()) => OffloadStatus::On,
             Err(e) => OffloadStatus::Refused(e),
         }

@@ -66,6 +66,9 @@ pub enum OffloadStatus {
     /// Switched off at run time after a GSO send failed with this errno (the kernel
     /// or the NIC cannot segment on this route); the datagrams went out one by one.
     SwitchedOff(i32),
+    /// Not used with multicast loop on a kernel older than 5.0: before 5.0 a looped
+    /// GSO send could reach a local socket without GRO still coalesced.
+    OldKernel,
 }
 
 impl OffloadStatus {
@@ -82,6 +85,7 @@ impl OffloadStatus {
             OffloadStatus::DisabledByEnv => (3, 0),
             OffloadStatus::Refused(e) => (4, e),
             OffloadStatus::SwitchedOff(e) => (5, e),
+            OffloadStatus::OldKernel => (6, 0),
         };
         (tag << 32) | u64::from(v as u32)
     }
@@ -94,6 +98,7 @@ impl OffloadStatus {
             3 => OffloadStatus::DisabledByEnv,
             4 => OffloadStatus::Refused(e),
             5 => OffloadStatus::SwitchedOff(e),
+            6 => OffloadStatus::OldKernel,
             _ => OffloadStatus::NotOpen,
         }
     }
@@ -115,6 +120,9 @@ impl fmt::Display for OffloadStatus {
                 f,
                 "off: switched off at run time after a send failed ({})",
                 std::io::Error::from_raw_os_error(e)
+            ),
+            OffloadStatus::OldKernel => f.write_str(
+                "off: kernel older than 5.0 (looped multicast GSO sends may reach local sockets coalesced)",
             ),
         }
     }
@@ -297,6 +305,15 @@ pub(crate) fn wanted(config: bool, env_value: Option<&str>) -> Option<OffloadSta
         .map(|v| v.trim().to_ascii_lowercase())
         .is_some_and(|v| matches!(v.as_str(), "0" | "off" | "false" | "no"));
     off.then_some(OffloadStatus::DisabledByEnv)
+}
+
+/// Whether GSO may be used with multicast loop on the kernel `release` (`uname -r`):
+/// from 5.0 on the kernel splits a looped GSO send for local sockets without GRO.
+/// An unparsable release counts as new enough (GSO itself is probed separately).
+pub(crate) fn loop_safe_kernel(release: &str) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    major.is_none_or(|m| m >= 5)
 }
 
 /// Whether `errno` from a GSO send means "this route cannot do GSO" (resend the
@@ -654,6 +671,7 @@ mod tests {
             OffloadStatus::DisabledByEnv,
             OffloadStatus::Refused(libc::ENOPROTOOPT),
             OffloadStatus::SwitchedOff(libc::EIO),
+            OffloadStatus::OldKernel,
             OffloadStatus::NotOpen,
         ] {
             o.set_gso(st);
@@ -694,6 +712,16 @@ mod tests {
             .contains("CAP_NET_ADMIN"));
         assert_eq!(o.clone(), o);
         assert_ne!(o, Offload::default());
+    }
+
+    #[test]
+    fn old_kernels_keep_gso_off_with_multicast_loop() {
+        assert!(loop_safe_kernel("6.18.44-fc-v1045"));
+        assert!(loop_safe_kernel("5.0.0"));
+        assert!(!loop_safe_kernel("4.19.0-27-amd64"));
+        assert!(!loop_safe_kernel("4.18"));
+        assert!(loop_safe_kernel("weird"));
+        assert!(OffloadStatus::OldKernel.to_string().contains("5.0"));
     }
 
     #[test]
