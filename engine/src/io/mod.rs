@@ -4,6 +4,9 @@
 //! `sendmmsg`/`recvmmsg` fallback ([`mmsg`]). [`probe`] decides at start-up which one
 //! this host can run, and why. [`socket`] opens and configures the multicast sockets
 //! (socket2), [`iface`] resolves an interface name or address and reads its MTU.
+//! [`offload`] holds UDP GSO/GRO and busy polling: the kernel quirks, the batch
+//! grouping and buffer splitting both backends use, and the state and counters a
+//! node's [`Stats`](crate::Stats) report.
 //!
 //! Each agent thread owns its own backend instance (one ring per thread): the
 //! sender agent a [`TxBackend`], the receiver agent an [`RxBackend`].
@@ -63,7 +66,8 @@ pub trait TxBackend: Send {
     /// Hands every datagram in `datagrams` to the kernel, in order, addressed to the
     /// group. Returns once the kernel has accepted all of them (their buffers may then
     /// be reused). Implementations batch: one `io_uring_enter`/`sendmmsg` per call
-    /// where the batch fits the ring/vector.
+    /// where the batch fits the ring/vector; with GSO on, each run of equal-size
+    /// datagrams is one kernel send (see [`offload`]).
     fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError>;
 
     /// Which backend this is.
@@ -72,7 +76,9 @@ pub trait TxBackend: Send {
 
 /// Receives datagrams from the group.
 pub trait RxBackend: Send {
-    /// Delivers up to `max` received datagrams to `on_datagram(bytes, source)`.
+    /// Delivers up to `max` received datagrams to `on_datagram(bytes, source)`, one
+    /// call per datagram: with GRO on, a buffer of coalesced datagrams is split first
+    /// (what `max` leaves of it is delivered by the next call).
     ///
     /// With `wait == None` it never blocks: returns `Ok(0)` when nothing is ready.
     /// With `Some(d)` it may block up to `d` for the first datagram (used by park idle
