@@ -498,6 +498,21 @@ pub(crate) mod tests {
             .expect("final recv");
         assert_eq!(n, 0);
         assert_eq!(rx.truncated(), 0);
+        // A datagram over the maximum is still dropped and counted, even where GRO
+        // buffers would hold it; the one after it arrives.
+        let big = vec![0x5Au8; cfg.max_datagram + 1];
+        let after = b"after-truncation".to_vec();
+        tx.send_batch(&[&big, &after]).expect("send big");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.is_empty() && Instant::now() < deadline {
+            rx.recv_batch(5, Some(Duration::from_millis(50)), &mut |d, _| {
+                seen.push(d.to_vec())
+            })
+            .expect("recv after big");
+        }
+        assert_eq!(seen, vec![after]);
+        assert_eq!(rx.truncated(), 1);
         let r = cfg.offload.report();
         if gso {
             assert!(r.gso_sends > 0, "{r:?}");
