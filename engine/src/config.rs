@@ -148,6 +148,9 @@ pub struct Config {
     pub(crate) flow_control: FlowControlStrategy,
     pub(crate) receiver_tag: u32,
     pub(crate) rate_limit: Option<u64>,
+    pub(crate) gso: bool,
+    pub(crate) gro: bool,
+    pub(crate) busy_poll: Option<Duration>,
 }
 
 impl Default for Config {
@@ -185,6 +188,9 @@ impl Default for Config {
             flow_control: FlowControlStrategy::default(),
             receiver_tag: 0,
             rate_limit: None,
+            gso: true,
+            gro: true,
+            busy_poll: None,
         }
     }
 }
@@ -451,5 +457,34 @@ impl ConfigBuilder {
             return Err(Error::Config("max message must be 1..=4 GiB".into()));
         }
         Ok(c)
+    }
+
+    /// UDP GSO on send (default on): consecutive equal-size datagrams of a batch go
+    /// to the kernel as one send, cut into datagrams by the kernel or NIC. Used only
+    /// where the kernel accepts it (Linux ≥ 4.18); switched off for the socket if a
+    /// send is refused (`EIO`/`EINVAL`). `RINGCAST_GSO=0` also turns it off. See
+    /// `Stats::offload`.
+    pub fn gso(mut self, on: bool) -> Self {
+        self.0.gso = on;
+        self
+    }
+
+    /// UDP GRO on receive (default on, Linux ≥ 5.0): the kernel may hand over several
+    /// datagrams of one sender in one buffer, split again before the protocol sees
+    /// them. Receive buffers are 64 KiB each while it is on. `RINGCAST_GRO=0` also
+    /// turns it off.
+    pub fn gro(mut self, on: bool) -> Self {
+        self.0.gro = on;
+        self
+    }
+
+    /// `SO_BUSY_POLL` on the receive socket: blocking receives poll the NIC's queue
+    /// for up to this long instead of sleeping until an interrupt (lowest latency,
+    /// burns CPU; only NAPI devices, not loopback). Above `net.core.busy_read` the
+    /// kernel requires `CAP_NET_ADMIN`; a refusal is reported in `Stats::offload`,
+    /// not an error. Default `None`: off.
+    pub fn busy_poll(mut self, d: Option<Duration>) -> Self {
+        self.0.busy_poll = d;
+        self
     }
 }

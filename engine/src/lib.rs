@@ -29,6 +29,7 @@ pub use config::{
 pub use error::{Error, PublishError};
 pub use io::fault::{FaultConfig, FaultCounts};
 pub use io::BackendKind;
+pub use io::{BusyPoll, OffloadReport, OffloadStatus};
 pub use node::{HandlerGuard, Node};
 pub use publisher::{Claim, Publisher};
 pub use stats::Stats;
@@ -46,6 +47,7 @@ pub mod stat {
 pub mod doctor {
     pub use crate::io::iface::{list as interfaces, resolve as resolve_interface, Interface};
     pub use crate::io::probe::{run as probe, BackendReport, Probe};
+    pub use crate::io::Offload;
 
     /// The threading a node would run with on this host for `mode` and `idle`: the
     /// resolved mode, why, and a warning when it oversubscribes the usable cores.

@@ -82,6 +82,10 @@ impl Node {
             sndbuf: config.sndbuf,
             max_datagram: max_payload,
             batch: config.batch,
+            gso: config.gso,
+            gro: config.gro,
+            busy_poll: config.busy_poll,
+            offload: backend.offload.clone(),
         };
         let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
         debug_assert_eq!(tx.kind(), backend.kind);

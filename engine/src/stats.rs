@@ -241,6 +241,8 @@ pub struct Stats {
     pub rcvbuf: usize,
     /// Socket send buffer the kernel granted.
     pub sndbuf: usize,
+    /// UDP GSO/GRO and busy polling: on or why not, and their counters.
+    pub offload: crate::io::OffloadReport,
 }
 
 impl Stats {
@@ -294,6 +296,11 @@ impl Stats {
             ("receiver_max_cycle_ns", self.receiver_max_cycle_ns),
             ("rcvbuf", self.rcvbuf as u64),
             ("sndbuf", self.sndbuf as u64),
+            ("gso_sends", self.offload.gso_sends),
+            ("gso_segments", self.offload.gso_segments),
+            ("gso_downgrades", self.offload.gso_downgrades),
+            ("gro_buffers", self.offload.gro_buffers),
+            ("gro_segments", self.offload.gro_segments),
         ]
     }
 }
@@ -311,6 +318,7 @@ impl Counters {
             backend_reason: backend.reason.clone(),
             threading: crate::config::ThreadingMode::Auto,
             threading_reason: String::new(),
+            offload: backend.offload.report(),
             max_payload,
             rcvbuf,
             sndbuf,

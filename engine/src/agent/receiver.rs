@@ -829,6 +829,7 @@ mod tests {
                 kind: crate::io::BackendKind::Mmsg,
                 reason: "test".into(),
                 multishot: false,
+                offload: Default::default(),
             },
             max_payload: 1472,
             sndbuf: 0,

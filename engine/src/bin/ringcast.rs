@@ -491,6 +491,9 @@ fn doctor(a: DoctorArgs) -> Res {
     if let Some(w) = spin {
         println!("warning:           busy-spinning agents: {w}");
     }
+    println!("udp gso:           {}", probe.gso_summary());
+    println!("udp gro:           {}", probe.gro_summary());
+    println!("busy poll:         {}", probe.busy_poll_summary());
     let show = |v: Option<u64>| v.map_or("unknown".to_string(), |b| format!("{b} bytes"));
     println!("net.core.rmem_max: {}", show(probe.rmem_max));
     println!("net.core.wmem_max: {}", show(probe.wmem_max));
@@ -574,7 +577,10 @@ fn self_test(iface: &str) -> Option<String> {
         }
         Ok(false)
     };
-    match run() {
+    let result = run();
+    let o = node.stats().offload;
+    println!("self-test sockets: udp gso {}; udp gro {}", o.gso, o.gro);
+    match result {
         Ok(true) => None,
         Ok(false) => Some("FAILED: nothing came back within 2 s".into()),
         Err(e) => Some(format!("failed: {e}")),

@@ -10,17 +10,28 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use super::offload::{self, next_group, Group, GsoCmsg, Offload, GRO_BUFFER, RX_CONTROL_LEN};
 use super::socket::SocketConfig;
 use super::{BackendKind, IoError, RxBackend, TxBackend};
 
 /// How long a transmit batch may make no progress before `send_batch` fails.
 const TX_STALL_LIMIT: Duration = Duration::from_secs(5);
 
-/// `sendmmsg` transmit backend on a connected socket.
+/// Memory for GRO receive buffers (each [`GRO_BUFFER`] bytes): at most 128 of them.
+const GRO_RX_BUDGET: usize = 8 << 20;
+
+/// `sendmmsg` transmit backend on a connected socket. With GSO on, each run of
+/// equal-size datagrams goes as one message whose iovecs point at the datagrams and
+/// whose `UDP_SEGMENT` cmsg gives the size: the kernel cuts it into datagrams.
 pub struct MmsgTx {
     sock: Socket,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    cmsgs: Vec<GsoCmsg>,
+    groups: Vec<Group>,
+    gso: bool,
+    max_segment: usize,
+    offload: Offload,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are only meaningful during one
@@ -29,7 +40,8 @@ pub struct MmsgTx {
 unsafe impl Send for MmsgTx {}
 
 impl MmsgTx {
-    /// Wraps a transmit socket (from [`super::socket::open_tx_socket`]).
+    /// Wraps a transmit socket (from [`super::socket::open_tx_socket`]); GSO is used
+    /// when `cfg.gso` says the kernel accepted it (see [`super::open_tx`]).
     pub fn new(sock: Socket, cfg: &SocketConfig) -> Result<Self, IoError> {
         let batch = cfg.batch.clamp(1, libc::UIO_MAXIOV as usize);
         Ok(MmsgTx {
@@ -42,7 +54,59 @@ impl MmsgTx {
                     iov_len: 0,
                 })
                 .collect(),
+            cmsgs: vec![GsoCmsg::new(); batch],
+            groups: Vec::with_capacity(batch),
+            gso: cfg.gso,
+            max_segment: cfg.max_datagram,
+            offload: cfg.offload.clone(),
         })
+    }
+
+    /// Cuts `window` into the messages of one `sendmmsg` (GSO groups or single
+    /// datagrams) and points the mmsghdrs at them. Returns the message count.
+    fn prepare(&mut self, window: &[&[u8]]) -> usize {
+        for (iov, d) in self.iovs.iter_mut().zip(window) {
+            *iov = libc::iovec {
+                iov_base: d.as_ptr().cast_mut().cast(),
+                iov_len: d.len(),
+            };
+        }
+        self.groups.clear();
+        let mut at = 0;
+        while at < window.len() {
+            let g = if self.gso {
+                next_group(&window[at..], self.max_segment, window.len() - at)
+            } else {
+                let len = window[at].len();
+                Group {
+                    count: 1,
+                    segment: len,
+                    bytes: len,
+                }
+            };
+            self.groups.push(g); // at most `batch` groups: within capacity
+            at += g.count;
+        }
+        for (c, g) in self.cmsgs.iter_mut().zip(&self.groups) {
+            c.set(g.segment);
+        }
+        let iovp = self.iovs.as_mut_ptr();
+        let cmsgp = self.cmsgs.as_mut_ptr();
+        let mut at = 0;
+        for (k, (h, g)) in self.hdrs.iter_mut().zip(&self.groups).enumerate() {
+            h.msg_hdr.msg_iov = iovp.wrapping_add(at);
+            h.msg_hdr.msg_iovlen = g.count as _;
+            if g.is_gso() {
+                h.msg_hdr.msg_control = cmsgp.wrapping_add(k).cast();
+                h.msg_hdr.msg_controllen = GsoCmsg::LEN as _;
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
+            h.msg_len = 0;
+            at += g.count;
+        }
+        self.groups.len()
     }
 }
 
@@ -53,44 +117,36 @@ impl TxBackend for MmsgTx {
         let mut stalled_since: Option<Instant> = None;
         while start < datagrams.len() {
             let n = (datagrams.len() - start).min(batch);
-            for (iov, d) in self.iovs.iter_mut().zip(&datagrams[start..start + n]) {
-                *iov = libc::iovec {
-                    iov_base: d.as_ptr().cast_mut().cast(),
-                    iov_len: d.len(),
-                };
-            }
-            let iovp = self.iovs.as_mut_ptr();
-            for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
-                h.msg_hdr.msg_iov = iovp.wrapping_add(i);
-                h.msg_hdr.msg_iovlen = 1;
-                h.msg_len = 0;
-            }
-            // SAFETY: the first `n` mmsghdrs are initialised, each pointing at one
-            // iovec in `self.iovs`, which point into `datagrams` (borrowed for this
-            // call); sendmmsg only reads them (and writes `msg_len`).
+            let m = self.prepare(&datagrams[start..start + n]);
+            // SAFETY: the first `m` mmsghdrs are initialised, each pointing at its
+            // iovecs in `self.iovs` (which point into `datagrams`, borrowed for this
+            // call) and, for GSO groups, at its cmsg in `self.cmsgs`; sendmmsg only
+            // reads them (and writes `msg_len`).
             let rc = unsafe {
                 libc::sendmmsg(
                     self.sock.as_raw_fd(),
                     self.hdrs.as_mut_ptr(),
-                    n as libc::c_uint,
+                    m as libc::c_uint,
                     libc::MSG_DONTWAIT as _,
                 )
             };
             let errno = if rc > 0 {
                 let k = rc as usize;
-                for (h, d) in self.hdrs[..k].iter().zip(&datagrams[start..start + k]) {
-                    if h.msg_len as usize != d.len() {
+                for (h, g) in self.hdrs[..k].iter().zip(&self.groups) {
+                    if h.msg_len as usize != g.bytes {
                         return Err(IoError::sys(
                             "sendmmsg",
                             io::Error::other(format!(
                                 "short send: {} of {} bytes",
-                                h.msg_len,
-                                d.len()
+                                h.msg_len, g.bytes
                             )),
                         ));
                     }
+                    if g.is_gso() {
+                        self.offload.gso_sent(g.count);
+                    }
+                    start += g.count;
                 }
-                start += k;
                 stalled_since = None;
                 continue;
             } else if rc == 0 {
@@ -101,6 +157,17 @@ impl TxBackend for MmsgTx {
                     .unwrap_or(libc::EIO)
             };
             match errno {
+                // The first message failed: if it was a GSO group the kernel or the
+                // NIC cannot segment here. Resend it (and everything after) without
+                // GSO, and keep GSO off for this socket.
+                e if self.groups[0].is_gso() && offload::is_gso_refusal(e) => {
+                    tracing::warn!(
+                        errno = e,
+                        "sendmmsg: UDP GSO refused; switched off for this socket"
+                    );
+                    self.gso = false;
+                    self.offload.gso_downgraded(e);
+                }
                 libc::EINTR => {}
                 libc::EAGAIN | libc::ENOBUFS => {
                     let since = *stalled_since.get_or_insert_with(Instant::now);
@@ -128,29 +195,53 @@ impl TxBackend for MmsgTx {
     }
 }
 
-/// `recvmmsg` receive backend.
+/// Where delivery stands in the results of the last `recvmmsg`: a coalesced (GRO)
+/// buffer may hold more datagrams than one call may deliver.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    next: usize,
+    count: usize,
+    offset: usize,
+}
+
+/// `recvmmsg` receive backend. With GRO on, buffers are [`GRO_BUFFER`] bytes and a
+/// coalesced one is split into its datagrams (resumed by the next call when it holds
+/// more than the caller asked for).
 pub struct MmsgRx {
     sock: Socket,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_in>,
-    /// `batch × max_datagram` bytes, allocated once.
+    /// Control message space per buffer (8-byte aligned, as cmsghdr needs).
+    ctrls: Vec<[u64; RX_CONTROL_LEN / 8]>,
+    /// `count × buf_len` bytes, allocated once.
     bufs: Vec<u8>,
+    buf_len: usize,
     max_datagram: usize,
+    gro: bool,
+    cursor: Cursor,
     truncated: u64,
+    offload: Offload,
 }
 
-// SAFETY: the raw pointers inside `hdrs`/`iovs` point into `names`/`bufs`, owned by
-// this value (heap allocations that do not move with it), and are rewritten before
-// every call; nothing is tied to a thread.
+// SAFETY: the raw pointers inside `hdrs`/`iovs` point into `names`/`bufs`/`ctrls`,
+// owned by this value (heap allocations that do not move with it), and are rewritten
+// before every call; nothing is tied to a thread.
 unsafe impl Send for MmsgRx {}
 
 impl MmsgRx {
-    /// Wraps a receive socket (from [`super::socket::open_rx_socket`]).
+    /// Wraps a receive socket (from [`super::socket::open_rx_socket`]); `cfg.gro`
+    /// says whether GRO was turned on for it (see [`super::open_rx`]).
     pub fn new(sock: Socket, cfg: &SocketConfig) -> Result<Self, IoError> {
-        let batch = cfg.batch.clamp(1, libc::UIO_MAXIOV as usize);
+        let mut batch = cfg.batch.clamp(1, libc::UIO_MAXIOV as usize);
         let max_datagram = cfg.max_datagram.max(1);
-        let bytes = batch.checked_mul(max_datagram).ok_or_else(|| {
+        let buf_len = if cfg.gro {
+            batch = batch.clamp(1, GRO_RX_BUDGET / GRO_BUFFER);
+            GRO_BUFFER.max(max_datagram)
+        } else {
+            max_datagram
+        };
+        let bytes = batch.checked_mul(buf_len).ok_or_else(|| {
             IoError::sys(
                 "recvmmsg buffers",
                 io::Error::other("batch × max_datagram overflows"),
@@ -168,41 +259,56 @@ impl MmsgRx {
                 .collect(),
             // SAFETY: sockaddr_in is plain old data; all-zero is valid.
             names: (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            ctrls: vec![[0; RX_CONTROL_LEN / 8]; batch],
             bufs: vec![0; bytes],
+            buf_len,
             max_datagram,
+            gro: cfg.gro,
+            cursor: Cursor::default(),
             truncated: 0,
+            offload: cfg.offload.clone(),
         })
     }
 
-    /// One non-blocking `recvmmsg` of up to `n` datagrams; `Ok(0)` when none is ready.
+    /// One non-blocking `recvmmsg` of up to `n` buffers, then delivery of up to
+    /// `budget` datagrams from them; `Ok(0)` when none is ready.
     fn try_recv(
         &mut self,
         n: usize,
+        budget: usize,
         f: &mut dyn FnMut(&[u8], SocketAddrV4),
     ) -> Result<usize, IoError> {
-        let md = self.max_datagram;
+        let bl = self.buf_len;
         let bufp = self.bufs.as_mut_ptr();
         for (i, iov) in self.iovs[..n].iter_mut().enumerate() {
             *iov = libc::iovec {
-                iov_base: bufp.wrapping_add(i * md).cast(),
-                iov_len: md,
+                iov_base: bufp.wrapping_add(i * bl).cast(),
+                iov_len: bl,
             };
         }
         let iovp = self.iovs.as_mut_ptr();
         let namep = self.names.as_mut_ptr();
+        let ctrlp = self.ctrls.as_mut_ptr();
+        let gro = self.gro;
         for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
             h.msg_hdr.msg_name = namep.wrapping_add(i).cast();
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_iov = iovp.wrapping_add(i);
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            if gro {
+                h.msg_hdr.msg_control = ctrlp.wrapping_add(i).cast();
+                h.msg_hdr.msg_controllen = RX_CONTROL_LEN as _;
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: the first `n` mmsghdrs point at `n` distinct iovecs/sockaddr_ins in
-        // `self.iovs`/`self.names`; each iovec covers its own `max_datagram` bytes of
-        // `self.bufs` (n ≤ batch, so in bounds). All live across the synchronous call.
+        // SAFETY: the first `n` mmsghdrs point at `n` distinct iovecs/sockaddr_ins/
+        // control areas in `self.iovs`/`self.names`/`self.ctrls`; each iovec covers its
+        // own `buf_len` bytes of `self.bufs` (n ≤ count, so in bounds). All live
+        // across the synchronous call.
         let rc = unsafe {
             libc::recvmmsg(
                 self.sock.as_raw_fd(),
@@ -219,20 +325,63 @@ impl MmsgRx {
                 _ => Err(IoError::sys("recvmmsg", e)),
             };
         }
-        let k = rc as usize;
+        self.cursor = Cursor {
+            next: 0,
+            count: rc as usize,
+            offset: 0,
+        };
+        Ok(self.drain(budget, f))
+    }
+
+    /// Delivers up to `budget` datagrams from the buffers of the last `recvmmsg` not
+    /// yet (fully) delivered.
+    fn drain(&mut self, budget: usize, f: &mut dyn FnMut(&[u8], SocketAddrV4)) -> usize {
+        let (bl, md) = (self.buf_len, self.max_datagram);
         let mut delivered = 0;
-        for i in 0..k {
+        while self.cursor.next < self.cursor.count && delivered < budget {
+            let i = self.cursor.next;
             let h = &self.hdrs[i];
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.truncated += 1;
+                self.truncated = self.truncated.saturating_add(1);
+                self.cursor.next += 1;
+                self.cursor.offset = 0;
                 continue;
             }
-            let len = (h.msg_len as usize).min(md);
+            let len = (h.msg_len as usize).min(bl);
+            let segment = if self.gro {
+                #[allow(clippy::unnecessary_cast)] // socklen_t on musl, size_t on glibc
+                let clen = (h.msg_hdr.msg_controllen as usize).min(RX_CONTROL_LEN);
+                // SAFETY: `ctrls[i]` is RX_CONTROL_LEN initialised bytes owned by
+                // this value; the kernel is done writing them (the call returned).
+                let ctrl =
+                    unsafe { std::slice::from_raw_parts(self.ctrls[i].as_ptr().cast(), clen) };
+                offload::gro_segment(ctrl)
+            } else {
+                None
+            };
             let src = sockaddr_from_in(&self.names[i]);
-            f(&self.bufs[i * md..i * md + len], src);
-            delivered += 1;
+            let sp = offload::split(
+                &self.bufs[i * bl..i * bl + len],
+                segment,
+                md,
+                self.cursor.offset,
+                budget - delivered,
+                &mut |d| f(d, src),
+            );
+            self.truncated = self.truncated.saturating_add(sp.truncated);
+            if sp.coalesced > 0 {
+                self.offload.gro_received(sp.coalesced);
+            }
+            delivered += sp.delivered;
+            match sp.resume {
+                Some(at) => self.cursor.offset = at,
+                None => {
+                    self.cursor.next += 1;
+                    self.cursor.offset = 0;
+                }
+            }
         }
-        Ok(delivered)
+        delivered
     }
 }
 
@@ -247,9 +396,14 @@ impl RxBackend for MmsgRx {
         if n == 0 {
             return Ok(0);
         }
+        // What the last call left of a coalesced buffer goes first.
+        let got = self.drain(max, on_datagram);
+        if got > 0 {
+            return Ok(got);
+        }
         let deadline = wait.map(|d| Instant::now() + d);
         loop {
-            let got = self.try_recv(n, on_datagram)?;
+            let got = self.try_recv(n, max, on_datagram)?;
             if got > 0 {
                 return Ok(got);
             }
@@ -303,7 +457,7 @@ fn sockaddr_from_in(sin: &libc::sockaddr_in) -> SocketAddrV4 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::socket::tests::{check_backend, measure};
+    use crate::io::socket::tests::{check_backend, check_gso_downgrade, check_offload, measure};
 
     fn mk_tx(s: Socket, c: &SocketConfig) -> Result<Box<dyn TxBackend>, IoError> {
         Ok(Box::new(MmsgTx::new(s, c)?))
@@ -315,6 +469,18 @@ mod tests {
     #[test]
     fn mmsg_roundtrip() {
         check_backend(mk_tx, mk_rx, 21, 41_021);
+    }
+
+    #[test]
+    fn mmsg_gso_gro() {
+        check_offload(mk_tx, mk_rx, true, true, 25, 41_025);
+        check_offload(mk_tx, mk_rx, true, false, 26, 41_026);
+        check_offload(mk_tx, mk_rx, false, true, 27, 41_027);
+    }
+
+    #[test]
+    fn mmsg_gso_refused_at_run_time() {
+        check_gso_downgrade(mk_tx, mk_rx, 28, 41_028);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! `sendmmsg`/`recvmmsg` fallback ([`mmsg`]). [`probe`] decides at start-up which one
 //! this host can run, and why. [`socket`] opens and configures the multicast sockets
 //! (socket2), [`iface`] resolves an interface name or address and reads its MTU.
+//! [`offload`] holds UDP GSO/GRO and busy polling: the kernel quirks, the batch
+//! grouping and buffer splitting both backends use, and the state and counters a
+//! node's [`Stats`](crate::Stats) report.
 //!
 //! Each agent thread owns its own backend instance (one ring per thread): the
 //! sender agent a [`TxBackend`], the receiver agent an [`RxBackend`].
@@ -11,6 +14,7 @@
 pub mod fault;
 pub mod iface;
 pub mod mmsg;
+pub mod offload;
 pub mod probe;
 pub mod socket;
 pub mod uring;
@@ -19,6 +23,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 pub use iface::Interface;
+pub use offload::{BusyPoll, Offload, OffloadReport, OffloadStatus};
 pub use probe::{BackendKind, BackendReport};
 pub use socket::{SocketConfig, SocketInfo};
 
@@ -61,7 +66,8 @@ pub trait TxBackend: Send {
     /// Hands every datagram in `datagrams` to the kernel, in order, addressed to the
     /// group. Returns once the kernel has accepted all of them (their buffers may then
     /// be reused). Implementations batch: one `io_uring_enter`/`sendmmsg` per call
-    /// where the batch fits the ring/vector.
+    /// where the batch fits the ring/vector; with GSO on, each run of equal-size
+    /// datagrams is one kernel send (see [`offload`]).
     fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError>;
 
     /// Which backend this is.
@@ -70,7 +76,9 @@ pub trait TxBackend: Send {
 
 /// Receives datagrams from the group.
 pub trait RxBackend: Send {
-    /// Delivers up to `max` received datagrams to `on_datagram(bytes, source)`.
+    /// Delivers up to `max` received datagrams to `on_datagram(bytes, source)`, one
+    /// call per datagram: with GRO on, a buffer of coalesced datagrams is split first
+    /// (what `max` leaves of it is delivered by the next call).
     ///
     /// With `wait == None` it never blocks: returns `Ok(0)` when nothing is ready.
     /// With `Some(d)` it may block up to `d` for the first datagram (used by park idle
@@ -97,28 +105,81 @@ pub trait RxBackend: Send {
     fn kind(&self) -> BackendKind;
 }
 
-/// Opens a transmit backend of the given kind on a socket configured by `cfg`.
+/// Opens a transmit backend of the given kind on a socket configured by `cfg`, with
+/// UDP GSO where `cfg.gso` asks for it, `RINGCAST_GSO` does not forbid it and the
+/// kernel accepts it (reported in `cfg.offload`).
 pub fn open_tx(
     kind: BackendKind,
     cfg: &SocketConfig,
 ) -> Result<(Box<dyn TxBackend>, SocketInfo), IoError> {
     let (sock, info) = socket::open_tx_socket(cfg)?;
+    let env = std::env::var(offload::GSO_ENV).ok();
+    let gso = offload::wanted(cfg.gso, env.as_deref()).unwrap_or_else(|| {
+        match socket::probe_gso(&sock) {
+            // io_uring carries the segment size only in a SendMsg's control message.
+            Ok(()) if kind == BackendKind::Uring && !uring::caps().has("SendMsg") => {
+                OffloadStatus::Refused(libc::EOPNOTSUPP)
+            }
+            Ok(()) if cfg.loopback && !offload::loop_safe_kernel(&probe::kernel_release()) => {
+                OffloadStatus::OldKernel
+            }
+            Ok(()) => OffloadStatus::On,
+            Err(e) => OffloadStatus::Refused(e),
+        }
+    });
+    cfg.offload.set_gso(gso);
+    tracing::debug!(%gso, "udp gso");
+    let eff = SocketConfig {
+        gso: gso.is_on(),
+        ..cfg.clone()
+    };
     let b: Box<dyn TxBackend> = match kind {
-        BackendKind::Uring => Box::new(uring::UringTx::new(sock, cfg)?),
-        BackendKind::Mmsg => Box::new(mmsg::MmsgTx::new(sock, cfg)?),
+        BackendKind::Uring => Box::new(uring::UringTx::new(sock, &eff)?),
+        BackendKind::Mmsg => Box::new(mmsg::MmsgTx::new(sock, &eff)?),
     };
     Ok((b, info))
 }
 
-/// Opens a receive backend of the given kind on a socket joined to `cfg.group`.
+/// Opens a receive backend of the given kind on a socket joined to `cfg.group`, with
+/// UDP GRO where `cfg.gro` asks for it, `RINGCAST_GRO` does not forbid it and the
+/// kernel accepts it, and `SO_BUSY_POLL` when `cfg.busy_poll` is set (both reported in
+/// `cfg.offload`; a refused busy poll is reported, not an error).
 pub fn open_rx(
     kind: BackendKind,
     cfg: &SocketConfig,
 ) -> Result<(Box<dyn RxBackend>, SocketInfo), IoError> {
     let (sock, info) = socket::open_rx_socket(cfg)?;
+    let env = std::env::var(offload::GRO_ENV).ok();
+    let gro =
+        offload::wanted(cfg.gro, env.as_deref()).unwrap_or_else(|| {
+            match socket::enable_gro(&sock) {
+                Ok(()) => OffloadStatus::On,
+                Err(e) => OffloadStatus::Refused(e),
+            }
+        });
+    cfg.offload.set_gro(gro);
+    let busy = match cfg.busy_poll {
+        None => BusyPoll::Off,
+        Some(d) => {
+            let us = offload::busy_poll_us(d);
+            match socket::set_busy_poll(&sock, us) {
+                Ok(()) => BusyPoll::On(us),
+                Err(e) => {
+                    tracing::warn!(us, errno = e, "SO_BUSY_POLL refused");
+                    BusyPoll::Refused(us, e)
+                }
+            }
+        }
+    };
+    cfg.offload.set_busy_poll(busy);
+    tracing::debug!(%gro, %busy, "udp gro, busy poll");
+    let eff = SocketConfig {
+        gro: gro.is_on(),
+        ..cfg.clone()
+    };
     let b: Box<dyn RxBackend> = match kind {
-        BackendKind::Uring => Box::new(uring::UringRx::new(sock, cfg)?),
-        BackendKind::Mmsg => Box::new(mmsg::MmsgRx::new(sock, cfg)?),
+        BackendKind::Uring => Box::new(uring::UringRx::new(sock, &eff)?),
+        BackendKind::Mmsg => Box::new(mmsg::MmsgRx::new(sock, &eff)?),
     };
     Ok((b, info))
 }

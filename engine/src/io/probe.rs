@@ -53,6 +53,8 @@ pub struct BackendReport {
     pub reason: String,
     /// Whether receive uses multishot `RecvMsg` with a buffer ring (io_uring only).
     pub multishot: bool,
+    /// GSO/GRO/busy-poll state and counters of the sockets opened with this report.
+    pub offload: super::Offload,
 }
 
 /// What the host supports.
@@ -77,11 +79,23 @@ pub struct Probe {
     pub rmem_max: Option<u64>,
     /// `/proc/sys/net/core/wmem_max`.
     pub wmem_max: Option<u64>,
+    /// Why UDP GSO (`UDP_SEGMENT`, Linux ≥ 4.18) is unavailable; `None`: available.
+    pub gso_error: Option<String>,
+    /// Why UDP GRO (`UDP_GRO`, Linux ≥ 5.0) is unavailable; `None`: available.
+    pub gro_error: Option<String>,
+    /// `/proc/sys/net/core/busy_read`: the default `SO_BUSY_POLL` (µs); a larger value
+    /// needs `CAP_NET_ADMIN`.
+    pub busy_read: Option<u64>,
+    /// `/proc/sys/net/core/busy_poll`: busy polling of poll/select (µs).
+    pub busy_poll: Option<u64>,
+    /// The process holds `CAP_NET_ADMIN` (effective set).
+    pub net_admin: bool,
 }
 
 /// Probes the host. Never panics; every failure ends up as a field value.
 pub fn run() -> Probe {
     let caps = uring::caps();
+    let (gso, gro) = super::socket::probe_offloads();
     Probe {
         kernel: kernel_release(),
         io_uring_disabled_sysctl: read_proc_u64("/proc/sys/kernel/io_uring_disabled")
@@ -92,6 +106,41 @@ pub fn run() -> Probe {
         buf_ring: caps.buf_ring,
         rmem_max: read_proc_u64("/proc/sys/net/core/rmem_max"),
         wmem_max: read_proc_u64("/proc/sys/net/core/wmem_max"),
+        gso_error: gso.err().map(os_error),
+        gro_error: gro.err().map(os_error),
+        busy_read: read_proc_u64("/proc/sys/net/core/busy_read"),
+        busy_poll: read_proc_u64("/proc/sys/net/core/busy_poll"),
+        net_admin: has_net_admin(),
+    }
+}
+
+fn os_error(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
+}
+
+/// `CAP_NET_ADMIN` (bit 12) in `CapEff` of `/proc/self/status`.
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// One line about an offload for `doctor`: available or why not, and whether this
+/// environment turns it off.
+fn offload_line(error: Option<&str>, env: &str, setter: &str) -> String {
+    let forced_off = super::offload::wanted(true, std::env::var(env).ok().as_deref()).is_some();
+    match error {
+        Some(e) => format!("unavailable (kernel refused: {e})"),
+        None if forced_off => format!("available, but off: {env}=0"),
+        None => format!("available, on by default (off: Config::{setter}(false) or {env}=0)"),
     }
 }
 
@@ -122,11 +171,13 @@ impl Probe {
                     kind: BackendKind::Mmsg,
                     reason: format!("forced by {BACKEND_ENV}={v}"),
                     multishot: false,
+                    offload: Default::default(),
                 },
                 BackendKind::Uring if self.uring_ok => BackendReport {
                     kind: BackendKind::Uring,
                     reason: format!("forced by {BACKEND_ENV}={v} ({})", self.uring_detail()),
                     multishot: self.multishot(),
+                    offload: Default::default(),
                 },
                 BackendKind::Uring => {
                     return Err(IoError::Unavailable {
@@ -144,6 +195,7 @@ impl Probe {
                 kind: BackendKind::Uring,
                 reason: format!("io_uring available ({})", self.uring_detail()),
                 multishot: self.multishot(),
+                offload: Default::default(),
             },
             None => BackendReport {
                 kind: BackendKind::Mmsg,
@@ -152,10 +204,44 @@ impl Probe {
                     self.uring_error.as_deref().unwrap_or("unknown error")
                 ),
                 multishot: false,
+                offload: Default::default(),
             },
         };
         tracing::debug!(backend = %report.kind, reason = %report.reason, "backend chosen");
         Ok(report)
+    }
+
+    /// UDP GSO for `doctor`: available or why not, on or off here.
+    pub fn gso_summary(&self) -> String {
+        let old = if super::offload::loop_safe_kernel(&self.kernel) {
+            ""
+        } else {
+            "; off while multicast loop is on (kernel < 5.0)"
+        };
+        offload_line(self.gso_error.as_deref(), super::offload::GSO_ENV, "gso")
+            + ", up to 64 datagrams per send"
+            + old
+    }
+
+    /// UDP GRO for `doctor`.
+    pub fn gro_summary(&self) -> String {
+        offload_line(self.gro_error.as_deref(), super::offload::GRO_ENV, "gro")
+            + ", 64 KiB receive buffers"
+    }
+
+    /// Busy polling for `doctor`: off unless asked, what the kernel would allow.
+    pub fn busy_poll_summary(&self) -> String {
+        let v = |x: Option<u64>| x.map_or("unknown".to_string(), |v| v.to_string());
+        format!(
+            "off unless Config::busy_poll(..); net.core.busy_read={} busy_poll={} µs; {}",
+            v(self.busy_read),
+            v(self.busy_poll),
+            if self.net_admin {
+                "CAP_NET_ADMIN: any SO_BUSY_POLL value is accepted"
+            } else {
+                "no CAP_NET_ADMIN: SO_BUSY_POLL above busy_read is refused"
+            }
+        )
     }
 
     fn uring_detail(&self) -> &'static str {
@@ -167,7 +253,7 @@ impl Probe {
     }
 }
 
-fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     // SAFETY: `utsname` is plain old data; all-zero is valid.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable utsname.
@@ -201,6 +287,11 @@ mod tests {
             buf_ring: multishot,
             rmem_max: None,
             wmem_max: None,
+            gso_error: None,
+            gro_error: Some("Protocol not available (os error 92)".into()),
+            busy_read: Some(0),
+            busy_poll: Some(0),
+            net_admin: false,
         }
     }
 
@@ -215,6 +306,8 @@ mod tests {
             "expected multishot recvmsg on this kernel: {p:?}"
         );
         assert!(p.rmem_max.is_some() && p.wmem_max.is_some());
+        // (net.core.busy_read is not visible inside a network namespace.)
+        assert!(p.gso_error.is_none() && p.gro_error.is_none(), "{p:?}");
         let r = p.choose_with(None).expect("choose");
         assert_eq!(r.kind, BackendKind::Uring);
         assert!(r.multishot);
@@ -265,6 +358,19 @@ mod tests {
         let r = fake(true, false).choose_with(None).expect("no multishot");
         assert_eq!(r.kind, BackendKind::Uring);
         assert!(!r.multishot);
+    }
+
+    #[test]
+    fn offload_summaries_say_why_not() {
+        let p = fake(true, true);
+        assert!(p
+            .gro_summary()
+            .starts_with("unavailable (kernel refused: Protocol not available"));
+        assert!(p.busy_poll_summary().contains("above busy_read is refused"));
+        assert_eq!(
+            offload_line(None, "RINGCAST_TEST_UNSET_VAR", "gso"),
+            "available, on by default (off: Config::gso(false) or RINGCAST_TEST_UNSET_VAR=0)"
+        );
     }
 
     #[test]

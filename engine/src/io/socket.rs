@@ -33,6 +33,14 @@ pub struct SocketConfig {
     pub max_datagram: usize,
     /// Maximum datagrams per send/receive batch.
     pub batch: usize,
+    /// Use UDP GSO on the transmit socket where the kernel allows it.
+    pub gso: bool,
+    /// Use UDP GRO on the receive socket where the kernel allows it.
+    pub gro: bool,
+    /// `SO_BUSY_POLL` on the receive socket (`None`: not set).
+    pub busy_poll: Option<std::time::Duration>,
+    /// Where the backends report what the offloads do (shared with the node's stats).
+    pub offload: super::offload::Offload,
 }
 
 /// What the kernel granted for an opened socket.
@@ -119,6 +127,11 @@ fn control_config(cfg: &SocketConfig) -> Result<SocketConfig, IoError> {
         group,
         rcvbuf: 1 << 20,
         sndbuf: 0,
+        // Control sockets are read and written one datagram at a time.
+        gso: false,
+        gro: false,
+        busy_poll: None,
+        offload: Default::default(),
         ..cfg.clone()
     })
 }
@@ -194,6 +207,38 @@ fn set_buffer(sock: &Socket, dir: BufDir, bytes: usize) -> Result<(), IoError> {
     setsockopt_int(sock, libc::SOL_SOCKET, plain, val).map_err(|e| IoError::sys(name, e))
 }
 
+/// Checks that the kernel accepts UDP GSO on `sock` (`UDP_SEGMENT` exists: Linux ≥
+/// 4.18). Sets the socket-wide segment size to 0 (none): sizes go per send, in a cmsg.
+pub(crate) fn probe_gso(sock: &Socket) -> Result<(), i32> {
+    setsockopt_int(sock, libc::SOL_UDP, super::offload::UDP_SEGMENT, 0).map_err(errno)
+}
+
+/// Turns UDP GRO on for `sock` (Linux ≥ 5.0): received buffers may then hold several
+/// datagrams, with a `UDP_GRO` cmsg giving the segment size.
+pub(crate) fn enable_gro(sock: &Socket) -> Result<(), i32> {
+    setsockopt_int(sock, libc::SOL_UDP, super::offload::UDP_GRO, 1).map_err(errno)
+}
+
+/// Sets `SO_BUSY_POLL` to `us` microseconds (above `net.core.busy_read` the kernel
+/// asks for `CAP_NET_ADMIN`).
+pub(crate) fn set_busy_poll(sock: &Socket, us: u32) -> Result<(), i32> {
+    let v = libc::c_int::try_from(us).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(sock, libc::SOL_SOCKET, super::offload::SO_BUSY_POLL, v).map_err(errno)
+}
+
+/// Whether the kernel accepts UDP GSO and GRO, tried on a throwaway UDP socket
+/// (for `ringcast doctor`; no packet is sent).
+pub(crate) fn probe_offloads() -> (Result<(), i32>, Result<(), i32>) {
+    match new_udp() {
+        Ok(s) => (probe_gso(&s), enable_gro(&s)),
+        Err(_) => (Err(libc::EAFNOSUPPORT), Err(libc::EAFNOSUPPORT)),
+    }
+}
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
 fn setsockopt_int(sock: &Socket, level: i32, opt: i32, val: libc::c_int) -> std::io::Result<()> {
     // SAFETY: `val` is a live c_int and the length passed is its size.
     let rc = unsafe {
@@ -251,6 +296,10 @@ pub(crate) mod tests {
             sndbuf: 4 << 20,
             max_datagram: 60_000,
             batch: 64,
+            gso: false,
+            gro: false,
+            busy_poll: None,
+            offload: Default::default(),
         }
     }
 
@@ -383,6 +432,142 @@ pub(crate) mod tests {
                 .expect("final recv");
             assert_eq!(n, 0);
         }
+    }
+
+    /// Datagram `i` of the offload tests: mostly runs of 1000 bytes, with full-size
+    /// (1472) runs and short ones mixed in; the first 4 bytes are the index.
+    fn offload_datagram(i: usize) -> Vec<u8> {
+        let len = match i % 97 {
+            0..=59 => 1000,
+            60..=89 => 1472,
+            90 => 12,
+            _ => 300 + i % 7,
+        };
+        let mut d: Vec<u8> = (0..len).map(|j| (i ^ (j * 13)) as u8).collect();
+        d[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        d
+    }
+
+    /// Sends 3,000 datagrams through a backend pair with GSO and/or GRO on (the
+    /// socket options set as `open_tx`/`open_rx` would) and checks byte-exact,
+    /// in-order delivery in calls of at most 5 datagrams, and the offload counters.
+    pub(crate) fn check_offload(
+        mk_tx: MkTx,
+        mk_rx: MkRx,
+        gso: bool,
+        gro: bool,
+        group_last: u8,
+        port: u16,
+    ) {
+        let mut cfg = lo_config(group_last, port);
+        cfg.max_datagram = 1472;
+        cfg.gso = gso;
+        cfg.gro = gro;
+        let (rs, _) = open_rx_socket(&cfg).expect("rx socket");
+        if gro {
+            enable_gro(&rs).expect("UDP_GRO");
+        }
+        let mut rx = mk_rx(rs, &cfg).expect("rx");
+        let (ts, tinfo) = open_tx_socket(&cfg).expect("tx socket");
+        if gso {
+            probe_gso(&ts).expect("UDP_SEGMENT");
+        }
+        let mut tx = mk_tx(ts, &cfg).expect("tx");
+        let expected: Vec<Vec<u8>> = (0..3000).map(offload_datagram).collect();
+        let mut got = 0usize;
+        for chunk in expected.chunks(cfg.batch) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            tx.send_batch(&refs).expect("send_batch");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < expected.len() {
+            assert!(Instant::now() < deadline, "timed out at datagram {got}");
+            let n = rx
+                .recv_batch(5, Some(Duration::from_millis(50)), &mut |d, src| {
+                    assert_eq!(src, tinfo.local);
+                    assert_eq!(d, expected[got].as_slice(), "datagram {got}");
+                    got += 1;
+                })
+                .expect("recv");
+            assert!(n <= 5, "{n} datagrams delivered for a budget of 5");
+        }
+        let n = rx
+            .recv_batch(64, Some(Duration::from_millis(30)), &mut |d, _| {
+                panic!("unexpected datagram of {} bytes", d.len())
+            })
+            .expect("final recv");
+        assert_eq!(n, 0);
+        assert_eq!(rx.truncated(), 0);
+        // A datagram over the maximum is still dropped and counted, even where GRO
+        // buffers would hold it; the one after it arrives.
+        let big = vec![0x5Au8; cfg.max_datagram + 1];
+        let after = b"after-truncation".to_vec();
+        tx.send_batch(&[&big, &after]).expect("send big");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.is_empty() && Instant::now() < deadline {
+            rx.recv_batch(5, Some(Duration::from_millis(50)), &mut |d, _| {
+                seen.push(d.to_vec())
+            })
+            .expect("recv after big");
+        }
+        assert_eq!(seen, vec![after]);
+        assert_eq!(rx.truncated(), 1);
+        let r = cfg.offload.report();
+        if gso {
+            assert!(r.gso_sends > 0, "{r:?}");
+            assert!(r.gso_segments >= 2 * r.gso_sends, "{r:?}");
+            assert_eq!(r.gso_downgrades, 0, "{r:?}");
+        } else {
+            assert_eq!((r.gso_sends, r.gso_segments), (0, 0), "{r:?}");
+        }
+        if gso && gro {
+            // On loopback a GSO send reaches a GRO socket still coalesced.
+            assert!(r.gro_buffers > 0, "{r:?}");
+            assert!(r.gro_segments >= 2 * r.gro_buffers, "{r:?}");
+        } else {
+            assert_eq!((r.gro_buffers, r.gro_segments), (0, 0), "{r:?}");
+        }
+    }
+
+    /// A GSO send the kernel refuses (here: UDP checksums off with `SO_NO_CHECK`,
+    /// which GSO cannot do; `EINVAL`) is resent datagram by datagram and GSO is
+    /// switched off for the socket, counted.
+    pub(crate) fn check_gso_downgrade(mk_tx: MkTx, mk_rx: MkRx, group_last: u8, port: u16) {
+        let mut cfg = lo_config(group_last, port);
+        cfg.max_datagram = 1472;
+        cfg.gso = true;
+        let (rs, _) = open_rx_socket(&cfg).expect("rx socket");
+        let mut rx = mk_rx(rs, &cfg).expect("rx");
+        let (ts, _) = open_tx_socket(&cfg).expect("tx socket");
+        probe_gso(&ts).expect("UDP_SEGMENT");
+        setsockopt_int(&ts, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).expect("SO_NO_CHECK");
+        let mut tx = mk_tx(ts, &cfg).expect("tx");
+        let expected: Vec<Vec<u8>> = (0..300).map(offload_datagram).collect();
+        for chunk in expected.chunks(cfg.batch) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            tx.send_batch(&refs).expect("send_batch");
+        }
+        let mut got = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < expected.len() {
+            assert!(Instant::now() < deadline, "timed out at datagram {got}");
+            rx.recv_batch(64, Some(Duration::from_millis(50)), &mut |d, _| {
+                assert_eq!(d, expected[got].as_slice(), "datagram {got}");
+                got += 1;
+            })
+            .expect("recv");
+        }
+        let r = cfg.offload.report();
+        assert_eq!(r.gso_downgrades, 1, "{r:?}");
+        assert_eq!(r.gso_sends, 0, "{r:?}");
+        assert!(
+            matches!(
+                r.gso,
+                crate::io::OffloadStatus::SwitchedOff(libc::EINVAL | libc::EIO)
+            ),
+            "{r:?}"
+        );
     }
 
     /// Quick loopback throughput: one sender thread, one receiver thread.

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::Socket;
 
+use super::offload::{self, next_group, Group, GsoCmsg, Offload, GRO_BUFFER, RX_CONTROL_LEN};
 use super::socket::SocketConfig;
-use super::{BackendKind, IoError, RxBackend, TxBackend};
+use super::{BackendKind, BusyPoll, IoError, RxBackend, TxBackend};
 
 /// Largest SQ we ask for; bigger batches are sent in chunks of this size.
 const MAX_SQ_ENTRIES: usize = 4096;
@@ -44,6 +45,8 @@ const SOCKADDR_IN_LEN: usize = std::mem::size_of::<libc::sockaddr_in>();
 const BGID: u16 = 0x5243;
 /// Memory budget for receive buffers per ring.
 const RX_MEMORY_BUDGET: usize = 64 << 20;
+/// Memory budget for receive buffers per ring while GRO is on (64 KiB buffers).
+const GRO_MEMORY_BUDGET: usize = 16 << 20;
 /// How long a transmit batch may make no progress (socket full, `ENOBUFS`) before
 /// `send_batch` gives up with an error.
 const TX_STALL_LIMIT: Duration = Duration::from_secs(5);
@@ -124,6 +127,13 @@ pub(crate) struct UringCaps {
     pub(crate) buf_ring: bool,
     pub(crate) recvmsg_multishot: bool,
     pub(crate) ext_arg: bool,
+}
+
+impl UringCaps {
+    /// Whether the named opcode (see [`OPCODE_NAMES`]) is supported.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.opcodes.iter().any(|&(n, ok)| ok && n == name)
+    }
 }
 
 /// The host's io_uring capabilities (probed on first call, then cached).
@@ -223,7 +233,7 @@ fn test_multishot(ring: &mut IoUring) -> bool {
     if a.send(b"ringcast-probe").is_err() {
         return false;
     }
-    let Ok(mut br) = BufRing::new(ring, 2, 128, 64) else {
+    let Ok(mut br) = BufRing::new(ring, 2, 128, 64, 0) else {
         return false;
     };
     let sqe = br.multishot_sqe(types::Fd(b.as_raw_fd()));
@@ -349,7 +359,9 @@ fn is_transient(errno: i32) -> bool {
 // Transmit.
 // ---------------------------------------------------------------------------------
 
-/// io_uring transmit backend: linked `Send` SQEs on a registered, connected socket.
+/// io_uring transmit backend: linked `Send` SQEs on a registered, connected socket;
+/// with GSO on, a run of equal-size datagrams is one `SendMsg` SQE whose iovecs point
+/// at the datagrams and whose `UDP_SEGMENT` cmsg gives the size.
 pub struct UringTx {
     ring: IoUring,
     /// Keeps the registered fd open; dropped after the ring.
@@ -357,15 +369,38 @@ pub struct UringTx {
     /// Completion result per SQE of the current chunk.
     results: Vec<i32>,
     chunk: usize,
+    /// Per chunk: one iovec per datagram, one msghdr and cmsg per GSO group. Boxed
+    /// slices: they do not move while the kernel reads them.
+    iovs: Box<[libc::iovec]>,
+    msgs: Box<[libc::msghdr]>,
+    cmsgs: Box<[GsoCmsg]>,
+    groups: Vec<Group>,
+    gso: bool,
+    max_segment: usize,
+    offload: Offload,
     /// Set when the ring may hold SQEs pointing into a caller's buffers that the
     /// kernel never consumed; the instance refuses further work.
     poisoned: bool,
 }
 
+// SAFETY: the raw pointers in `iovs`/`msgs` point into this value's own boxed slices
+// or into a caller's buffers during one `send_batch` call only (rewritten every
+// call); io_uring rings may be used from any thread.
+unsafe impl Send for UringTx {}
+
 const PENDING: i32 = i32::MIN;
 
+/// How a chunk went: datagrams sent from its front, and if fewer than all, the errno
+/// of the first failure and whether it was a GSO send the kernel refused.
+struct ChunkResult {
+    sent: usize,
+    errno: i32,
+    gso_refused: bool,
+}
+
 impl UringTx {
-    /// Wraps a transmit socket (from [`super::socket::open_tx_socket`]).
+    /// Wraps a transmit socket (from [`super::socket::open_tx_socket`]); GSO is used
+    /// when `cfg.gso` says the kernel accepted it (see [`super::open_tx`]).
     pub fn new(sock: Socket, cfg: &SocketConfig) -> Result<Self, IoError> {
         let entries = cfg.batch.clamp(8, MAX_SQ_ENTRIES).next_power_of_two();
         let ring = build_ring(entries as u32, None, true)?;
@@ -373,21 +408,33 @@ impl UringTx {
             .register_files(&[sock.as_raw_fd()])
             .map_err(|e| IoError::sys("io_uring_register(FILES)", e))?;
         let chunk = (ring.params().sq_entries() as usize).min(entries);
-        tracing::debug!(sq = chunk, "io_uring tx ready");
+        tracing::debug!(sq = chunk, gso = cfg.gso, "io_uring tx ready");
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         Ok(UringTx {
             ring,
             sock,
             results: vec![PENDING; chunk],
             chunk,
+            iovs: vec![iov; chunk].into_boxed_slice(),
+            // SAFETY: msghdr is plain old data; all-zero is valid (null pointers).
+            msgs: (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            cmsgs: vec![GsoCmsg::new(); chunk].into_boxed_slice(),
+            groups: Vec::with_capacity(chunk),
+            gso: cfg.gso,
+            max_segment: cfg.max_datagram,
+            offload: cfg.offload.clone(),
             poisoned: false,
         })
     }
 
-    /// Sends `chunk` (at most `self.chunk` datagrams) as one linked SQE chain.
-    /// Returns how many datagrams from the front were sent; fewer than
-    /// `chunk.len()` means a transient failure at that index (the rest were cancelled
-    /// and not sent), with its errno.
-    fn send_chunk(&mut self, chunk: &[&[u8]]) -> Result<(usize, i32), IoError> {
+    /// Sends `chunk` (at most `self.chunk` datagrams) as one linked SQE chain: one
+    /// SQE per GSO group or single datagram. Fewer sent than `chunk.len()` means a
+    /// failure at that index (the rest were cancelled and not sent): transient, or a
+    /// GSO send refused.
+    fn send_chunk(&mut self, chunk: &[&[u8]]) -> Result<ChunkResult, IoError> {
         let n = chunk.len();
         // Validate before queueing anything: an early return must not leave SQEs
         // pointing into the caller's buffers in the SQ.
@@ -397,32 +444,79 @@ impl UringTx {
                 io::Error::from_raw_os_error(libc::EMSGSIZE),
             ));
         }
+        self.groups.clear();
+        let mut at = 0;
+        while at < n {
+            let g = if self.gso {
+                next_group(&chunk[at..], self.max_segment, n - at)
+            } else {
+                let len = chunk[at].len();
+                Group {
+                    count: 1,
+                    segment: len,
+                    bytes: len,
+                }
+            };
+            self.groups.push(g); // at most `chunk` groups: within capacity
+            at += g.count;
+        }
+        let m = self.groups.len();
+        for (iov, d) in self.iovs.iter_mut().zip(chunk) {
+            *iov = libc::iovec {
+                iov_base: d.as_ptr().cast_mut().cast(),
+                iov_len: d.len(),
+            };
+        }
+        for (c, g) in self.cmsgs.iter_mut().zip(&self.groups) {
+            c.set(g.segment);
+        }
+        let iovp = self.iovs.as_mut_ptr();
+        let cmsgp = self.cmsgs.as_mut_ptr();
+        let msgp = self.msgs.as_mut_ptr();
         {
             let mut sq = self.ring.submission();
-            for (i, d) in chunk.iter().enumerate() {
-                let len = d.len() as u32; // checked above
-                let mut sqe = opcode::Send::new(types::Fixed(0), d.as_ptr(), len)
-                    .build()
-                    .user_data(i as u64);
-                if i + 1 < n {
+            let mut at = 0;
+            for (k, g) in self.groups.iter().enumerate() {
+                let sqe = if g.is_gso() {
+                    // SAFETY: k < m ≤ chunk, so the msghdr, its iovecs
+                    // (at..at + count ≤ n) and cmsg are in bounds of our slices.
+                    let h = unsafe {
+                        let h = msgp.add(k);
+                        let mut v: libc::msghdr = std::mem::zeroed();
+                        v.msg_iov = iovp.add(at);
+                        v.msg_iovlen = g.count as _;
+                        v.msg_control = cmsgp.add(k).cast();
+                        v.msg_controllen = GsoCmsg::LEN as _;
+                        h.write(v);
+                        h
+                    };
+                    opcode::SendMsg::new(types::Fixed(0), h).build()
+                } else {
+                    let d = chunk[at];
+                    opcode::Send::new(types::Fixed(0), d.as_ptr(), d.len() as u32).build()
+                };
+                let mut sqe = sqe.user_data(k as u64);
+                if k + 1 < m {
                     sqe = sqe.flags(squeue::Flags::IO_LINK);
                 }
-                // SAFETY: `d` is borrowed for the whole call and this function does not
+                // SAFETY: the datagrams are borrowed for the whole call, the msghdrs,
+                // iovecs and cmsgs are owned by `self`, and this function does not
                 // return before every SQE pushed here has completed (or the instance
                 // is poisoned so they are never submitted).
                 if unsafe { sq.push(&sqe) }.is_err() {
-                    // Cannot happen (the SQ is empty and n <= its size), but if it
+                    // Cannot happen (the SQ is empty and m <= its size), but if it
                     // did, the pushed part must never be submitted.
                     self.poisoned = true;
                     return Err(IoError::sys("io_uring SQ", io::Error::other("SQ full")));
                 }
+                at += g.count;
             }
         }
-        self.results[..n].fill(PENDING);
+        self.results[..m].fill(PENDING);
         let mut seen = 0;
         let mut busy_spins = 0u32;
-        while seen < n {
-            match self.ring.submit_and_wait(n - seen) {
+        while seen < m {
+            match self.ring.submit_and_wait(m - seen) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e)
@@ -439,32 +533,52 @@ impl UringTx {
             }
             for c in self.ring.completion() {
                 let i = c.user_data() as usize;
-                if i < n && self.results[i] == PENDING {
+                if i < m && self.results[i] == PENDING {
                     self.results[i] = c.result();
                     seen += 1;
                 }
             }
         }
-        for (i, (&r, d)) in self.results[..n].iter().zip(chunk).enumerate() {
+        let mut sent = 0;
+        for (&r, g) in self.results[..m].iter().zip(&self.groups) {
             if r >= 0 {
-                if r as usize != d.len() {
+                if r as usize != g.bytes {
                     return Err(IoError::sys(
                         "io_uring send",
-                        io::Error::other(format!("short send: {r} of {} bytes", d.len())),
+                        io::Error::other(format!("short send: {r} of {} bytes", g.bytes)),
                     ));
                 }
+                if g.is_gso() {
+                    self.offload.gso_sent(g.count);
+                }
+                sent += g.count;
                 continue;
             }
             let errno = -r;
+            if g.is_gso() && offload::is_gso_refusal(errno) {
+                return Ok(ChunkResult {
+                    sent,
+                    errno,
+                    gso_refused: true,
+                });
+            }
             return match errno {
-                libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ECANCELED => Ok((i, errno)),
+                libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ECANCELED => Ok(ChunkResult {
+                    sent,
+                    errno,
+                    gso_refused: false,
+                }),
                 _ => Err(IoError::sys(
                     "io_uring send",
                     io::Error::from_raw_os_error(errno),
                 )),
             };
         }
-        Ok((n, 0))
+        Ok(ChunkResult {
+            sent: n,
+            errno: 0,
+            gso_refused: false,
+        })
     }
 }
 
@@ -480,10 +594,21 @@ impl TxBackend for UringTx {
         let mut stalled_since: Option<Instant> = None;
         while start < datagrams.len() {
             let end = (start + self.chunk).min(datagrams.len());
-            let (sent, errno) = self.send_chunk(&datagrams[start..end])?;
-            start += sent;
+            let r = self.send_chunk(&datagrams[start..end])?;
+            start += r.sent;
             if start == end {
                 stalled_since = None;
+                continue;
+            }
+            if r.gso_refused {
+                // The kernel or the NIC cannot segment on this route: resend from
+                // the refused group on without GSO, and keep it off for the socket.
+                tracing::warn!(
+                    errno = r.errno,
+                    "io_uring send: UDP GSO refused; switched off for this socket"
+                );
+                self.gso = false;
+                self.offload.gso_downgraded(r.errno);
                 continue;
             }
             // Transient failure at `start`: wait for room, then resume from there.
@@ -491,15 +616,15 @@ impl TxBackend for UringTx {
             if since.elapsed() > TX_STALL_LIMIT {
                 return Err(IoError::sys(
                     "io_uring send (stalled)",
-                    io::Error::from_raw_os_error(errno),
+                    io::Error::from_raw_os_error(r.errno),
                 ));
             }
             tracing::debug!(
-                errno,
+                errno = r.errno,
                 at = start,
                 "io_uring send: transient failure, retrying"
             );
-            wait_writable(&self.sock, errno);
+            wait_writable(&self.sock, r.errno);
         }
         Ok(())
     }
@@ -543,6 +668,12 @@ pub struct UringRx {
     recv: Recv,
     /// Keeps the registered fd open; dropped after the ring.
     _sock: Socket,
+    max_datagram: usize,
+    /// GRO is on: buffers hold up to 64 KiB and a `UDP_GRO` cmsg.
+    gro: bool,
+    /// A coalesced buffer not fully delivered yet (it stays ours until it is).
+    held: Option<Held>,
+    offload: Offload,
     truncated: u64,
     no_buffer: u64,
     malformed: u64,
@@ -555,6 +686,15 @@ pub struct UringRx {
 enum Recv {
     Multi(BufRing),
     Slots(Slots),
+}
+
+/// A received buffer (multishot: buffer id; slots: slot index) of `len` bytes whose
+/// datagrams from byte `offset` of its payload on are still to be delivered.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    id: usize,
+    len: usize,
+    offset: usize,
 }
 
 impl UringRx {
@@ -581,30 +721,64 @@ impl UringRx {
                 reason: e.clone(),
             });
         }
+        let gro = cfg.gro;
+        let budget = if gro {
+            GRO_MEMORY_BUDGET
+        } else {
+            RX_MEMORY_BUDGET
+        };
         let recv_mem;
         let ring;
         match mode {
             UringRxMode::Multishot => {
-                let stride = round_up(RECVMSG_OUT_LEN + SOCKADDR_IN_LEN + max, 64);
-                let count = buffer_count(batch, stride, 256, 32_768);
+                let (payload, ctrl) = if gro {
+                    (GRO_BUFFER.max(max), RX_CONTROL_LEN)
+                } else {
+                    (max, 0)
+                };
+                let stride = round_up(RECVMSG_OUT_LEN + SOCKADDR_IN_LEN + ctrl + payload, 64);
+                let count = buffer_count(batch, stride, 256, 32_768, budget);
                 ring = build_ring(8, Some((count * 2) as u32), false)?;
-                recv_mem = Recv::Multi(BufRing::new(&ring, count, stride, max)?);
+                recv_mem = Recv::Multi(BufRing::new(&ring, count, stride, payload, ctrl)?);
             }
             UringRxMode::Slots => {
-                let stride = round_up(max + 1, 64);
-                let count = buffer_count(batch, stride, 16, 1024);
+                // One spare byte detects oversize datagrams where the kernel does not
+                // report MSG_TRUNC back; with GRO the buffer is far above any datagram.
+                let buf_len = if gro {
+                    GRO_BUFFER.max(max + 1)
+                } else {
+                    max + 1
+                };
+                let stride = round_up(buf_len, 64);
+                let count = buffer_count(batch, stride, 16, 1024, budget);
                 ring = build_ring((count + 8).next_power_of_two() as u32, None, false)?;
-                recv_mem = Recv::Slots(Slots::new(count, stride, max)?);
+                recv_mem = Recv::Slots(Slots::new(count, stride, buf_len, gro)?);
             }
         }
         ring.submitter()
             .register_files(&[sock.as_raw_fd()])
             .map_err(|e| IoError::sys("io_uring_register(FILES)", e))?;
-        tracing::debug!(?mode, "io_uring rx ready");
+        if let Some(d) = cfg.busy_poll {
+            // NAPI busy polling while waiting for completions (Linux ≥ 6.9): the
+            // io_uring counterpart of SO_BUSY_POLL, which only covers recvmsg calls.
+            let us = offload::busy_poll_us(d);
+            let mut napi = types::Napi::new().set_busy_poll_timeout(us);
+            let st = match ring.submitter().register_napi(&mut napi) {
+                Ok(()) => BusyPoll::On(us),
+                Err(e) => BusyPoll::Refused(us, e.raw_os_error().unwrap_or(libc::EINVAL)),
+            };
+            tracing::debug!(%st, "io_uring NAPI busy poll");
+            cfg.offload.set_napi_busy_poll(st);
+        }
+        tracing::debug!(?mode, gro, "io_uring rx ready");
         Ok(UringRx {
             ring,
             recv: recv_mem,
             _sock: sock,
+            max_datagram: max,
+            gro,
+            held: None,
+            offload: cfg.offload.clone(),
             truncated: 0,
             no_buffer: 0,
             malformed: 0,
@@ -651,8 +825,9 @@ impl UringRx {
                 }
             }
             Recv::Slots(s) => {
+                let held = self.held.map(|h| h.id);
                 for slot in 0..s.count {
-                    if s.in_flight[slot] {
+                    if s.in_flight[slot] || held == Some(slot) {
                         continue;
                     }
                     let hdr = s.reset(slot);
@@ -720,13 +895,33 @@ impl UringRx {
         }
     }
 
-    /// Delivers up to `max` datagrams from completions already in the CQ.
+    /// Delivers up to `max` datagrams: first what is left of a held coalesced
+    /// buffer, then from completions already in the CQ.
     fn reap(
         &mut self,
         max: usize,
         f: &mut dyn FnMut(&[u8], SocketAddrV4),
     ) -> Result<usize, IoError> {
         let mut delivered = 0;
+        let mut ctx = Deliver {
+            max_datagram: self.max_datagram,
+            gro: self.gro,
+            offload: &self.offload,
+            truncated: &mut self.truncated,
+            malformed: &mut self.malformed,
+        };
+        if let Some(h) = self.held.take() {
+            let (n, resume) = ctx.buffer(&self.recv, h.id, h.len, h.offset, max, f);
+            delivered += n;
+            if let Some(offset) = resume {
+                self.held = Some(Held { offset, ..h });
+                return Ok(delivered);
+            }
+            if let Recv::Multi(br) = &mut self.recv {
+                br.recycle(h.id as u16);
+                br.publish();
+            }
+        }
         let mut failure: Option<IoError> = None;
         let mut cq = self.ring.completion();
         while delivered < max {
@@ -771,20 +966,13 @@ impl UringRx {
                         break;
                     };
                     let len = (res as usize).min(br.stride);
-                    // SAFETY: the kernel wrote `len` bytes into buffer `bid` and handed
-                    // it to us with this completion; it will not touch it again until
-                    // `recycle` puts it back in the ring.
-                    let buf = unsafe { std::slice::from_raw_parts(br.buf(bid), len) };
-                    match types::RecvMsgOut::parse(buf, &br.msghdr) {
-                        Ok(out) if out.is_payload_truncated() => self.truncated += 1,
-                        Ok(out) => {
-                            f(out.payload_data(), sockaddr_from_bytes(out.name_data()));
-                            delivered += 1;
-                        }
-                        Err(()) => {
-                            self.malformed += 1;
-                            tracing::warn!(len, "io_uring recvmsg: unparsable buffer dropped");
-                        }
+                    let id = usize::from(bid);
+                    let (n, resume) = ctx.multi(br, id, len, 0, max - delivered, f);
+                    delivered += n;
+                    if let Some(offset) = resume {
+                        // Keep the buffer until its last datagram is delivered.
+                        self.held = Some(Held { id, len, offset });
+                        break;
                     }
                     br.recycle(bid);
                 }
@@ -810,14 +998,16 @@ impl UringRx {
                         continue;
                     }
                     let len = res as usize;
-                    // SAFETY: this slot's request has completed, so the kernel no longer
-                    // writes its msghdr, name or buffer until we re-arm it.
-                    let (msg_flags, src, buf) = unsafe { s.completed(slot, len) };
-                    if len > s.max_datagram || msg_flags & libc::MSG_TRUNC != 0 {
-                        self.truncated += 1;
-                    } else {
-                        f(buf, src);
-                        delivered += 1;
+                    let (n, resume) = ctx.slot(s, slot, len, 0, max - delivered, f);
+                    delivered += n;
+                    if let Some(offset) = resume {
+                        // The slot is re-armed once its last datagram is delivered.
+                        self.held = Some(Held {
+                            id: slot,
+                            len,
+                            offset,
+                        });
+                        break;
                     }
                 }
             }
@@ -830,6 +1020,119 @@ impl UringRx {
             Some(e) => Err(e),
             None => Ok(delivered),
         }
+    }
+}
+
+/// What delivering one received buffer needs of a [`UringRx`] (borrowed field by
+/// field, so the completion queue can stay borrowed meanwhile).
+struct Deliver<'a> {
+    max_datagram: usize,
+    gro: bool,
+    offload: &'a Offload,
+    truncated: &'a mut u64,
+    malformed: &'a mut u64,
+}
+
+impl Deliver<'_> {
+    fn buffer(
+        &mut self,
+        recv: &Recv,
+        id: usize,
+        len: usize,
+        offset: usize,
+        budget: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> (usize, Option<usize>) {
+        match recv {
+            Recv::Multi(br) => self.multi(br, id, len, offset, budget, f),
+            Recv::Slots(s) => self.slot(s, id, len, offset, budget, f),
+        }
+    }
+
+    /// Buffer `id` (< count) of the buffer ring, `len` bytes written by the kernel.
+    fn multi(
+        &mut self,
+        br: &BufRing,
+        id: usize,
+        len: usize,
+        offset: usize,
+        budget: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> (usize, Option<usize>) {
+        // SAFETY: the kernel wrote `len` (≤ stride) bytes into buffer `id` and handed it
+        // to us with its completion; it will not touch it again until `recycle` puts
+        // it back in the ring, which happens only after we are done with it.
+        let buf = unsafe { std::slice::from_raw_parts(br.buf(id as u16), len) };
+        match types::RecvMsgOut::parse(buf, &br.msghdr) {
+            Ok(out) if out.is_payload_truncated() => {
+                *self.truncated = self.truncated.saturating_add(1);
+                (0, None)
+            }
+            Ok(out) => {
+                let segment = if self.gro {
+                    offload::gro_segment(out.control_data())
+                } else {
+                    None
+                };
+                let src = sockaddr_from_bytes(out.name_data());
+                self.split(out.payload_data(), segment, src, offset, budget, f)
+            }
+            Err(()) => {
+                *self.malformed = self.malformed.saturating_add(1);
+                tracing::warn!(len, "io_uring recvmsg: unparsable buffer dropped");
+                (0, None)
+            }
+        }
+    }
+
+    /// Slot `slot` (< count, completed, not re-armed) with `len` bytes received.
+    fn slot(
+        &mut self,
+        s: &Slots,
+        slot: usize,
+        len: usize,
+        offset: usize,
+        budget: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> (usize, Option<usize>) {
+        // SAFETY: this slot's request has completed and it is not re-armed before we
+        // are done with it, so the kernel no longer writes its msghdr, name, control
+        // area or buffer.
+        let (msg_flags, src, buf, ctrl) = unsafe { s.completed(slot, len) };
+        if msg_flags & libc::MSG_TRUNC != 0 {
+            *self.truncated = self.truncated.saturating_add(1);
+            return (0, None);
+        }
+        let segment = if self.gro {
+            offload::gro_segment(ctrl)
+        } else {
+            None
+        };
+        self.split(buf, segment, src, offset, budget, f)
+    }
+
+    fn split(
+        &mut self,
+        payload: &[u8],
+        segment: Option<usize>,
+        src: SocketAddrV4,
+        offset: usize,
+        budget: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> (usize, Option<usize>) {
+        let sp = offload::split(
+            payload,
+            segment,
+            self.max_datagram,
+            offset,
+            budget,
+            &mut |d| f(d, src),
+        );
+        *self.truncated = self.truncated.saturating_add(sp.truncated);
+        if sp.coalesced > 0 {
+            self.offload.gro_received(sp.coalesced);
+        }
+        (sp.delivered, sp.resume)
     }
 }
 
@@ -949,15 +1252,15 @@ fn round_up(n: usize, to: usize) -> usize {
 }
 
 /// Number of receive buffers: a power of two ≥ `min` and ≥ 2 × batch, at most `max`,
-/// shrunk to fit [`RX_MEMORY_BUDGET`] (but at least 8).
-fn buffer_count(batch: usize, stride: usize, min: usize, max: usize) -> usize {
+/// shrunk to fit `budget` bytes (but at least 8).
+fn buffer_count(batch: usize, stride: usize, min: usize, max: usize, budget: usize) -> usize {
     let mut count = batch
         .saturating_mul(2)
         .max(min)
         .min(max)
         .next_power_of_two()
         .min(max);
-    while count > 8 && count * stride > RX_MEMORY_BUDGET {
+    while count > 8 && count * stride > budget {
         count /= 2;
     }
     count
@@ -987,7 +1290,8 @@ fn sockaddr_from_in(sin: &libc::sockaddr_in) -> SocketAddrV4 {
 struct BufRing {
     entries: PageBuf,
     bufs: PageBuf,
-    /// Template for the multishot request: only `msg_namelen`/`msg_controllen` matter.
+    /// Template for the multishot request: only `msg_namelen`/`msg_controllen` matter
+    /// (the control length reserves room for a `UDP_GRO` cmsg in every buffer).
     msghdr: Box<libc::msghdr>,
     count: usize,
     stride: usize,
@@ -1003,23 +1307,26 @@ unsafe impl Send for BufRing {}
 
 impl BufRing {
     /// `count` must be a power of two ≤ 32768; buffers hold `max_payload` bytes of
-    /// payload after the recvmsg_out header and the sockaddr_in.
+    /// payload after the recvmsg_out header, the sockaddr_in and `ctrl` bytes of
+    /// control messages.
     fn new(
         ring: &IoUring,
         count: usize,
         stride: usize,
         max_payload: usize,
+        ctrl: usize,
     ) -> Result<Self, IoError> {
         let entries_len = count * std::mem::size_of::<types::BufRingEntry>();
         let entries = PageBuf::new(entries_len)?;
         let bufs = PageBuf::new(count * stride)?;
-        let buf_len = u32::try_from(RECVMSG_OUT_LEN + SOCKADDR_IN_LEN + max_payload)
+        let buf_len = u32::try_from(RECVMSG_OUT_LEN + SOCKADDR_IN_LEN + ctrl + max_payload)
             .map_err(|_| IoError::sys("buffer ring", io::Error::other("buffer too large")))?;
         let ring_entries = u16::try_from(count)
             .map_err(|_| IoError::sys("buffer ring", io::Error::other("too many buffers")))?;
         // SAFETY: `msghdr` is plain old data; all-zero is valid (null pointers).
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = SOCKADDR_IN_LEN as libc::socklen_t;
+        msghdr.msg_controllen = ctrl as _;
         let mut br = BufRing {
             entries,
             bufs,
@@ -1114,37 +1421,44 @@ impl RecvFd for types::Fd {
     }
 }
 
-/// Plain `RecvMsg` slots: per slot a msghdr, an iovec, a sockaddr_in and a buffer of
-/// `max_datagram + 1` bytes (one spare byte detects oversize datagrams even where the
-/// kernel does not report `MSG_TRUNC` back). All in one mapping.
+/// Plain `RecvMsg` slots: per slot a msghdr, an iovec, a sockaddr_in, a control area
+/// (with GRO) and a buffer of `buf_len` bytes (`max_datagram + 1` without GRO: one
+/// spare byte detects oversize datagrams even where the kernel does not report
+/// `MSG_TRUNC` back). All in one mapping.
 struct Slots {
     mem: PageBuf,
     count: usize,
     stride: usize,
-    max_datagram: usize,
+    buf_len: usize,
+    gro: bool,
     hdr_off: usize,
     iov_off: usize,
     name_off: usize,
+    ctl_off: usize,
     buf_off: usize,
     in_flight: Vec<bool>,
     in_flight_count: usize,
 }
 
 impl Slots {
-    fn new(count: usize, stride: usize, max_datagram: usize) -> Result<Self, IoError> {
+    fn new(count: usize, stride: usize, buf_len: usize, gro: bool) -> Result<Self, IoError> {
         let hdr_off = 0;
         let iov_off = round_up(hdr_off + count * std::mem::size_of::<libc::msghdr>(), 64);
         let name_off = round_up(iov_off + count * std::mem::size_of::<libc::iovec>(), 64);
-        let buf_off = round_up(name_off + count * SOCKADDR_IN_LEN, 4096);
+        let ctl_off = round_up(name_off + count * SOCKADDR_IN_LEN, 64);
+        let ctl_len = if gro { count * RX_CONTROL_LEN } else { 0 };
+        let buf_off = round_up(ctl_off + ctl_len, 4096);
         let mem = PageBuf::new(buf_off + count * stride)?;
         Ok(Slots {
             mem,
             count,
             stride,
-            max_datagram,
+            buf_len,
+            gro,
             hdr_off,
             iov_off,
             name_off,
+            ctl_off,
             buf_off,
             in_flight: vec![false; count],
             in_flight_count: 0,
@@ -1172,6 +1486,12 @@ impl Slots {
         self.at(self.name_off, slot)
     }
 
+    fn ctl(&self, slot: usize) -> *mut u8 {
+        self.mem
+            .ptr()
+            .wrapping_add(self.ctl_off + slot * RX_CONTROL_LEN)
+    }
+
     fn buf(&self, slot: usize) -> *mut u8 {
         self.mem
             .ptr()
@@ -1186,37 +1506,50 @@ impl Slots {
             self.name(slot),
             self.buf(slot),
         );
-        // SAFETY: slot < count, so all four pointers are in bounds of `mem` and
-        // suitably aligned (offsets are multiples of 64, element sizes of 8); the slot
-        // is not in flight, so the kernel is not using it.
+        // SAFETY: slot < count, so all pointers are in bounds of `mem` and suitably
+        // aligned (offsets are multiples of 64, element sizes of 8); the slot is not
+        // in flight, so the kernel is not using it.
         unsafe {
             iov.write(libc::iovec {
                 iov_base: buf.cast(),
-                iov_len: self.max_datagram + 1,
+                iov_len: self.buf_len,
             });
             let mut h: libc::msghdr = std::mem::zeroed();
             h.msg_name = name.cast();
             h.msg_namelen = SOCKADDR_IN_LEN as libc::socklen_t;
             h.msg_iov = iov;
             h.msg_iovlen = 1;
+            if self.gro {
+                h.msg_control = self.ctl(slot).cast();
+                h.msg_controllen = RX_CONTROL_LEN as _;
+            }
             hdr.write(h);
         }
         hdr
     }
 
-    /// The completed slot's flags, source and payload.
+    /// The completed slot's flags, source, payload and control messages.
     ///
     /// # Safety
     /// `slot < count`, its request has completed (not in flight), and `len` is the
     /// completion's non-negative result.
-    unsafe fn completed(&self, slot: usize, len: usize) -> (i32, SocketAddrV4, &[u8]) {
+    unsafe fn completed(&self, slot: usize, len: usize) -> (i32, SocketAddrV4, &[u8], &[u8]) {
         // SAFETY: per the contract the kernel is done with this slot; the pointers are
-        // in bounds and aligned (see `reset`).
+        // in bounds and aligned (see `reset`), the control area is RX_CONTROL_LEN
+        // bytes when GRO is on and absent (length 0) otherwise.
         unsafe {
-            let flags = (*self.hdr(slot)).msg_flags;
+            let h = &*self.hdr(slot);
+            let flags = h.msg_flags;
             let src = sockaddr_from_in(&*self.name(slot));
-            let buf = std::slice::from_raw_parts(self.buf(slot), len.min(self.max_datagram + 1));
-            (flags, src, buf)
+            let buf = std::slice::from_raw_parts(self.buf(slot), len.min(self.buf_len));
+            #[allow(clippy::unnecessary_cast)] // socklen_t on musl, size_t on glibc
+            let clen = if self.gro {
+                (h.msg_controllen as usize).min(RX_CONTROL_LEN)
+            } else {
+                0
+            };
+            let ctrl = std::slice::from_raw_parts(self.ctl(slot).cast_const(), clen);
+            (flags, src, buf, ctrl)
         }
     }
 }
@@ -1228,7 +1561,9 @@ unsafe impl Send for UringRx {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::socket::tests::{check_backend, lo_config, measure};
+    use crate::io::socket::tests::{
+        check_backend, check_gso_downgrade, check_offload, lo_config, measure,
+    };
 
     fn mk_tx(s: Socket, c: &SocketConfig) -> Result<Box<dyn TxBackend>, IoError> {
         Ok(Box::new(UringTx::new(s, c)?))
@@ -1292,6 +1627,23 @@ mod tests {
         }
         assert!(rx.buffer_exhaustions() > 0, "expected ENOBUFS re-arms");
         assert_eq!(rx.malformed(), 0);
+    }
+
+    #[test]
+    fn uring_gso_gro() {
+        check_offload(mk_tx, mk_rx, true, true, 15, 41_015);
+        check_offload(mk_tx, mk_rx, true, false, 16, 41_016);
+        check_offload(mk_tx, mk_rx, false, true, 17, 41_017);
+    }
+
+    #[test]
+    fn uring_slots_gro() {
+        check_offload(mk_tx, mk_rx_slots, true, true, 18, 41_018);
+    }
+
+    #[test]
+    fn uring_gso_refused_at_run_time() {
+        check_gso_downgrade(mk_tx, mk_rx, 19, 41_019);
     }
 
     #[test]
