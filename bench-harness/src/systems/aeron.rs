@@ -26,17 +26,17 @@ use crate::spec::RunSpec;
 use anyhow::Result;
 
 pub fn variants() -> Vec<Variant> {
-    let mk = |variant: &str, transport: &str, ipc, primary| Variant {
+    let mk = |variant: &str, transport: &str, ipc, invoker, primary| Variant {
         system: "aeron".into(),
         variant: variant.into(),
         transport: transport.into(),
         lossless_expected: true,
         primary,
-        params: Params::Aeron { ipc },
+        params: Params::Aeron { ipc, invoker },
     };
     vec![
-        mk("ipc", "ipc", true, false),
-        mk("udp", "udp-multicast", false, true),
+        mk("ipc", "ipc", true, false, false),
+        mk("udp", "udp-multicast", false, false, true),
     ]
 }
 
@@ -85,6 +85,8 @@ mod imp {
     use std::time::{Duration, Instant};
 
     const STREAM_ID: i32 = 1001;
+    /// Round trip: the echo channel's stream (pongs).
+    const ECHO_STREAM_ID: i32 = 1002;
     /// Fragments handed over per subscription poll.
     const FRAGMENT_LIMIT: usize = 256;
     /// How long adding a publication or subscription may take.
@@ -95,12 +97,20 @@ mod imp {
     const DIR_PREFIX: &str = "ringcast-bench-";
     const DIR_SUFFIX: &str = "-aeron";
 
+    fn stream_id(spec: &RunSpec) -> i32 {
+        if spec.echo {
+            ECHO_STREAM_ID
+        } else {
+            STREAM_ID
+        }
+    }
+
     pub fn library_version() -> Option<String> {
         Some(Aeron::version_full().to_owned())
     }
 
     fn ipc(spec: &RunSpec) -> bool {
-        let Params::Aeron { ipc } = spec.variant.params else {
+        let Params::Aeron { ipc, .. } = spec.variant.params else {
             unreachable!("aeron spec without aeron params")
         };
         ipc
@@ -171,6 +181,8 @@ mod imp {
             .and_then(|s| s.to_str())
             .filter(|s| s.starts_with(DIR_PREFIX))
             .with_context(|| format!("unexpected ipc path {}", spec.endpoint.ipc.display()))?;
+        // The echo channel of a round trip (`...-echo.ipc`) uses the run's driver.
+        let stem = stem.strip_suffix("-echo").unwrap_or(stem);
         Ok(dir_base().join(format!("{stem}{DIR_SUFFIX}")))
     }
 
@@ -374,8 +386,10 @@ mod imp {
         // Field order is drop order: publication, client, driver, directory.
         publication: AeronExclusivePublication,
         client: Aeron,
-        _driver: AeronDriver,
-        _dir: DirGuard,
+        /// The run's media driver (`None` on the echo channel, which uses the
+        /// driver of the publisher process).
+        _driver: Option<AeronDriver>,
+        _dir: Option<DirGuard>,
         errors: Arc<AtomicU64>,
         channel: String,
         placement: String,
@@ -393,13 +407,17 @@ mod imp {
         refuse_aeron_env()?;
         let channel = channel(spec)?;
         let dir = aeron_dir(spec)?;
-        sweep_stale_dirs();
-        let guard = DirGuard(dir.clone());
         let bufs = buffers();
-        let driver = start_driver(spec, &dir, bufs)?;
+        let (driver, guard) = if spec.echo {
+            (None, None)
+        } else {
+            sweep_stale_dirs();
+            let guard = DirGuard(dir.clone());
+            (Some(start_driver(spec, &dir, bufs)?), Some(guard))
+        };
         let (client, errors) = client(&dir, "pub")?;
         let publication = client
-            .async_add_exclusive_publication(&channel.clone().into_c_string(), STREAM_ID)
+            .async_add_exclusive_publication(&channel.clone().into_c_string(), stream_id(spec))
             .map_err(client_err("aeron add publication"))?
             .poll_blocking(ADD_TIMEOUT)
             .map_err(client_err("aeron add publication"))
@@ -533,7 +551,7 @@ mod imp {
         let subscription = client
             .async_add_subscription(
                 &channel.clone().into_c_string(),
-                STREAM_ID,
+                stream_id(spec),
                 Handlers::NONE,
                 Handlers::NONE,
             )
