@@ -18,7 +18,15 @@ fn run_rtt(systems: &str, variants: Option<&str>, tag: &str) -> Vec<Value> {
         systems,
         variants,
         tag,
-        &["--modes", "rtt", "--rtt-rate", "5000", "--rate-secs", "0.1"],
+        &[
+            "--modes",
+            "rtt",
+            "--rtt-rate",
+            "5000",
+            "--rate-secs",
+            "0.1",
+            "--all-variants",
+        ],
         RTT_MESSAGES,
     );
     for r in &rows {
@@ -209,10 +217,18 @@ fn ringcast_delivers_every_message() {
 #[test]
 fn aeron_delivers_verified_messages() {
     let rows = run("aeron", None, "aeron");
-    assert_eq!(rows.len(), 2); // ipc and udp multicast
+    assert_eq!(rows.len(), 4); // ipc and udp multicast, dedicated and invoker layouts
     check(&rows);
-    let rows = run_rtt("aeron", Some("udp,ipc"), "aeron-rtt");
-    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let invoker = r["variant"].as_str().unwrap().ends_with("-invoker");
+        let layout = r["info"]["sender.media_driver"].as_str().unwrap();
+        assert_eq!(layout.starts_with("INVOKER"), invoker, "{layout}");
+        if invoker {
+            assert!(r["sender_counters"]["do_work_calls"].as_u64().unwrap() > MESSAGES);
+        }
+    }
+    let rows = run_rtt("aeron", Some("udp,udp-invoker,ipc-invoker"), "aeron-rtt");
+    assert_eq!(rows.len(), 3);
 }
 
 #[test]
