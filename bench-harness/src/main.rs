@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// Repetitions per configuration [default: 3; quick: 1].
     #[arg(long)]
     reps: Option<u32>,
+    /// Repetitions of the full-speed runs of non-primary variants and of the count
+    /// sweep [default: 1].
+    #[arg(long)]
+    secondary_reps: Option<u32>,
     /// Small, fast suite (100k messages, 1 rep, one rate); finishes in a few minutes.
     #[arg(long)]
     quick: bool,

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const DEFAULT_COUNTS: &[u64] = &[1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+const DEFAULT_COUNTS: &[u64] = &[1_000, 10_000, 100_000, 500_000, 1_000_000];
 const DEFAULT_RATES: &[u64] = &[10_000, 100_000, 500_000, 1_000_000];
 
 fn parse_core(s: &str) -> Result<Option<usize>> {
@@ -107,6 +107,9 @@ pub fn settings(a: &RunArgs) -> Result<Settings> {
         waits,
         rate_secs: a.rate_secs.unwrap_or(if q { 1.0 } else { 2.0 }),
         rtt_rate: a.rtt_rate,
+        // The polite style at the rates the comparisons quote, unless asked for.
+        sleep_max_rate: if a.waits.is_some() { u64::MAX } else { 100_000 },
+        secondary_reps: a.secondary_reps.unwrap_or(1),
         counts,
         reps: a.reps.unwrap_or(if q { 1 } else { 3 }).max(1),
         all_variants: a.all_variants,
@@ -170,10 +173,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     if plan.cases.is_empty() {
         bail!("nothing to run");
     }
-    let total = plan.cases.len() as u64 * settings.reps as u64;
-    let estimate = plan.estimate_secs(settings.reps, args.quiet_ms);
+    let total = plan.runs();
+    let estimate = plan.estimate_secs(args.quiet_ms);
     eprintln!(
-        "{total} runs ({} configurations × {} repetitions), estimated {:.0} min",
+        "{total} runs ({} configurations, up to {} repetitions), estimated {:.0} min",
         plan.cases.len(),
         settings.reps,
         (estimate / 60.0).ceil()
@@ -187,7 +190,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut index = 0u32;
     let pid = std::process::id();
     for rep in 0..settings.reps {
-        for case in &plan.cases {
+        for case in plan.cases.iter().filter(|c| rep < c.reps) {
             index += 1;
             let id = safe_name(&format!(
                 "{index:04}-{}-{}-{}-{}-{}{}{}-r{rep}",
@@ -279,6 +282,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .collect(),
             rate_secs: settings.rate_secs,
             rtt_rate: settings.rtt_rate,
+            sleep_max_rate: settings.sleep_max_rate,
+            secondary_reps: settings.secondary_reps,
             counts: settings.counts.clone(),
             reps: settings.reps,
             quick: args.quick,

@@ -19,6 +19,11 @@ pub struct Settings {
     pub rate_secs: f64,
     /// Ping rate of the round-trip mode, msg/s.
     pub rtt_rate: u64,
+    /// The `sleep` waiting style runs only at offered rates up to this one.
+    pub sleep_max_rate: u64,
+    /// Repetitions of the full-speed runs of non-primary variants and of the count
+    /// sweep (at most `reps`); everything else runs `reps` times.
+    pub secondary_reps: u32,
     pub counts: Vec<u64>,
     pub reps: u32,
     /// Run rate and count-sweep modes for every variant, not only the primary ones.
@@ -33,6 +38,8 @@ pub struct Case {
     pub messages: u64,
     pub rate: Option<u64>,
     pub wait: Option<Wait>,
+    /// Repetitions of this configuration.
+    pub reps: u32,
 }
 
 /// The runs of an invocation, and the systems left out with the reason.
@@ -47,9 +54,8 @@ impl Plan {
     /// warm-up (~1.5 s: two processes, slow-joiner warm-up, drain), plus the
     /// counted part (rate and rtt: messages / rate; full speed: at ~200k msg/s, the
     /// slowest systems' pace here), plus the quiet wait of lossy runs.
-    pub fn estimate_secs(&self, reps: u32, quiet_ms: u64) -> f64 {
-        let per_rep: f64 = self
-            .cases
+    pub fn estimate_secs(&self, quiet_ms: u64) -> f64 {
+        self.cases
             .iter()
             .map(|c| {
                 let counted = match c.rate {
@@ -61,10 +67,14 @@ impl Plan {
                 } else {
                     quiet_ms as f64 / 1e3
                 };
-                1.5 + counted + quiet
+                (1.5 + counted + quiet) * c.reps as f64
             })
-            .sum();
-        per_rep * reps as f64
+            .sum()
+    }
+
+    /// Runs in the invocation (every configuration times its repetitions).
+    pub fn runs(&self) -> u64 {
+        self.cases.iter().map(|c| c.reps as u64).sum()
     }
 }
 
@@ -98,13 +108,20 @@ pub fn plan(s: &Settings) -> Plan {
         .flat_map(|sys| catalog.iter().filter(move |v| &v.system == sys))
         .filter(|v| selected(v, &s.variants))
         .collect();
+    let light = s.secondary_reps.clamp(1, s.reps.max(1));
     let mut push = |variant: &Variant, mode, messages, rate, wait| {
+        let reps = match mode {
+            Mode::CountSweep => light,
+            Mode::Full if !variant.primary => light,
+            _ => s.reps.max(1),
+        };
         p.cases.push(Case {
             variant: variant.clone(),
             mode,
             messages,
             rate,
             wait,
+            reps,
         })
     };
     for mode in &s.modes {
@@ -115,6 +132,9 @@ pub fn plan(s: &Settings) -> Plan {
                 Mode::Rate if !secondary => {
                     for &r in &s.rates {
                         for &w in &s.waits {
+                            if w == Wait::Sleep && r > s.sleep_max_rate {
+                                continue;
+                            }
                             push(
                                 v,
                                 Mode::Rate,
@@ -159,10 +179,83 @@ mod tests {
             waits: vec![Wait::Spin, Wait::Sleep],
             rate_secs: 1.0,
             rtt_rate: 10_000,
+            sleep_max_rate: u64::MAX,
+            secondary_reps: 1,
             counts: vec![1_000, 10_000],
             reps: 1,
             all_variants: false,
         }
+    }
+
+    /// The standard suite (every system, `--features aeron`) stays within its budget.
+    #[test]
+    fn standard_suite_size() {
+        let s = Settings {
+            systems: systems::SYSTEMS.iter().map(|s| s.to_string()).collect(),
+            variants: None,
+            modes: vec![Mode::Full, Mode::Rate, Mode::Rtt, Mode::CountSweep],
+            messages: 1_000_000,
+            size: 1024,
+            rates: vec![10_000, 100_000, 500_000, 1_000_000],
+            waits: vec![Wait::Spin, Wait::Sleep],
+            rate_secs: 2.0,
+            rtt_rate: 10_000,
+            sleep_max_rate: 100_000,
+            counts: vec![1_000, 10_000, 100_000, 500_000, 1_000_000],
+            reps: 3,
+            secondary_reps: 1,
+            all_variants: false,
+        };
+        let mut p = Plan::default();
+        // As if every system were built.
+        let catalog = systems::catalog();
+        let primary = catalog.iter().filter(|v| v.primary).count();
+        assert_eq!((catalog.len(), primary), (28, 12));
+        let all = plan(&s);
+        p.cases = all.cases;
+        if !all.skipped.is_empty() {
+            // Systems not built here still count toward the standard suite.
+            p = Plan::default();
+            for v in &catalog {
+                let one = Settings {
+                    systems: vec![v.system.clone()],
+                    variants: Some(vec![v.label()]),
+                    ..s.clone()
+                };
+                let mut q = Plan::default();
+                for m in &one.modes {
+                    let mut only = one.clone();
+                    only.modes = vec![*m];
+                    q.cases.extend(plan_ignoring_build(&only, v));
+                }
+                p.cases.extend(q.cases);
+            }
+        }
+        // full 12 × 3 + 16 × 1; rate 12 × 6 × 3; rtt 12 × 3; sweep 12 × 5 × 1.
+        assert_eq!(p.runs(), 52 + 216 + 36 + 60);
+        let minutes = p.estimate_secs(500) / 60.0;
+        eprintln!("standard suite: {} runs, ~{minutes:.1} min", p.runs());
+        assert!(minutes < 25.0, "{minutes:.1} min");
+    }
+
+    fn plan_ignoring_build(s: &Settings, v: &Variant) -> Vec<Case> {
+        let mut p = plan(&Settings {
+            systems: vec!["udp".into()],
+            variants: Some(vec!["udp/udp-multicast/one-dgram-per-msg".into()]),
+            ..s.clone()
+        });
+        for c in &mut p.cases {
+            c.variant = v.clone();
+            c.reps = match c.mode {
+                Mode::Full if !v.primary => s.secondary_reps,
+                Mode::CountSweep => s.secondary_reps,
+                _ => s.reps,
+            };
+        }
+        if !v.primary {
+            p.cases.retain(|c| c.mode == Mode::Full);
+        }
+        p.cases
     }
 
     #[test]
@@ -198,9 +291,23 @@ mod tests {
             (Some(10_000), 10_000, None)
         );
         // Estimate: 19 runs × 1.5 s set-up, plus the counted parts.
-        let est = p.estimate_secs(1, 500);
+        let est = p.estimate_secs(500);
         assert!(est > 19.0 * 1.5 && est < 19.0 * 1.5 + 30.0, "{est}");
-        assert_eq!(p.estimate_secs(3, 500), 3.0 * est);
+        assert_eq!(p.runs(), 19);
+        // Three repetitions: all but the non-primary full-speed runs and the sweep.
+        let mut s3 = settings();
+        s3.reps = 3;
+        let p3 = plan(&s3);
+        let light = (all - primaries) + 4;
+        assert_eq!(p3.runs(), 3 * 19 - 2 * light as u64);
+        // `sleep` only up to sleep_max_rate: the 1M msg/s runs lose it.
+        s3.sleep_max_rate = 100_000;
+        let p3 = plan(&s3);
+        let rate: Vec<&Case> = p3.cases.iter().filter(|c| c.mode == Mode::Rate).collect();
+        assert_eq!(rate.len(), 2 * 3);
+        assert!(rate
+            .iter()
+            .all(|c| c.wait == Some(Wait::Spin) || c.rate == Some(10_000)));
         let mut s = settings();
         s.variants = Some(vec!["packed".into()]);
         s.all_variants = true;

@@ -24,6 +24,8 @@ pub struct SettingsRecord {
     pub waits: Vec<String>,
     pub rate_secs: f64,
     pub rtt_rate: u64,
+    pub sleep_max_rate: u64,
+    pub secondary_reps: u32,
     pub counts: Vec<u64>,
     pub reps: u32,
     pub quick: bool,
