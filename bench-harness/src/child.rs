@@ -134,14 +134,28 @@ fn publish(spec: &RunSpec) -> Result<PubReport> {
     report.info.extend(tx.info());
     control::say("DONE", &serde_json::to_string(&report)?);
 
-    // Stay up (sockets open, engine running) until the subscriber has finished.
+    // Stay up (sockets open, engine running) until the subscriber has finished;
+    // a system whose duty cycle runs here (invoker, inline) gets it at once while it
+    // has work (the tail of the run, repairs), else every 100 µs.
+    let mut busy = false;
     loop {
-        match commands.recv_timeout(Duration::from_millis(1)) {
-            Ok(Command::Exit) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            _ => {
-                tx.do_work()?;
+        let next = if busy {
+            match commands.try_recv() {
+                Ok(c) => Some(c),
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Command::Exit),
             }
+        } else {
+            match commands.recv_timeout(Duration::from_micros(100)) {
+                Ok(c) => Some(c),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Command::Exit),
+            }
+        };
+        if next == Some(Command::Exit) {
+            break;
         }
+        busy = tx.do_work()? > 0;
     }
     drop(tx);
     Ok(report)
