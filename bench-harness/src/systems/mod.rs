@@ -97,12 +97,12 @@ pub enum Params {
         reliable: bool,
     },
     Aeron {
-        /// `aeron:ipc` instead of UDP multicast on loopback.
-        ipc: bool,
         /// Media driver and client conductor in INVOKER mode: their duty cycles run in
         /// the application's loop (no driver threads).
         #[serde(default)]
         invoker: bool,
+        /// `aeron:ipc` instead of UDP multicast on loopback.
+        ipc: bool,
     },
 }
 
