@@ -187,10 +187,21 @@ mod tests {
         }
     }
 
-    /// The standard suite (every system, `--features aeron`) stays within its budget.
-    #[test]
-    fn standard_suite_size() {
-        let s = Settings {
+    /// Every variant of the catalog planned as if every system were built.
+    fn full_catalog_plan(s: &Settings) -> Plan {
+        let mut p = Plan::default();
+        for v in &systems::catalog() {
+            for m in &s.modes {
+                let mut only = s.clone();
+                only.modes = vec![*m];
+                p.cases.extend(plan_ignoring_build(&only, v));
+            }
+        }
+        p
+    }
+
+    fn standard() -> Settings {
+        Settings {
             systems: systems::SYSTEMS.iter().map(|s| s.to_string()).collect(),
             variants: None,
             modes: vec![Mode::Full, Mode::Rate, Mode::Rtt, Mode::CountSweep],
@@ -205,37 +216,36 @@ mod tests {
             reps: 3,
             secondary_reps: 1,
             all_variants: false,
-        };
-        let mut p = Plan::default();
-        // As if every system were built.
+        }
+    }
+
+    /// The standard suite (every system, `--features aeron`) and the quick one stay
+    /// within their budgets (by the plan's own estimate).
+    #[test]
+    fn suite_sizes() {
         let catalog = systems::catalog();
         let primary = catalog.iter().filter(|v| v.primary).count();
         assert_eq!((catalog.len(), primary), (28, 12));
-        let all = plan(&s);
-        p.cases = all.cases;
-        if !all.skipped.is_empty() {
-            // Systems not built here still count toward the standard suite.
-            p = Plan::default();
-            for v in &catalog {
-                let one = Settings {
-                    systems: vec![v.system.clone()],
-                    variants: Some(vec![v.label()]),
-                    ..s.clone()
-                };
-                let mut q = Plan::default();
-                for m in &one.modes {
-                    let mut only = one.clone();
-                    only.modes = vec![*m];
-                    q.cases.extend(plan_ignoring_build(&only, v));
-                }
-                p.cases.extend(q.cases);
-            }
-        }
+        let p = full_catalog_plan(&standard());
         // full 12 × 3 + 16 × 1; rate 12 × 6 × 3; rtt 12 × 3; sweep 12 × 5 × 1.
         assert_eq!(p.runs(), 52 + 216 + 36 + 60);
         let minutes = p.estimate_secs(500) / 60.0;
         eprintln!("standard suite: {} runs, ~{minutes:.1} min", p.runs());
         assert!(minutes < 25.0, "{minutes:.1} min");
+        let quick = Settings {
+            messages: 100_000,
+            rates: vec![100_000],
+            rate_secs: 1.0,
+            counts: vec![1_000, 10_000, 100_000],
+            reps: 1,
+            ..standard()
+        };
+        let q = full_catalog_plan(&quick);
+        // full 28; rate 12 × 2 waits; rtt 12; sweep 12 × 3.
+        assert_eq!(q.runs(), 28 + 24 + 12 + 36);
+        let minutes = q.estimate_secs(500) / 60.0;
+        eprintln!("quick suite: {} runs, ~{minutes:.1} min", q.runs());
+        assert!(minutes < 5.0, "{minutes:.1} min");
     }
 
     fn plan_ignoring_build(s: &Settings, v: &Variant) -> Vec<Case> {
