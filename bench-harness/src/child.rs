@@ -4,12 +4,12 @@
 //! The same loops drive every system: stamping, pacing, verification and timing
 //! never depend on the system under test.
 
-use crate::clock::{now_ns, spin_until};
+use crate::clock::{cpu_ns, now_ns};
 use crate::control::{self, Command};
-use crate::message::{Pattern, WARMUP_FLAG};
-use crate::spec::{Mode, RunSpec};
+use crate::message::{Decoded, Pattern, WARMUP_FLAG};
+use crate::spec::{Mode, RunSpec, Wait, SLEEP_ABOVE_NS};
 use crate::stats;
-use crate::systems::{self, Counters, Info, Publisher};
+use crate::systems::{self, Counters, Info, Publisher, Subscriber};
 use crate::verify::{Outcome, Tally, Tracker};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,12 @@ pub struct PubReport {
     pub finished_ns: u64,
     /// Rate mode: the largest delay of an actual send behind its schedule.
     pub max_behind_ns: u64,
+    /// CPU time of the publisher process (all threads) over the measured part.
+    #[serde(default)]
+    pub cpu_ns: Option<u64>,
+    /// Round-trip mode: the pongs that came back, verified (the run's deliveries).
+    #[serde(default)]
+    pub rtt: Option<Tally>,
     pub counters: Counters,
     pub info: Info,
 }
@@ -37,8 +43,11 @@ pub struct PubReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SubReport {
     pub tally: Tally,
-    /// Why the subscriber stopped: `complete`, `quiet`, `abort`.
+    /// Why the subscriber stopped: `complete`, `quiet`, `abort`, `pub-done` (rtt).
     pub stopped: String,
+    /// CPU time of the subscriber process (all threads) from READY to the stop.
+    #[serde(default)]
+    pub cpu_ns: Option<u64>,
     pub counters: Counters,
     pub info: Info,
 }
@@ -101,24 +110,52 @@ fn publish(spec: &RunSpec) -> Result<PubReport> {
         pattern.fill(&mut buf, warmups | WARMUP_FLAG, now_ns());
         tx.send(&buf)?;
         tx.flush()?;
+        tx.do_work()?;
         warmups += 1;
         std::thread::sleep(interval);
     }
 
+    let cpu0 = cpu_ns();
     let mut report = match (spec.mode, spec.rate) {
-        (Mode::Rate, Some(rate)) => paced(&mut *tx, &pattern, &mut buf, spec.messages, rate)?,
+        (Mode::Rtt, _) => round_trip(spec, &mut *tx, &pattern, &mut buf, &mut warmups)?,
+        (Mode::Rate, Some(rate)) => paced(
+            &mut *tx,
+            &pattern,
+            &mut buf,
+            spec.messages,
+            rate,
+            spec.wait.unwrap_or(Wait::Spin),
+        )?,
         _ => full_speed(&mut *tx, &pattern, &mut buf, spec.messages)?,
     };
+    report.cpu_ns.get_or_insert(cpu_ns().saturating_sub(cpu0));
     report.warmups = warmups;
-    report.counters = tx.counters();
-    report.info = tx.info();
+    report.counters.extend(tx.counters());
+    report.info.extend(tx.info());
     control::say("DONE", &serde_json::to_string(&report)?);
 
-    // Stay up (sockets open, engine running) until the subscriber has finished.
-    while let Ok(c) = commands.recv() {
-        if c == Command::Exit {
+    // Stay up (sockets open, engine running) until the subscriber has finished;
+    // a system whose duty cycle runs here (invoker, inline) gets it at once while it
+    // has work (the tail of the run, repairs), else every 100 µs.
+    let mut busy = false;
+    loop {
+        let next = if busy {
+            match commands.try_recv() {
+                Ok(c) => Some(c),
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Command::Exit),
+            }
+        } else {
+            match commands.recv_timeout(Duration::from_micros(100)) {
+                Ok(c) => Some(c),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Command::Exit),
+            }
+        };
+        if next == Some(Command::Exit) {
             break;
         }
+        busy = tx.do_work()? > 0;
     }
     drop(tx);
     Ok(report)
@@ -156,6 +193,7 @@ fn paced(
     buf: &mut [u8],
     n: u64,
     rate: u64,
+    wait: Wait,
 ) -> Result<PubReport> {
     let start = now_ns() + 1_000_000;
     let mut max_behind = 0;
@@ -164,7 +202,7 @@ fn paced(
         let mut now = now_ns();
         if now < due {
             tx.flush()?; // never hold a batch while idle
-            now = spin_until(due);
+            now = wait_until(tx, due, wait)?;
         }
         max_behind = max_behind.max(now - due);
         pattern.fill(buf, seq, due);
@@ -182,6 +220,165 @@ fn paced(
     })
 }
 
+/// Wait for `due` in the given style, giving the system's duty cycle a turn in
+/// every round; returns the clock read last.
+fn wait_until(tx: &mut dyn Publisher, due: u64, wait: Wait) -> Result<u64> {
+    loop {
+        let now = now_ns();
+        if now >= due {
+            return Ok(now);
+        }
+        tx.do_work()?;
+        match wait {
+            Wait::Spin => std::hint::spin_loop(),
+            Wait::Sleep => {
+                let left = due - now;
+                if left > SLEEP_ABOVE_NS {
+                    std::thread::sleep(Duration::from_nanos(left));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// Round trip: after the echo channel is warm, ping `n` times at the run's rate
+/// (stamp = intended send time), and between pings take in the pongs the
+/// subscriber process echoes back; RTT = pong arrival − ping stamp. The pongs
+/// are verified (sequence, payload) like any delivery; the histogram of the run
+/// is written here, not by the subscriber.
+fn round_trip(
+    spec: &RunSpec,
+    tx: &mut dyn Publisher,
+    pattern: &Pattern,
+    buf: &mut [u8],
+    warmups: &mut u64,
+) -> Result<PubReport> {
+    let rate = spec.rate.unwrap_or(DEFAULT_RTT_RATE);
+    let n = spec.messages;
+    let mut rx = systems::open_subscriber(&spec.echo_spec()).context("echo subscriber")?;
+    // The echo channel has a slow joiner too: ping warm-ups until one comes back.
+    let give_up = now_ns() + 15_000_000_000;
+    let interval = spec.warmup_interval_us * 1_000;
+    let mut next = 0;
+    loop {
+        let now = now_ns();
+        if now >= next {
+            pattern.fill(buf, *warmups | WARMUP_FLAG, now);
+            tx.send(buf)?;
+            tx.flush()?;
+            *warmups += 1;
+            next = now + interval;
+        }
+        tx.do_work()?;
+        let mut back = false;
+        rx.try_poll(&mut |m| back |= pattern.decode(m) == Decoded::Warmup)?;
+        if back {
+            break;
+        }
+        if now > give_up {
+            anyhow::bail!("no pong came back on the echo channel within 15 s");
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    // Let the warm-up pongs still in flight arrive (and be ignored).
+    let settle = now_ns() + 5_000_000;
+    while now_ns() < settle {
+        tx.do_work()?;
+        rx.try_poll(&mut |_| {})?;
+    }
+
+    let mut tracker = Tracker::new(n);
+    let mut hist = stats::new_histogram();
+    let mut pongs = |rx: &mut dyn Subscriber, tracker: &mut Tracker| {
+        rx.try_poll(&mut |m| {
+            let now = now_ns();
+            if let Outcome::Delivered { stamp } = tracker.on_message(pattern.decode(m), now) {
+                let _ = hist.record(now.saturating_sub(stamp));
+            }
+        })
+    };
+    let cpu0 = cpu_ns();
+    let start = now_ns() + 1_000_000;
+    let mut max_behind = 0;
+    for seq in 0..n {
+        let due = schedule(start, seq, rate);
+        let mut now = now_ns();
+        if now < due {
+            tx.flush()?;
+            loop {
+                pongs(&mut *rx, &mut tracker)?;
+                now = now_ns();
+                if now >= due {
+                    break;
+                }
+                tx.do_work()?;
+                std::hint::spin_loop();
+            }
+        }
+        max_behind = max_behind.max(now - due);
+        pattern.fill(buf, seq, due);
+        tx.send(buf)?;
+    }
+    tx.flush()?;
+    let last_send = now_ns();
+    // Collect the remaining pongs: until all are back or none came for quiet_ms.
+    let quiet = spec.quiet_ms * 1_000_000;
+    let mut last_pong = last_send;
+    loop {
+        let got = pongs(&mut *rx, &mut tracker)?;
+        let now = now_ns();
+        if got > 0 {
+            last_pong = now;
+        }
+        if tracker.complete() || now.saturating_sub(last_pong) > quiet {
+            break;
+        }
+        tx.do_work()?;
+        if got == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    let finished = now_ns();
+    let cpu = cpu_ns().saturating_sub(cpu0);
+    write_histogram(&spec.hdr_path, &hist)?;
+    let mut counters = Counters::new();
+    for (k, v) in rx.counters() {
+        counters.insert(format!("echo.{k}"), v);
+    }
+    let mut info = Info::new();
+    for (k, v) in rx.info() {
+        info.insert(format!("echo.{k}"), v);
+    }
+    drop(rx);
+    Ok(PubReport {
+        sent: n,
+        first_send_ns: start,
+        last_send_ns: last_send,
+        finished_ns: finished,
+        max_behind_ns: max_behind,
+        cpu_ns: Some(cpu),
+        rtt: Some(tracker.tally().clone()),
+        counters,
+        info,
+        ..PubReport::default()
+    })
+}
+
+/// Offered ping rate of the round-trip mode when none is given.
+pub const DEFAULT_RTT_RATE: u64 = 10_000;
+
+fn write_histogram(path: &std::path::Path, hist: &hdrhistogram::Histogram<u64>) -> Result<()> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    use hdrhistogram::serialization::Serializer;
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(hist, &mut file)
+        .map_err(|e| anyhow::anyhow!("write histogram: {e:?}"))?;
+    Ok(())
+}
+
 /// Intended send time of message `seq` at `rate` msg/s from `start_ns`.
 pub fn schedule(start_ns: u64, seq: u64, rate: u64) -> u64 {
     start_ns + (seq as u128 * 1_000_000_000 / rate as u128) as u64
@@ -190,31 +387,71 @@ pub fn schedule(start_ns: u64, seq: u64, rate: u64) -> u64 {
 fn subscribe(spec: &RunSpec) -> Result<SubReport> {
     pin(spec.sub_core);
     let flags = control::subscriber_flags();
+    let rtt = spec.mode == Mode::Rtt;
     let mut rx = systems::open_subscriber(spec)?;
+    // Round trip: every verified ping (warm-ups included) goes straight back.
+    let mut echo = if rtt {
+        Some(systems::open_publisher(&spec.echo_spec()).context("echo publisher")?)
+    } else {
+        None
+    };
     let pattern = Pattern::new(spec.size);
     let mut tracker = Tracker::new(spec.messages);
     let mut hist = stats::new_histogram();
     let quiet_ns = spec.quiet_ms * 1_000_000;
     let mut ready = false;
+    let mut cpu0 = 0;
+    let mut echo_error: Option<anyhow::Error> = None;
+    let mut echoed = 0u64;
     let stopped = loop {
+        let mut sent_back = 0usize;
         rx.poll(Duration::from_millis(20), &mut |msg| {
             let now = now_ns();
-            if let Outcome::Delivered { stamp } = tracker.on_message(pattern.decode(msg), now) {
+            let outcome = tracker.on_message(pattern.decode(msg), now);
+            if let Outcome::Delivered { stamp } = outcome {
                 let _ = hist.record(now.saturating_sub(stamp));
             }
+            if let Some(e) = echo.as_mut() {
+                if matches!(outcome, Outcome::Delivered { .. } | Outcome::Warmup)
+                    && echo_error.is_none()
+                {
+                    match e.send(msg) {
+                        Ok(()) => sent_back += 1,
+                        Err(err) => echo_error = Some(err),
+                    }
+                }
+            }
         })?;
+        if let Some(err) = echo_error.take() {
+            return Err(err.context("echo send"));
+        }
+        if let Some(e) = echo.as_mut() {
+            if sent_back > 0 {
+                e.flush()?;
+                echoed += sent_back as u64;
+            }
+            e.do_work()?;
+        }
         let tally = tracker.tally();
         if !ready && (tally.warmups > 0 || tally.received > 0) {
+            cpu0 = cpu_ns();
             control::say("READY", "");
             ready = true;
-        }
-        if tracker.complete() {
-            break "complete";
         }
         if flags.abort.load(Ordering::Acquire) {
             break "abort";
         }
         let done_at = flags.pub_done_at.load(Ordering::Acquire);
+        if rtt {
+            // The publisher decides when the round trips are over.
+            if done_at != 0 {
+                break "pub-done";
+            }
+            continue;
+        }
+        if tracker.complete() {
+            break "complete";
+        }
         if done_at != 0 {
             let last = tally.last_recv_ns.unwrap_or(0).max(done_at);
             if now_ns().saturating_sub(last) > quiet_ns {
@@ -222,17 +459,28 @@ fn subscribe(spec: &RunSpec) -> Result<SubReport> {
             }
         }
     };
-    let mut file = std::fs::File::create(&spec.hdr_path)
-        .with_context(|| format!("create {}", spec.hdr_path.display()))?;
-    use hdrhistogram::serialization::Serializer;
-    hdrhistogram::serialization::V2Serializer::new()
-        .serialize(&hist, &mut file)
-        .map_err(|e| anyhow::anyhow!("write histogram: {e:?}"))?;
+    let cpu = ready.then(|| cpu_ns().saturating_sub(cpu0));
+    if !rtt {
+        write_histogram(&spec.hdr_path, &hist)?;
+    }
+    let mut counters = rx.counters();
+    let mut info = rx.info();
+    if let Some(e) = echo.as_ref() {
+        counters.insert("echoed".into(), echoed);
+        for (k, v) in e.counters() {
+            counters.insert(format!("echo.{k}"), v);
+        }
+        for (k, v) in e.info() {
+            info.insert(format!("echo.{k}"), v);
+        }
+    }
+    drop(echo);
     Ok(SubReport {
         tally: tracker.tally().clone(),
         stopped: stopped.to_owned(),
-        counters: rx.counters(),
-        info: rx.info(),
+        cpu_ns: cpu,
+        counters,
+        info,
     })
 }
 

@@ -18,7 +18,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// Spin until the monotonic clock reaches `deadline_ns`; returns the time read last.
-#[inline]
+#[cfg(test)]
 pub fn spin_until(deadline_ns: u64) -> u64 {
     loop {
         let now = now_ns();
@@ -27,6 +27,19 @@ pub fn spin_until(deadline_ns: u64) -> u64 {
         }
         std::hint::spin_loop();
     }
+}
+
+/// CPU time (user + system) this process has used so far, all its threads, in ns
+/// (`getrusage(RUSAGE_SELF)`).
+pub fn cpu_ns() -> u64 {
+    // SAFETY: rusage is a plain C struct; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the duration of the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 #[cfg(test)]
@@ -39,5 +52,14 @@ mod tests {
         let b = spin_until(a + 1_000);
         assert!(b >= a + 1_000);
         assert!(now_ns() >= b);
+    }
+
+    #[test]
+    fn cpu_time_grows_while_spinning() {
+        let a = cpu_ns();
+        // Spin 20 ms of wall time: the process's CPU time must grow by a good part of it.
+        spin_until(now_ns() + 20_000_000);
+        let b = cpu_ns();
+        assert!(b > a, "{a} -> {b}");
     }
 }

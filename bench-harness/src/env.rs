@@ -21,6 +21,49 @@ pub struct Environment {
     pub command_line: Vec<String>,
     pub isolation: String,
     pub interfaces: Vec<String>,
+    /// `git rev-parse HEAD` of the workspace the harness was built from, at run
+    /// time ("unknown" when it is not a git checkout or git is missing).
+    pub git_commit: String,
+    /// `git status --porcelain` printed anything: uncommitted changes (`null` = unknown).
+    pub git_dirty: Option<bool>,
+}
+
+/// The workspace root (the harness's source tree), if it is still there; else ".".
+pub fn workspace_root() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if root.join("Cargo.toml").exists() {
+        root
+    } else {
+        std::path::PathBuf::from(".")
+    }
+}
+
+/// Run `git args...` in `dir`; its trimmed stdout when it succeeds.
+fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        // The tree may belong to another user than the one running the harness (root).
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Commit and dirty flag of the git checkout at `dir`.
+pub fn git_state(dir: &std::path::Path) -> (String, Option<bool>) {
+    match git(dir, &["rev-parse", "HEAD"]) {
+        Some(commit) if !commit.is_empty() => {
+            let dirty = git(dir, &["status", "--porcelain"]).map(|s| !s.is_empty());
+            (commit, dirty)
+        }
+        _ => ("unknown".to_owned(), None),
+    }
 }
 
 fn read(path: &str) -> String {
@@ -118,6 +161,7 @@ pub fn features() -> Vec<String> {
 
 /// Capture the environment now.
 pub fn capture(isolation: &str) -> Environment {
+    let (git_commit, git_dirty) = git_state(&workspace_root());
     let mut versions = crate_versions();
     versions.extend(crate::systems::library_versions());
     Environment {
@@ -134,6 +178,8 @@ pub fn capture(isolation: &str) -> Environment {
         command_line: std::env::args().collect(),
         isolation: isolation.to_owned(),
         interfaces: crate::netns::interface_names().unwrap_or_default(),
+        git_commit,
+        git_dirty,
     }
 }
 
@@ -147,5 +193,18 @@ mod tests {
         assert!(e.rustc.starts_with("rustc"));
         assert!(e.versions.contains_key("hdrhistogram"));
         assert!(!e.io_uring.is_empty());
+        // Built from the workspace's git checkout: a full commit hash.
+        if super::workspace_root().join(".git").exists() {
+            assert_eq!(e.git_commit.len(), 40, "{}", e.git_commit);
+            assert!(e.git_dirty.is_some());
+        }
+    }
+
+    #[test]
+    fn not_a_checkout_is_unknown() {
+        let dir = std::env::temp_dir().join(format!("ringcast-bench-nogit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(super::git_state(&dir), ("unknown".to_owned(), None));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,7 +28,7 @@ use std::process::ExitCode;
 #[command(
     name = "ringcast-bench",
     version,
-    about = "Pub/sub benchmark: ringcast vs ZeroMQ, nng and raw UDP multicast"
+    about = "Pub/sub benchmark: ringcast vs ZeroMQ, nng, raw UDP multicast and Aeron"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,7 +65,7 @@ pub struct RunArgs {
     /// Only these variants (names such as `hwm=0`, `packed`, or `system/transport/variant`).
     #[arg(long, value_delimiter = ',')]
     variants: Option<Vec<String>>,
-    /// Modes: full, rate, count-sweep (comma separated).
+    /// Modes: full, rate, rtt, count-sweep (comma separated).
     #[arg(long, value_delimiter = ',')]
     modes: Option<Vec<String>>,
     /// Messages per full-speed run [default: 1000000; quick: 100000].
@@ -77,7 +77,13 @@ pub struct RunArgs {
     /// Offered rates for the open-loop mode, msg/s [default: 10000,100000,500000,1000000; quick: 100000].
     #[arg(long, value_delimiter = ',')]
     rates: Option<Vec<u64>>,
-    /// Seconds per rate-mode run (messages = min(--messages, rate × secs)) [default: 2; quick: 1].
+    /// Waiting styles of the paced publisher in rate mode: spin, sleep [default: both].
+    #[arg(long, value_delimiter = ',')]
+    waits: Option<Vec<String>>,
+    /// Ping rate of the round-trip mode, msg/s.
+    #[arg(long, default_value_t = 10_000)]
+    rtt_rate: u64,
+    /// Seconds per rate-mode (and rtt-mode) run (messages = min(--messages, rate × secs)) [default: 2; quick: 1].
     #[arg(long)]
     rate_secs: Option<f64>,
     /// Message counts of the count sweep [default: 1k..1M; quick: 1000,10000,100000].
@@ -86,6 +92,10 @@ pub struct RunArgs {
     /// Repetitions per configuration [default: 3; quick: 1].
     #[arg(long)]
     reps: Option<u32>,
+    /// Repetitions of the full-speed runs of non-primary variants and of the count
+    /// sweep [default: 1].
+    #[arg(long)]
+    secondary_reps: Option<u32>,
     /// Small, fast suite (100k messages, 1 rep, one rate); finishes in a few minutes.
     #[arg(long)]
     quick: bool,

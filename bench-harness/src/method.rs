@@ -5,17 +5,17 @@
 
 use crate::report::{self, Document, SettingsRecord, Skipped};
 use crate::rows;
-use crate::spec::{Endpoint, Mode, RunSpec};
+use crate::spec::{Endpoint, Mode, RunSpec, Wait};
 use crate::suite::{self, Settings};
 use crate::systems;
 use crate::{env, jitter, netns, runner, RunArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-const DEFAULT_COUNTS: &[u64] = &[1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+const DEFAULT_COUNTS: &[u64] = &[1_000, 10_000, 100_000, 500_000, 1_000_000];
 const DEFAULT_RATES: &[u64] = &[10_000, 100_000, 500_000, 1_000_000];
 
 fn parse_core(s: &str) -> Result<Option<usize>> {
@@ -30,7 +30,16 @@ fn parse_mode(s: &str) -> Result<Mode> {
         "full" => Mode::Full,
         "rate" => Mode::Rate,
         "count-sweep" | "sweep" => Mode::CountSweep,
-        other => bail!("unknown mode {other} (full, rate, count-sweep)"),
+        "rtt" | "round-trip" => Mode::Rtt,
+        other => bail!("unknown mode {other} (full, rate, rtt, count-sweep)"),
+    })
+}
+
+fn parse_wait(s: &str) -> Result<Wait> {
+    Ok(match s {
+        "spin" => Wait::Spin,
+        "sleep" => Wait::Sleep,
+        other => bail!("unknown wait style {other} (spin, sleep)"),
     })
 }
 
@@ -61,8 +70,15 @@ pub fn settings(a: &RunArgs) -> Result<Settings> {
     }
     let modes = match &a.modes {
         Some(m) => m.iter().map(|s| parse_mode(s)).collect::<Result<_>>()?,
-        None => vec![Mode::Full, Mode::Rate, Mode::CountSweep],
+        None => vec![Mode::Full, Mode::Rate, Mode::Rtt, Mode::CountSweep],
     };
+    let waits = match &a.waits {
+        Some(w) => w.iter().map(|s| parse_wait(s)).collect::<Result<_>>()?,
+        None => vec![Wait::Spin, Wait::Sleep],
+    };
+    if a.rtt_rate == 0 {
+        bail!("--rtt-rate must be positive");
+    }
     let rates = a.rates.clone().unwrap_or_else(|| {
         if q {
             vec![100_000]
@@ -88,7 +104,12 @@ pub fn settings(a: &RunArgs) -> Result<Settings> {
         messages,
         size: a.size,
         rates,
+        waits,
         rate_secs: a.rate_secs.unwrap_or(if q { 1.0 } else { 2.0 }),
+        rtt_rate: a.rtt_rate,
+        // The polite style at the rates the comparisons quote, unless asked for.
+        sleep_max_rate: if a.waits.is_some() { u64::MAX } else { 100_000 },
+        secondary_reps: a.secondary_reps.unwrap_or(1),
         counts,
         reps: a.reps.unwrap_or(if q { 1 } else { 3 }).max(1),
         all_variants: a.all_variants,
@@ -97,13 +118,9 @@ pub fn settings(a: &RunArgs) -> Result<Settings> {
 
 /// Default output directory: `results/<UTC date-time>/` under the workspace root.
 fn default_out(stamp: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let base = if root.join("Cargo.toml").exists() {
-        root
-    } else {
-        PathBuf::from(".")
-    };
-    base.join("results").join(stamp.replace(':', "-"))
+    env::workspace_root()
+        .join("results")
+        .join(stamp.replace(':', "-"))
 }
 
 fn safe_name(s: &str) -> String {
@@ -156,7 +173,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     if plan.cases.is_empty() {
         bail!("nothing to run");
     }
-    let total = plan.cases.len() as u64 * settings.reps as u64;
+    let total = plan.runs();
+    let estimate = plan.estimate_secs(args.quiet_ms);
+    eprintln!(
+        "{total} runs ({} configurations, up to {} repetitions), estimated {:.0} min",
+        plan.cases.len(),
+        settings.reps,
+        (estimate / 60.0).ceil()
+    );
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}] {msg}")
@@ -166,17 +190,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut index = 0u32;
     let pid = std::process::id();
     for rep in 0..settings.reps {
-        for case in &plan.cases {
+        for case in plan.cases.iter().filter(|c| rep < c.reps) {
             index += 1;
             let id = safe_name(&format!(
-                "{index:04}-{}-{}-{}-{}-{}{}-r{rep}",
+                "{index:04}-{}-{}-{}-{}-{}{}{}-r{rep}",
                 case.variant.system,
                 case.variant.transport,
                 case.variant.variant,
                 case.mode.as_str(),
                 case.messages,
                 case.rate.map_or(String::new(), |r| format!("-at{r}")),
+                case.wait
+                    .map_or(String::new(), |w| format!("-{}", w.as_str())),
             ));
+            let group = Ipv4Addr::new(239, 255, (pid % 256) as u8, 1);
+            let port = 40_000 + ((index * 2 + pid * 131) % 20_000) as u16;
+            let ipc_base = std::env::temp_dir().join(format!("ringcast-bench-{pid}-{index}"));
             let spec = RunSpec {
                 id: id.clone(),
                 rep,
@@ -185,30 +214,39 @@ pub fn run(args: RunArgs) -> Result<()> {
                 messages: case.messages,
                 size: settings.size,
                 rate: case.rate,
+                wait: case.wait,
                 endpoint: Endpoint {
                     // A fresh group and port per run (and per harness process, in
-                    // case several share the host namespace).
-                    group: SocketAddrV4::new(
-                        Ipv4Addr::new(239, 255, (pid % 256) as u8, 1),
-                        40_000 + ((index + pid * 131) % 20_000) as u16,
-                    ),
+                    // case several share the host namespace); the echo channel of
+                    // a round trip has the next group up (Aeron's control address
+                    // is data + 1, so the back group is data + 2) and the next port.
+                    group: SocketAddrV4::new(group, port),
                     iface: Ipv4Addr::LOCALHOST,
                     tcp: SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port()?),
-                    ipc: std::env::temp_dir()
-                        .join(format!("ringcast-bench-{}-{index}.ipc", std::process::id())),
+                    ipc: ipc_base.with_extension("ipc"),
+                    back_group: SocketAddrV4::new(
+                        Ipv4Addr::new(239, 255, (pid % 256) as u8, 3),
+                        port + 1,
+                    ),
+                    back_tcp: SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port()?),
+                    back_ipc: std::env::temp_dir()
+                        .join(format!("ringcast-bench-{pid}-{index}-echo.ipc")),
                 },
                 pub_core,
                 sub_core,
                 hdr_path: out.join("hdr").join(format!("{id}.hdr")),
                 warmup_interval_us: 1_000,
                 quiet_ms: args.quiet_ms,
+                echo: false,
             };
             bar.set_message(format!(
-                "{} {} {}{}",
+                "{} {} {}{}{}",
                 case.variant.label(),
                 case.mode.as_str(),
                 case.messages,
-                case.rate.map_or(String::new(), |r| format!(" @{r}/s"))
+                case.rate.map_or(String::new(), |r| format!(" @{r}/s")),
+                case.wait
+                    .map_or(String::new(), |w| format!(" {}", w.as_str()))
             ));
             let outcome = runner::run(&exe, &spec, &out.join("logs").join(format!("{id}.log")));
             let row = rows::rep_row(&outcome, &format!("hdr/{id}.hdr"));
@@ -237,7 +275,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             messages: settings.messages,
             size: settings.size,
             rates: settings.rates.clone(),
+            waits: settings
+                .waits
+                .iter()
+                .map(|w| w.as_str().to_owned())
+                .collect(),
             rate_secs: settings.rate_secs,
+            rtt_rate: settings.rtt_rate,
+            sleep_max_rate: settings.sleep_max_rate,
+            secondary_reps: settings.secondary_reps,
             counts: settings.counts.clone(),
             reps: settings.reps,
             quick: args.quick,

@@ -2,7 +2,7 @@
 //! repetitions ("median", with min–max ranges). The `results.json` schema.
 
 use crate::runner::Outcome;
-use crate::spec::Mode;
+use crate::spec::{Mode, Wait};
 use crate::stats::{self, Latency, Spread};
 use crate::systems::{Counters, Info};
 use serde::{Deserialize, Serialize};
@@ -53,8 +53,10 @@ pub struct Row {
     pub mode: String,
     pub messages: u64,
     pub size: usize,
-    /// Offered rate in msg/s (rate mode), else `null`.
+    /// Offered rate in msg/s (rate and rtt mode), else `null`.
     pub rate: Option<u64>,
+    /// Rate mode: how the publisher waited for its send times (`spin`, `sleep`); else `null`.
+    pub wait: Option<String>,
     pub sender_msgs_per_sec: Option<f64>,
     pub receiver_msgs_per_sec: Option<f64>,
     /// messages / (first send → return of the publisher's final flush/drain).
@@ -71,7 +73,13 @@ pub struct Row {
     pub failed: bool,
     pub status: Status,
     pub reasons: Vec<String>,
+    /// One-way latency (full, rate, count-sweep) or round-trip time (rtt).
     pub latency_ns: Option<Latency>,
+    /// CPU time (user + system, all threads, `getrusage`) of the publisher and the
+    /// subscriber process over the measured part, per verified delivery, and their sum.
+    pub cpu_ns_per_msg_pub: Option<f64>,
+    pub cpu_ns_per_msg_sub: Option<f64>,
+    pub cpu_ns_per_msg: Option<f64>,
     /// Median rows: min–max over the repetitions.
     pub range: Option<Ranges>,
     /// HdrHistogram V2 files (relative to the output directory).
@@ -92,10 +100,18 @@ impl Row {
         format!("{}/{}/{}", self.system, self.transport, self.variant)
     }
 
+    /// `system/transport/variant`, with `[wait]` for rate-mode rows.
+    pub fn label_wait(&self) -> String {
+        match &self.wait {
+            Some(w) => format!("{} [{w}]", self.label()),
+            None => self.label(),
+        }
+    }
+
     /// Rows with equal keys are repetitions of one configuration.
-    pub fn key(&self) -> (String, String, u64, usize, Option<u64>) {
+    pub fn key(&self) -> RowKey {
         (
-            self.label(),
+            self.label_wait(),
             self.mode.clone(),
             self.messages,
             self.size,
@@ -104,19 +120,36 @@ impl Row {
     }
 }
 
+/// Identity of a configuration: label (with wait style), mode, messages, size, rate.
+pub type RowKey = (String, String, u64, usize, Option<u64>);
+
 /// A run in rate mode fails when it sent slower than this share of the offered rate.
 pub const RATE_TOLERANCE: f64 = 0.95;
 
 /// Turn one run's outcome into a rep row.
 pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
     let spec = &o.spec;
-    let tally = o.sub.as_ref().map(|s| s.tally.clone()).unwrap_or_default();
+    let rtt = spec.mode == Mode::Rtt;
+    // A round trip's deliveries are the verified pongs back at the publisher; the
+    // subscriber's own tally (the pings) still counts for corruption and duplicates.
+    let sub_tally = o.sub.as_ref().map(|s| s.tally.clone()).unwrap_or_default();
+    let tally = if rtt {
+        o.publ
+            .as_ref()
+            .and_then(|p| p.rtt.clone())
+            .unwrap_or_default()
+    } else {
+        sub_tally.clone()
+    };
     let expected = spec.messages;
     let received = tally.received;
-    let lost = if o.sub.is_some() {
-        tally.lost()
-    } else {
-        expected
+    let lost = match (
+        rtt,
+        o.sub.is_some(),
+        o.publ.as_ref().and_then(|p| p.rtt.as_ref()),
+    ) {
+        (false, true, _) | (true, _, Some(_)) => tally.lost(),
+        _ => expected,
     };
     let sender = o
         .publ
@@ -145,8 +178,16 @@ pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
     if tally.duplicated > 0 {
         reasons.push(format!("{} duplicated", tally.duplicated));
     }
+    if rtt && sub_tally.corrupted > 0 {
+        reasons.push(format!("{} pings corrupted", sub_tally.corrupted));
+    }
+    if rtt && sub_tally.duplicated > 0 {
+        reasons.push(format!("{} pings duplicated", sub_tally.duplicated));
+    }
     let mut achieved_rate = None;
-    if let (Mode::Rate, Some(offered), Some(p)) = (spec.mode, spec.rate, o.publ.as_ref()) {
+    if let (Mode::Rate | Mode::Rtt, Some(offered), Some(p)) =
+        (spec.mode, spec.rate, o.publ.as_ref())
+    {
         achieved_rate = stats::rate(p.sent, p.first_send_ns, p.last_send_ns);
         if !matches!(achieved_rate, Some(a) if a >= RATE_TOLERANCE * offered as f64) {
             reasons.push(format!(
@@ -175,6 +216,8 @@ pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
         messages: expected,
         size: spec.size,
         rate: spec.rate,
+        wait: (spec.mode == Mode::Rate)
+            .then(|| spec.wait.unwrap_or(Wait::Spin).as_str().to_owned()),
         sender_msgs_per_sec: sender,
         receiver_msgs_per_sec: receiver,
         sender_flushed_msgs_per_sec: o
@@ -192,6 +235,15 @@ pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
         status,
         reasons,
         latency_ns: o.hist.as_ref().and_then(Latency::from_histogram),
+        cpu_ns_per_msg_pub: per_msg(o.publ.as_ref().and_then(|p| p.cpu_ns), received),
+        cpu_ns_per_msg_sub: per_msg(o.sub.as_ref().and_then(|s| s.cpu_ns), received),
+        cpu_ns_per_msg: match (
+            o.publ.as_ref().and_then(|p| p.cpu_ns),
+            o.sub.as_ref().and_then(|s| s.cpu_ns),
+        ) {
+            (Some(a), Some(b)) => per_msg(Some(a + b), received),
+            _ => None,
+        },
         range: None,
         hdr: if o.hist.is_some() {
             vec![hdr_rel.to_owned()]
@@ -213,8 +265,16 @@ pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
         max_behind_ns: o
             .publ
             .as_ref()
-            .filter(|_| spec.mode == Mode::Rate)
+            .filter(|_| matches!(spec.mode, Mode::Rate | Mode::Rtt))
             .map(|p| p.max_behind_ns),
+    }
+}
+
+/// CPU nanoseconds per verified delivery.
+fn per_msg(cpu_ns: Option<u64>, delivered: u64) -> Option<f64> {
+    match cpu_ns {
+        Some(c) if delivered > 0 => Some(c as f64 / delivered as f64),
+        _ => None,
     }
 }
 
@@ -289,6 +349,9 @@ fn median_row(group: &[&Row]) -> Row {
         status,
         reasons,
         latency_ns: lat(stats::median),
+        cpu_ns_per_msg_pub: spread(|r| r.cpu_ns_per_msg_pub).map(|s| s.median),
+        cpu_ns_per_msg_sub: spread(|r| r.cpu_ns_per_msg_sub).map(|s| s.median),
+        cpu_ns_per_msg: spread(|r| r.cpu_ns_per_msg).map(|s| s.median),
         range: Some(Ranges {
             sender_msgs_per_sec: send.map(|s| [s.min, s.max]),
             receiver_msgs_per_sec: recv.map(|s| [s.min, s.max]),
@@ -324,6 +387,7 @@ pub mod tests {
             messages: 1000,
             size: 1024,
             rate: None,
+            wait: None,
             sender_msgs_per_sec: Some(send),
             receiver_msgs_per_sec: Some(recv),
             sender_flushed_msgs_per_sec: Some(send),
@@ -342,6 +406,9 @@ pub mod tests {
                 max: p50 * 10.0,
                 ..Latency::default()
             }),
+            cpu_ns_per_msg_pub: Some(1_000.0 * (rep + 1) as f64),
+            cpu_ns_per_msg_sub: Some(500.0),
+            cpu_ns_per_msg: Some(1_000.0 * (rep + 1) as f64 + 500.0),
             range: None,
             hdr: vec![format!("r{rep}.hdr")],
             sender_counters: Counters::new(),
@@ -379,6 +446,8 @@ pub mod tests {
         assert_eq!(a.latency_ns.unwrap().p50, 20.0);
         assert_eq!(r.latency_ns_max.unwrap().max, 300.0);
         assert_eq!(a.hdr.len(), 3);
+        assert_eq!(a.cpu_ns_per_msg_pub, Some(2_000.0));
+        assert_eq!(a.cpu_ns_per_msg, Some(2_500.0));
         assert_eq!(m[1].reps, 1);
         assert_eq!(m[1].variant, "mmsg");
     }
@@ -396,18 +465,23 @@ pub mod tests {
             mode,
             messages: 10,
             size: 64,
-            rate: (mode == Mode::Rate).then_some(10),
+            rate: (mode == Mode::Rate || mode == Mode::Rtt).then_some(10),
+            wait: None,
             endpoint: crate::spec::Endpoint {
                 group: "239.255.0.1:40000".parse().unwrap(),
                 iface: std::net::Ipv4Addr::LOCALHOST,
                 tcp: "127.0.0.1:1".parse().unwrap(),
                 ipc: "/nonexistent".into(),
+                back_group: "239.255.0.2:40001".parse().unwrap(),
+                back_tcp: "127.0.0.1:2".parse().unwrap(),
+                back_ipc: "/nonexistent-echo".into(),
             },
             pub_core: None,
             sub_core: None,
             hdr_path: "/nonexistent".into(),
             warmup_interval_us: 1,
             quiet_ms: 1,
+            echo: false,
         };
         // Deliveries at t = 1 s + seq ms; one corrupt message in between.
         let mut t = Tracker::new(10);
@@ -429,6 +503,7 @@ pub mod tests {
             sub: Some(SubReport {
                 tally: t.tally().clone(),
                 stopped: "quiet".into(),
+                cpu_ns: None,
                 counters: Counters::new(),
                 info: Info::new(),
             }),
@@ -486,6 +561,48 @@ pub mod tests {
         // No subscriber report: everything counts as lost.
         o.sub = None;
         assert_eq!(rep_row(&o, "x.hdr").lost, 10);
+    }
+
+    #[test]
+    fn round_trip_rows_count_the_pongs_and_cpu_per_message() {
+        // The subscriber saw all 10 pings; only 8 pongs came back verified.
+        let all: Vec<u64> = (0..10).collect();
+        let mut o = outcome(true, Mode::Rtt, &all, 1_000_000_000);
+        o.sub.as_mut().unwrap().tally.corrupted = 0;
+        let mut pongs = crate::verify::Tracker::new(10);
+        let p = crate::message::Pattern::new(64);
+        let mut buf = vec![0u8; 64];
+        for seq in 0..8 {
+            p.fill(&mut buf, seq, 0);
+            pongs.on_message(p.decode(&buf), 1_000 + seq);
+        }
+        let publ = o.publ.as_mut().unwrap();
+        publ.rtt = Some(pongs.tally().clone());
+        publ.cpu_ns = Some(8_000);
+        o.sub.as_mut().unwrap().cpu_ns = Some(4_000);
+        let r = rep_row(&o, "x.hdr");
+        assert_eq!((r.received, r.lost), (8, 2));
+        assert_eq!(r.mode, "rtt");
+        assert_eq!(r.wait, None);
+        assert!(r.failed, "a lossless run lost pongs");
+        assert_eq!(r.cpu_ns_per_msg_pub, Some(1_000.0));
+        assert_eq!(r.cpu_ns_per_msg_sub, Some(500.0));
+        assert_eq!(r.cpu_ns_per_msg, Some(1_500.0));
+        // Without the publisher's pong tally everything counts as lost.
+        o.publ.as_mut().unwrap().rtt = None;
+        assert_eq!(rep_row(&o, "x.hdr").lost, 10);
+    }
+
+    #[test]
+    fn wait_style_is_part_of_the_configuration() {
+        let mut a = row(0, 1.0, 1.0, 0, 1.0);
+        a.mode = "rate".into();
+        a.wait = Some("spin".into());
+        let mut b = a.clone();
+        b.wait = Some("sleep".into());
+        let m = medians(&[a, b]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].label_wait(), "udp/udp-multicast/default [sleep]");
     }
 
     #[test]

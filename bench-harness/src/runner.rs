@@ -106,7 +106,7 @@ fn spawn(
 pub fn run_timeout(spec: &RunSpec) -> Duration {
     let base = Duration::from_secs(20) + Duration::from_micros(20 * spec.messages);
     match (spec.mode, spec.rate) {
-        (Mode::Rate, Some(r)) if r > 0 => {
+        (Mode::Rate | Mode::Rtt, Some(r)) if r > 0 => {
             base + Duration::from_secs_f64(1.5 * spec.messages as f64 / r as f64)
         }
         _ => base,
@@ -136,6 +136,7 @@ pub fn run(exe: &Path, spec: &RunSpec, log_path: &Path) -> Outcome {
         }
     }
     let _ = std::fs::remove_file(&spec.endpoint.ipc);
+    let _ = std::fs::remove_file(&spec.endpoint.back_ipc);
     out.wall = started.elapsed();
     out
 }

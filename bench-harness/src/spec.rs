@@ -16,6 +16,9 @@ pub enum Mode {
     Rate,
     /// Full speed for a series of message counts (latency vs run length).
     CountSweep,
+    /// Round trip: pings at a fixed rate, the subscriber echoes each one back on a
+    /// second channel, the publisher records `pong arrival − ping stamp`.
+    Rtt,
 }
 
 impl Mode {
@@ -24,6 +27,29 @@ impl Mode {
             Mode::Full => "full",
             Mode::Rate => "rate",
             Mode::CountSweep => "count-sweep",
+            Mode::Rtt => "rtt",
+        }
+    }
+}
+
+/// How a paced publisher waits for the intended send time of its next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wait {
+    /// Spin on the clock (as trading applications do).
+    Spin,
+    /// Polite: `thread::sleep` for waits above [`SLEEP_ABOVE_NS`], else `yield_now`.
+    Sleep,
+}
+
+/// A sleeping publisher sleeps only for waits longer than this; shorter ones yield.
+pub const SLEEP_ABOVE_NS: u64 = 50_000;
+
+impl Wait {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wait::Spin => "spin",
+            Wait::Sleep => "sleep",
         }
     }
 }
@@ -40,6 +66,11 @@ pub struct Endpoint {
     pub tcp: SocketAddrV4,
     /// Path of a Unix socket for ipc transports.
     pub ipc: PathBuf,
+    /// The echo channel of a round-trip run (subscriber → publisher): its own
+    /// group, TCP port and ipc path.
+    pub back_group: SocketAddrV4,
+    pub back_tcp: SocketAddrV4,
+    pub back_ipc: PathBuf,
 }
 
 /// One measured run.
@@ -54,8 +85,10 @@ pub struct RunSpec {
     pub messages: u64,
     /// Bytes per message, header included.
     pub size: usize,
-    /// Offered rate (msg/s) in rate mode.
+    /// Offered rate (msg/s) in rate and rtt mode.
     pub rate: Option<u64>,
+    /// Rate mode: how the publisher waits for each send time (`None` = spin).
+    pub wait: Option<Wait>,
     pub endpoint: Endpoint,
     pub pub_core: Option<usize>,
     pub sub_core: Option<usize>,
@@ -65,4 +98,24 @@ pub struct RunSpec {
     pub warmup_interval_us: u64,
     /// After the publisher is done, the subscriber stops after this long without a delivery.
     pub quiet_ms: u64,
+    /// This spec describes the echo channel of a round trip (see [`RunSpec::echo_spec`]).
+    #[serde(default)]
+    pub echo: bool,
+}
+
+impl RunSpec {
+    /// The spec of the echo channel (subscriber process → publisher process) of a
+    /// round-trip run: the same run with the back endpoint in place of the forward
+    /// one, so any system opens it with its ordinary publisher/subscriber code.
+    /// Systems that need to tell the two apart (one node per process, one media
+    /// driver) look at `echo`.
+    pub fn echo_spec(&self) -> RunSpec {
+        let mut s = self.clone();
+        let e = &mut s.endpoint;
+        std::mem::swap(&mut e.group, &mut e.back_group);
+        std::mem::swap(&mut e.tcp, &mut e.back_tcp);
+        std::mem::swap(&mut e.ipc, &mut e.back_ipc);
+        s.echo = true;
+        s
+    }
 }

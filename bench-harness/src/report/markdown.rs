@@ -60,9 +60,11 @@ fn range(v: Option<f64>, r: Option<[f64; 2]>, reps: u32) -> String {
 pub fn table<'a>(rows: impl IntoIterator<Item = &'a Row>, with_ranges: bool) -> String {
     let mut s = String::new();
     s.push_str(
-        "| system | transport | variant | mode | msgs | rate | sender msg/s | receiver msg/s | ratio | lost | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | mean µs | status |\n",
+        "| system | transport | variant | mode | msgs | rate | wait | sender msg/s | receiver msg/s | ratio | lost | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | mean µs | CPU ns/msg pub+sub | status |\n",
     );
-    s.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    s.push_str(
+        "|---|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n",
+    );
     for r in rows {
         let (send, recv) = match (&r.range, with_ranges) {
             (Some(rg), true) => (
@@ -79,13 +81,14 @@ pub fn table<'a>(rows: impl IntoIterator<Item = &'a Row>, with_ranges: bool) -> 
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.system,
             r.transport,
             r.variant,
             r.mode,
             fmt_count(r.messages),
             r.rate.map_or("–".into(), |v| fmt_rate(Some(v as f64))),
+            r.wait.as_deref().unwrap_or("–"),
             send,
             recv,
             r.ratio.map_or("–".into(), |v| format!("{v:.2}")),
@@ -97,8 +100,85 @@ pub fn table<'a>(rows: impl IntoIterator<Item = &'a Row>, with_ranges: bool) -> 
             lat(|l| l.p9999),
             lat(|l| l.max),
             lat(|l| l.mean),
+            fmt_cpu(r),
             status(r),
         );
+    }
+    s
+}
+
+/// CPU ns per delivered message: `sum (pub + sub)`.
+pub fn fmt_cpu(r: &Row) -> String {
+    match (r.cpu_ns_per_msg, r.cpu_ns_per_msg_pub, r.cpu_ns_per_msg_sub) {
+        (Some(t), Some(p), Some(s)) => format!("{t:.0} ({p:.0}+{s:.0})"),
+        _ => "–".into(),
+    }
+}
+
+/// The raw-UDP baselines latency is compared with.
+pub const UDP_BASELINE: &str = "udp/udp-multicast/one-dgram-per-msg";
+pub const UDP_BUSY_POLL: &str = "udp/udp-multicast/busy-poll";
+
+fn ratio_to(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
+        _ => "–".into(),
+    }
+}
+
+/// Latency next to raw UDP's: one block per (rate, wait style) — or per rate for
+/// round trips — with every configuration's p50 / p99 and their ratio to raw UDP
+/// one-datagram-per-message (blocking receive) and to raw UDP busy-poll, measured
+/// at the same rate in the same style.
+pub fn versus_udp(rows: &[&Row]) -> String {
+    let mut s = String::new();
+    let mut groups: Vec<(Option<u64>, Option<String>)> = Vec::new();
+    for r in rows {
+        let g = (r.rate, r.wait.clone());
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for (rate, wait) in groups {
+        let at: Vec<&&Row> = rows
+            .iter()
+            .filter(|r| r.rate == rate && r.wait == wait)
+            .collect();
+        let base = |label: &str| {
+            at.iter()
+                .find(|r| r.label() == label)
+                .and_then(|r| r.latency_ns)
+        };
+        let (udp, busy) = (base(UDP_BASELINE), base(UDP_BUSY_POLL));
+        let _ = writeln!(
+            s,
+            "**{} msg/s{}** — raw UDP one datagram per message (blocking recv): p50 {} µs, p99 {} µs; busy-poll: p50 {} µs, p99 {} µs\n",
+            rate.map_or("–".into(), |v| fmt_rate(Some(v as f64))),
+            wait.as_ref().map_or(String::new(), |w| format!(", publisher waits by {w}")),
+            udp.map_or("–".into(), |l| fmt_us(l.p50)),
+            udp.map_or("–".into(), |l| fmt_us(l.p99)),
+            busy.map_or("–".into(), |l| fmt_us(l.p50)),
+            busy.map_or("–".into(), |l| fmt_us(l.p99)),
+        );
+        s.push_str("| configuration | p50 µs | p99 µs | p50 ÷ UDP | p99 ÷ UDP | p50 ÷ UDP busy-poll | p99 ÷ UDP busy-poll | CPU ns/msg | status |\n");
+        s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+        for r in at {
+            let l = r.latency_ns;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.label(),
+                l.map_or("–".into(), |l| fmt_us(l.p50)),
+                l.map_or("–".into(), |l| fmt_us(l.p99)),
+                ratio_to(l.map(|l| l.p50), udp.map(|l| l.p50)),
+                ratio_to(l.map(|l| l.p99), udp.map(|l| l.p99)),
+                ratio_to(l.map(|l| l.p50), busy.map(|l| l.p50)),
+                ratio_to(l.map(|l| l.p99), busy.map(|l| l.p99)),
+                r.cpu_ns_per_msg.map_or("–".into(), |c| format!("{c:.0}")),
+                status(r),
+            );
+        }
+        s.push('\n');
     }
     s
 }
@@ -125,6 +205,16 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
         st.reps,
     );
     let _ = writeln!(s, "Command: `{}`\n", doc.environment.command_line.join(" "));
+    let _ = writeln!(
+        s,
+        "Source: git commit `{}`{}.\n",
+        doc.environment.git_commit,
+        match doc.environment.git_dirty {
+            Some(true) => " (dirty: uncommitted changes)",
+            Some(false) => " (clean)",
+            None => "",
+        }
+    );
     let _ = writeln!(s, "Network: {}.\n", doc.environment.isolation);
     if !doc.skipped.is_empty() {
         let _ = writeln!(s, "Not measured:\n");
@@ -168,6 +258,17 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
              below {:.0} % of the offered rate is FAILED.\n",
             crate::rows::RATE_TOLERANCE * 100.0
         );
+        let _ = writeln!(
+            s,
+            "Each rate runs twice per configuration, once per waiting style of the paced \
+             publisher (`wait`): `spin` spins on the clock until the next send time (as trading \
+             applications do); `sleep` calls `thread::sleep` for waits above {} µs and \
+             `yield_now` below (as polite applications do).\n",
+            crate::spec::SLEEP_ABOVE_NS / 1_000
+        );
+        let _ = writeln!(s, "### Next to raw UDP\n");
+        s.push_str(&versus_udp(&rate));
+        let _ = writeln!(s, "### Every configuration\n");
         s.push_str(&table(rate.iter().copied(), true));
         s.push('\n');
         embed(
@@ -175,6 +276,27 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
             plots,
             "latency-vs-rate.svg",
             "Latency vs offered rate",
+        );
+    }
+    let rtt = section_rows(doc, "rtt");
+    if !rtt.is_empty() {
+        let _ = writeln!(s, "## Round trip\n");
+        let _ = writeln!(
+            s,
+            "The publisher process sends pings at a fixed rate (stamped with the intended send \
+             time, spinning between sends and taking in pongs as they come); the subscriber \
+             process verifies each ping and sends it straight back on a second channel (topic, \
+             stream, group or port); the publisher verifies the pong and records RTT = arrival − \
+             stamp. `lost` counts pongs that never came back verified. Latency columns are RTT.\n"
+        );
+        s.push_str(&versus_udp(&rtt));
+        s.push_str(&table(rtt.iter().copied(), true));
+        s.push('\n');
+        embed(
+            &mut s,
+            plots,
+            "latency-percentiles-rtt.svg",
+            "Round-trip time by percentile",
         );
     }
     let sweep = section_rows(doc, "count-sweep");
@@ -195,6 +317,14 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
     {
         embed(&mut s, plots, p, "Latency percentiles at a fixed rate");
     }
+    let _ = writeln!(s, "## CPU time per delivered message\n");
+    let _ = writeln!(
+        s,
+        "`CPU ns/msg` = CPU time (user + system, every thread, `getrusage(RUSAGE_SELF)`) of the \
+         publisher process from GO to the end of its sends (rtt: of its pings and pongs) plus the \
+         subscriber process's from its first warm-up to its stop, divided by the verified \
+         deliveries; shown as `sum (pub+sub)`. Spinning threads count in full.\n"
+    );
 
     let problems: Vec<&Row> = doc.reps().filter(|r| !r.reasons.is_empty()).collect();
     if !problems.is_empty() {
@@ -321,7 +451,41 @@ mod tests {
         let t = table(rows.iter(), false);
         assert_eq!(t.lines().count(), 3);
         assert!(t.contains(
-            "| udp | udp-multicast | default | full | 1k | – | 2.00M | 1.00M | 0.50 | 3 | 5.00 |"
+            "| udp | udp-multicast | default | full | 1k | – | – | 2.00M | 1.00M | 0.50 | 3 | 5.00 |"
         ));
+        assert!(t.contains("| 1500 (1000+500) | lossy |"), "{t}");
+    }
+
+    #[test]
+    fn latency_next_to_raw_udp() {
+        let mk = |variant: &str, wait: &str, p50: f64| {
+            let mut r = crate::rows::tests::row(0, 1.0, 1.0, 0, p50);
+            r.variant = variant.into();
+            r.mode = "rate".into();
+            r.rate = Some(10_000);
+            r.wait = Some(wait.into());
+            if let Some(l) = r.latency_ns.as_mut() {
+                l.p99 = p50 * 2.0;
+            }
+            r
+        };
+        let rows = [
+            mk("one-dgram-per-msg", "spin", 10_000.0),
+            mk("busy-poll", "spin", 5_000.0),
+            mk("x", "spin", 15_000.0),
+            mk("x", "sleep", 60_000.0),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        let t = versus_udp(&refs);
+        // Two blocks: spin (with both baselines) and sleep (none measured).
+        assert_eq!(t.matches("**10.0k msg/s").count(), 2);
+        assert!(
+            t.contains("| udp/udp-multicast/x | 15.0 | 30.0 | 1.50× | 1.50× | 3.00× | 3.00× |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| udp/udp-multicast/x | 60.0 | 120.0 | – | – | – | – |"),
+            "{t}"
+        );
     }
 }

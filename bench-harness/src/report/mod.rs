@@ -21,7 +21,11 @@ pub struct SettingsRecord {
     pub messages: u64,
     pub size: usize,
     pub rates: Vec<u64>,
+    pub waits: Vec<String>,
     pub rate_secs: f64,
+    pub rtt_rate: u64,
+    pub sleep_max_rate: u64,
+    pub secondary_reps: u32,
     pub counts: Vec<u64>,
     pub reps: u32,
     pub quick: bool,
@@ -59,7 +63,7 @@ impl Document {
 }
 
 /// Histograms of the rep rows, merged per configuration (keyed by `Row::key`).
-pub type Merged = BTreeMap<(String, String, u64, usize, Option<u64>), Histogram<u64>>;
+pub type Merged = BTreeMap<crate::rows::RowKey, Histogram<u64>>;
 
 /// Merge the per-run histograms by configuration.
 pub fn merge(runs: &[(Row, Option<Histogram<u64>>)]) -> Merged {

@@ -3,7 +3,11 @@
 //! * `throughput.svg` — sender vs receiver msg/s per configuration (full speed);
 //! * `latency-percentiles-full.svg` (and `-rate-<R>.svg`) — latency by percentile;
 //! * `latency-vs-count.svg` — mean and p99 latency against run length;
-//! * `latency-vs-rate.svg` — p50 and p99 latency against offered rate.
+//! * `latency-vs-rate.svg` — p50 and p99 latency against offered rate (one series
+//!   per configuration and waiting style);
+//! * `latency-percentiles-rate-<R>-<wait>.svg` — latency by percentile at one rate
+//!   and waiting style;
+//! * `latency-percentiles-rtt.svg` — round-trip time by percentile.
 
 use super::{Document, Merged};
 use crate::rows::{Row, Status};
@@ -45,19 +49,48 @@ pub fn write_all(dir: &Path, doc: &Document, merged: &Merged) -> Vec<String> {
         let mut rates: Vec<u64> = rate.iter().filter_map(|r| r.rate).collect();
         rates.sort_unstable();
         rates.dedup();
+        let mut waits: Vec<Option<String>> = rate.iter().map(|r| r.wait.clone()).collect();
+        waits.sort();
+        waits.dedup();
         for r in rates {
-            let at: Vec<&Row> = rate.iter().copied().filter(|x| x.rate == Some(r)).collect();
-            let series = histogram_series(&at, merged);
-            if !series.is_empty() {
-                attempt(format!("latency-percentiles-rate-{r}.svg"), &|p| {
+            for w in &waits {
+                let at: Vec<&Row> = rate
+                    .iter()
+                    .copied()
+                    .filter(|x| x.rate == Some(r) && x.wait == *w)
+                    .collect();
+                let series = histogram_series(&at, merged);
+                if series.is_empty() {
+                    continue;
+                }
+                let (file, how) = match w {
+                    Some(w) => (
+                        format!("latency-percentiles-rate-{r}-{w}.svg"),
+                        format!(", publisher waits by {w}"),
+                    ),
+                    None => (format!("latency-percentiles-rate-{r}.svg"), String::new()),
+                };
+                attempt(file, &|p| {
                     percentiles(
                         p,
-                        &format!("One-way latency by percentile at {r} msg/s offered"),
+                        &format!("One-way latency by percentile at {r} msg/s offered{how}"),
                         &series,
                     )
                 });
             }
         }
+    }
+    let rtt: Vec<&Row> = doc.medians().filter(|r| r.mode == "rtt").collect();
+    let series = histogram_series(&rtt, merged);
+    if !series.is_empty() {
+        let rate = rtt.iter().find_map(|r| r.rate).unwrap_or(0);
+        attempt("latency-percentiles-rtt.svg".into(), &|p| {
+            percentiles(
+                p,
+                &format!("Round-trip time by percentile, pings at {rate} msg/s"),
+                &series,
+            )
+        });
     }
     let sweep: Vec<&Row> = doc.medians().filter(|r| r.mode == "count-sweep").collect();
     if !sweep.is_empty() {
@@ -70,7 +103,7 @@ pub fn write_all(dir: &Path, doc: &Document, merged: &Merged) -> Vec<String> {
 
 fn histogram_series<'a>(rows: &[&Row], merged: &'a Merged) -> Vec<(String, &'a Histogram<u64>)> {
     rows.iter()
-        .filter_map(|r| merged.get(&r.key()).map(|h| (r.label(), h)))
+        .filter_map(|r| merged.get(&r.key()).map(|h| (r.label_wait(), h)))
         .filter(|(_, h)| !h.is_empty())
         .collect()
 }
@@ -282,9 +315,9 @@ fn by_label<'a>(
     let mut out: Vec<(String, Vec<(f64, &'a Row)>)> = Vec::new();
     for r in rows {
         let Some(xv) = x(r) else { continue };
-        match out.iter_mut().find(|(l, _)| *l == r.label()) {
+        match out.iter_mut().find(|(l, _)| *l == r.label_wait()) {
             Some((_, v)) => v.push((xv, *r)),
-            None => out.push((r.label(), vec![(xv, *r)])),
+            None => out.push((r.label_wait(), vec![(xv, *r)])),
         }
     }
     for (_, v) in &mut out {

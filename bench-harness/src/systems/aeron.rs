@@ -4,7 +4,14 @@
 //! Variants:
 //! * `ipc` — channel `aeron:ipc` (shared-memory log between the two processes);
 //! * `udp` — channel `aeron:udp?endpoint=239.255.x.y:port|interface=127.0.0.1|ttl=0`,
-//!   UDP multicast on loopback, default MTU (1408 bytes).
+//!   UDP multicast on loopback, default MTU (1408 bytes);
+//! * `udp-invoker`, `ipc-invoker` — Aeron's best layout on a small host: the media
+//!   driver in INVOKER threading mode and the client conductor in invoker mode, so
+//!   no Aeron thread runs at all; the application's loops (every send, every spin
+//!   of a paced wait, every subscription poll) call the driver's and the client's
+//!   `main_do_work`. For UDP each process embeds its own driver (the publisher's
+//!   sends, the subscriber's receives: `...-pub-aeron` and `...-sub-aeron`
+//!   directories); IPC needs one shared driver, embedded in the publisher process.
 //!
 //! One embedded media driver per run, started by the publisher child before it
 //! reports BOUND and shut down when it exits; the subscriber child connects to it
@@ -26,17 +33,19 @@ use crate::spec::RunSpec;
 use anyhow::Result;
 
 pub fn variants() -> Vec<Variant> {
-    let mk = |variant: &str, transport: &str, ipc, primary| Variant {
+    let mk = |variant: &str, transport: &str, ipc, invoker: bool, primary| Variant {
         system: "aeron".into(),
         variant: variant.into(),
         transport: transport.into(),
         lossless_expected: true,
         primary,
-        params: Params::Aeron { ipc },
+        params: Params::Aeron { ipc, invoker },
     };
     vec![
-        mk("ipc", "ipc", true, false),
-        mk("udp", "udp-multicast", false, true),
+        mk("ipc", "ipc", true, false, false),
+        mk("udp", "udp-multicast", false, false, true),
+        mk("ipc-invoker", "ipc", true, true, false),
+        mk("udp-invoker", "udp-multicast", false, true, true),
     ]
 }
 
@@ -77,14 +86,18 @@ mod imp {
     };
     use rusteron_media_driver::bindings::aeron_threading_mode_enum;
     use rusteron_media_driver::{AeronDriver, AeronDriverContext};
+    use std::cell::RefCell;
     use std::ffi::CString;
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::path::{Path, PathBuf};
+    use std::rc::{Rc, Weak};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     const STREAM_ID: i32 = 1001;
+    /// Round trip: the echo channel's stream (pongs).
+    const ECHO_STREAM_ID: i32 = 1002;
     /// Fragments handed over per subscription poll.
     const FRAGMENT_LIMIT: usize = 256;
     /// How long adding a publication or subscription may take.
@@ -95,15 +108,59 @@ mod imp {
     const DIR_PREFIX: &str = "ringcast-bench-";
     const DIR_SUFFIX: &str = "-aeron";
 
+    fn stream_id(spec: &RunSpec) -> i32 {
+        if spec.echo {
+            ECHO_STREAM_ID
+        } else {
+            STREAM_ID
+        }
+    }
+
     pub fn library_version() -> Option<String> {
         Some(Aeron::version_full().to_owned())
     }
 
     fn ipc(spec: &RunSpec) -> bool {
-        let Params::Aeron { ipc } = spec.variant.params else {
+        let Params::Aeron { ipc, .. } = spec.variant.params else {
             unreachable!("aeron spec without aeron params")
         };
         ipc
+    }
+
+    fn invoker(spec: &RunSpec) -> bool {
+        let Params::Aeron { invoker, .. } = spec.variant.params else {
+            unreachable!("aeron spec without aeron params")
+        };
+        invoker
+    }
+
+    /// Whether the object opened for `spec` (a publisher or a subscriber) starts
+    /// the media driver: the forward publisher always (the one driver of the
+    /// dedicated and IPC layouts, or the publisher process's own in UDP invoker
+    /// mode), the forward subscriber in UDP invoker mode (its process's own
+    /// driver); the echo channel of a round trip uses its process's driver.
+    fn owns_driver(spec: &RunSpec, publisher: bool) -> bool {
+        !spec.echo && (publisher || (invoker(spec) && !ipc(spec)))
+    }
+
+    /// Run the duty cycles that invoker mode leaves to the application: the
+    /// driver's (if this object holds it) and the client conductor's.
+    fn work(client: &Aeron, driver: Option<&AeronDriver>, invoker: bool) -> Result<usize> {
+        if !invoker {
+            return Ok(0);
+        }
+        let mut n = 0;
+        if let Some(d) = driver {
+            n += d
+                .main_do_work()
+                .map_err(driver_err("aeron driver do_work"))?
+                .max(0) as usize;
+        }
+        n += client
+            .main_do_work()
+            .map_err(client_err("aeron client do_work"))?
+            .max(0) as usize;
+        Ok(n)
     }
 
     /// Aeron wants an odd last octet in a multicast data address (the control
@@ -163,7 +220,7 @@ mod imp {
 
     /// The run's Aeron directory, derived from the run's unique ipc path
     /// (`ringcast-bench-<harness pid>-<index>.ipc`), so both children agree on it.
-    fn aeron_dir(spec: &RunSpec) -> Result<PathBuf> {
+    fn aeron_dir(spec: &RunSpec, publisher: bool) -> Result<PathBuf> {
         let stem = spec
             .endpoint
             .ipc
@@ -171,6 +228,14 @@ mod imp {
             .and_then(|s| s.to_str())
             .filter(|s| s.starts_with(DIR_PREFIX))
             .with_context(|| format!("unexpected ipc path {}", spec.endpoint.ipc.display()))?;
+        // The echo channel of a round trip (`...-echo.ipc`) uses the run's driver.
+        let stem = stem.strip_suffix("-echo").unwrap_or(stem);
+        if invoker(spec) && !ipc(spec) {
+            // One driver per process: the publisher process holds the forward
+            // publisher and the echo subscriber.
+            let side = if publisher != spec.echo { "pub" } else { "sub" };
+            return Ok(dir_base().join(format!("{stem}-{side}{DIR_SUFFIX}")));
+        }
         Ok(dir_base().join(format!("{stem}{DIR_SUFFIX}")))
     }
 
@@ -230,9 +295,13 @@ mod imp {
 
     /// A client connected to the driver in `dir`, counting the errors its
     /// conductor reports (the C default handler would exit the process).
-    fn client(dir: &Path, side: &'static str) -> Result<(Aeron, Arc<AtomicU64>)> {
+    fn client(dir: &Path, side: &'static str, invoker: bool) -> Result<(Aeron, Arc<AtomicU64>)> {
         let errors = Arc::new(AtomicU64::new(0));
         let ctx = AeronContext::new().map_err(client_err("aeron client context"))?;
+        if invoker {
+            ctx.set_use_conductor_agent_invoker(true)
+                .map_err(client_err("aeron client invoker mode"))?;
+        }
         ctx.set_dir(&c_path(dir)?)
             .map_err(client_err("aeron client dir"))?;
         ctx.set_client_name(&format!("ringcast-bench-{side}").into_c_string())
@@ -329,36 +398,63 @@ mod imp {
             .map_err(driver_err("aeron driver dir_delete_on_start"))?;
         ctx.set_dir_delete_on_shutdown(true)
             .map_err(driver_err("aeron driver dir_delete_on_shutdown"))?;
-        ctx.set_threading_mode(aeron_threading_mode_enum::AERON_THREADING_MODE_DEDICATED)
-            .map_err(driver_err("aeron driver threading mode"))?;
+        let invoker = invoker(spec);
+        ctx.set_threading_mode(if invoker {
+            aeron_threading_mode_enum::AERON_THREADING_MODE_INVOKER
+        } else {
+            aeron_threading_mode_enum::AERON_THREADING_MODE_DEDICATED
+        })
+        .map_err(driver_err("aeron driver threading mode"))?;
         ctx.set_socket_so_rcvbuf(bufs.so_rcvbuf)
             .map_err(driver_err("aeron driver so_rcvbuf"))?;
         ctx.set_socket_so_sndbuf(bufs.so_sndbuf)
             .map_err(driver_err("aeron driver so_sndbuf"))?;
         ctx.set_rcv_initial_window_length(bufs.window)
             .map_err(driver_err("aeron driver receiver window"))?;
-        if let Some(c) = spec.pub_core {
+        if let (Some(c), false) = (spec.pub_core, invoker) {
             ctx.set_conductor_cpu_affinity(c as i32)
                 .map_err(driver_err("aeron conductor affinity"))?;
             ctx.set_sender_cpu_affinity(c as i32)
                 .map_err(driver_err("aeron sender affinity"))?;
         }
-        if let Some(c) = spec.sub_core {
+        if let (Some(c), false) = (spec.sub_core, invoker) {
             ctx.set_receiver_cpu_affinity(c as i32)
                 .map_err(driver_err("aeron receiver affinity"))?;
         }
-        if spec.pub_core.is_some() || spec.sub_core.is_some() {
+        if !invoker && (spec.pub_core.is_some() || spec.sub_core.is_some()) {
             ctx.set_thread_affinity_on_start();
         }
         let driver = AeronDriver::new(&ctx).map_err(driver_err("aeron driver"))?;
+        // INVOKER mode needs the manual main loop: no driver thread at all.
         driver
-            .start(false)
+            .start(invoker)
             .map_err(driver_err("aeron driver start"))?;
+        if invoker {
+            // A first duty cycle, so a client finds the driver alive.
+            driver
+                .main_do_work()
+                .map_err(driver_err("aeron driver do_work"))?;
+        }
         Ok(driver)
     }
 
     fn placement(spec: &RunSpec, bufs: Buffers) -> String {
         let core = |c: Option<usize>| c.map_or("unpinned".to_owned(), |c| format!("core {c}"));
+        if invoker(spec) {
+            return format!(
+                "INVOKER threading: driver and client conductor duty cycles in the application \
+                 loop, no Aeron threads ({}); SO_RCVBUF {} KiB, SO_SNDBUF {} KiB, receiver \
+                 window {} KiB",
+                if ipc(spec) {
+                    "one driver, embedded in the publisher process"
+                } else {
+                    "a driver embedded in each process"
+                },
+                bufs.so_rcvbuf >> 10,
+                bufs.so_sndbuf >> 10,
+                bufs.window >> 10
+            );
+        }
         format!(
             "embedded in the publisher process; dedicated threads: conductor + sender {}, \
              receiver {}; SO_RCVBUF {} KiB, SO_SNDBUF {} KiB, receiver window {} KiB",
@@ -374,8 +470,11 @@ mod imp {
         // Field order is drop order: publication, client, driver, directory.
         publication: AeronExclusivePublication,
         client: Aeron,
-        _driver: AeronDriver,
-        _dir: DirGuard,
+        /// The media driver this object started, or (invoker mode, echo channel)
+        /// the one its process embeds; `None` otherwise.
+        driver: Option<Rc<AeronDriver>>,
+        _dir: Option<DirGuard>,
+        invoker: bool,
         errors: Arc<AtomicU64>,
         channel: String,
         placement: String,
@@ -387,23 +486,78 @@ mod imp {
         /// Warm-up messages offered before any subscriber had connected.
         not_connected_drops: u64,
         max_message_length: usize,
+        do_work_calls: u64,
+    }
+
+    thread_local! {
+        /// The media driver embedded in this process, for the other objects of the
+        /// process to drive in invoker mode (a round trip's echo channel).
+        static DRIVER: RefCell<Weak<AeronDriver>> = const { RefCell::new(Weak::new()) };
+    }
+
+    /// Start the driver if this object owns it (sweeping stale directories first);
+    /// otherwise, in invoker mode, share the one this process embeds (if any).
+    fn own_driver(
+        spec: &RunSpec,
+        publisher: bool,
+        dir: &Path,
+        bufs: Buffers,
+    ) -> Result<(Option<Rc<AeronDriver>>, Option<DirGuard>)> {
+        if !owns_driver(spec, publisher) {
+            let shared = DRIVER.with(|d| d.borrow().upgrade());
+            return Ok((shared.filter(|_| invoker(spec)), None));
+        }
+        sweep_stale_dirs();
+        let guard = DirGuard(dir.to_owned());
+        let driver = Rc::new(start_driver(spec, dir, bufs)?);
+        DRIVER.with(|d| *d.borrow_mut() = Rc::downgrade(&driver));
+        Ok((Some(driver), Some(guard)))
+    }
+
+    /// Wait for an asynchronous add to finish, running the invoker duty cycles.
+    fn added<T>(
+        client: &Aeron,
+        driver: Option<&AeronDriver>,
+        invoker: bool,
+        what: &'static str,
+        mut poll: impl FnMut() -> std::result::Result<Option<T>, rusteron_client::AeronCError>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + ADD_TIMEOUT;
+        loop {
+            work(client, driver, invoker)?;
+            if let Some(t) = poll().map_err(client_err(what))? {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: timed out after {ADD_TIMEOUT:?}");
+            }
+            if invoker {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     pub fn open_publisher(spec: &RunSpec) -> Result<Box<dyn Publisher>> {
         refuse_aeron_env()?;
         let channel = channel(spec)?;
-        let dir = aeron_dir(spec)?;
-        sweep_stale_dirs();
-        let guard = DirGuard(dir.clone());
+        let dir = aeron_dir(spec, true)?;
         let bufs = buffers();
-        let driver = start_driver(spec, &dir, bufs)?;
-        let (client, errors) = client(&dir, "pub")?;
-        let publication = client
-            .async_add_exclusive_publication(&channel.clone().into_c_string(), STREAM_ID)
-            .map_err(client_err("aeron add publication"))?
-            .poll_blocking(ADD_TIMEOUT)
-            .map_err(client_err("aeron add publication"))
-            .with_context(|| format!("publication on {channel}"))?;
+        let invoker = invoker(spec);
+        let (driver, guard) = own_driver(spec, true, &dir, bufs)?;
+        let (client, errors) = client(&dir, "pub", invoker)?;
+        let pending = client
+            .async_add_exclusive_publication(&channel.clone().into_c_string(), stream_id(spec))
+            .map_err(client_err("aeron add publication"))?;
+        let publication = added(
+            &client,
+            driver.as_deref(),
+            invoker,
+            "aeron add publication",
+            || pending.poll(),
+        )
+        .with_context(|| format!("publication on {channel}"))?;
         let max_message_length = publication
             .get_constants()
             .map_err(client_err("aeron publication constants"))?
@@ -417,8 +571,9 @@ mod imp {
         Ok(Box::new(AeronPublisher {
             publication,
             client,
-            _driver: driver,
+            driver,
             _dir: guard,
+            invoker,
             errors,
             channel,
             placement: placement(spec, bufs),
@@ -428,6 +583,7 @@ mod imp {
             admin_actions: 0,
             not_connected_drops: 0,
             max_message_length,
+            do_work_calls: 0,
         }))
     }
 
@@ -441,6 +597,16 @@ mod imp {
         }
     }
 
+    impl AeronPublisher {
+        fn work(&mut self) -> Result<usize> {
+            if !self.invoker {
+                return Ok(0);
+            }
+            self.do_work_calls += 1;
+            work(&self.client, self.driver.as_deref(), true)
+        }
+    }
+
     impl Publisher for AeronPublisher {
         fn send(&mut self, msg: &[u8]) -> Result<()> {
             let mut attempt = 0u32;
@@ -450,6 +616,8 @@ mod imp {
                 match self.publication.offer(msg) {
                     Ok(_) => {
                         self.connected = true;
+                        // Invoker mode: the driver's sender runs here, right away.
+                        self.work()?;
                         return Ok(());
                     }
                     Err(AeronOfferError::BackPressured) => self.back_pressured += 1,
@@ -457,6 +625,7 @@ mod imp {
                     Err(AeronOfferError::NotConnected) if !self.connected => {
                         // Only warm-ups are sent before the subscriber has seen one.
                         self.not_connected_drops += 1;
+                        self.work()?;
                         return Ok(());
                     }
                     Err(AeronOfferError::NotConnected) => {
@@ -469,13 +638,20 @@ mod imp {
                     }
                     Err(e) => return Err(anyhow!("aeron offer on {}: {e}", self.channel)),
                 }
-                back_off(attempt);
+                // Invoker mode: nothing drains the publication unless we do.
+                if self.work()? == 0 {
+                    back_off(attempt);
+                }
                 attempt = attempt.saturating_add(1);
             }
         }
 
         fn flush(&mut self) -> Result<()> {
             Ok(())
+        }
+
+        fn do_work(&mut self) -> Result<usize> {
+            self.work()
         }
 
         fn counters(&self) -> Counters {
@@ -486,6 +662,7 @@ mod imp {
                 ("admin_actions".into(), self.admin_actions),
                 ("not_connected_drops".into(), self.not_connected_drops),
                 ("client_errors".into(), self.errors.load(Ordering::Relaxed)),
+                ("do_work_calls".into(), self.do_work_calls),
             ]);
             c
         }
@@ -515,10 +692,15 @@ mod imp {
     }
 
     struct AeronSubscriber {
-        // Field order is drop order: subscription before its client.
+        // Field order is drop order: subscription, client, driver, directory.
         subscription: AeronSubscription,
         assembler: AeronFragmentClosureAssembler,
-        _client: Aeron,
+        client: Aeron,
+        /// UDP invoker mode: the subscriber process's own media driver (or, echo
+        /// channel, the publisher process's).
+        driver: Option<Rc<AeronDriver>>,
+        _dir: Option<DirGuard>,
+        invoker: bool,
         errors: Arc<AtomicU64>,
         channel: String,
         polls: u64,
@@ -528,30 +710,59 @@ mod imp {
     pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
         refuse_aeron_env()?;
         let channel = channel(spec)?;
-        let dir = aeron_dir(spec)?;
-        let (client, errors) = client(&dir, "sub")?;
-        let subscription = client
+        let dir = aeron_dir(spec, false)?;
+        let invoker = invoker(spec);
+        let (driver, guard) = own_driver(spec, false, &dir, buffers())?;
+        let (client, errors) = client(&dir, "sub", invoker)?;
+        let pending = client
             .async_add_subscription(
                 &channel.clone().into_c_string(),
-                STREAM_ID,
+                stream_id(spec),
                 Handlers::NONE,
                 Handlers::NONE,
             )
-            .map_err(client_err("aeron add subscription"))?
-            .poll_blocking(ADD_TIMEOUT)
-            .map_err(client_err("aeron add subscription"))
-            .with_context(|| format!("subscription on {channel}"))?;
+            .map_err(client_err("aeron add subscription"))?;
+        let subscription = added(
+            &client,
+            driver.as_deref(),
+            invoker,
+            "aeron add subscription",
+            || pending.poll(),
+        )
+        .with_context(|| format!("subscription on {channel}"))?;
         let assembler =
             AeronFragmentClosureAssembler::new().map_err(client_err("aeron fragment assembler"))?;
         Ok(Box::new(AeronSubscriber {
             subscription,
             assembler,
-            _client: client,
+            client,
+            driver,
+            _dir: guard,
+            invoker,
             errors,
             channel,
             polls: 0,
             empty_polls: 0,
         }))
+    }
+
+    impl AeronSubscriber {
+        /// One duty cycle (invoker mode) and one poll of the subscription.
+        fn poll_once(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+            work(&self.client, self.driver.as_deref(), self.invoker)?;
+            let mut sink = Sink {
+                on_msg: &mut *on_msg,
+                count: 0,
+            };
+            self.polls += 1;
+            self.assembler
+                .poll(&self.subscription, &mut sink, deliver, FRAGMENT_LIMIT)
+                .map_err(client_err("aeron poll"))?;
+            if sink.count == 0 {
+                self.empty_polls += 1;
+            }
+            Ok(sink.count)
+        }
     }
 
     /// Idle between empty polls: spin, then yield (the driver's receiver may share
@@ -569,24 +780,25 @@ mod imp {
             let deadline = Instant::now() + timeout;
             let mut round = 0u32;
             loop {
-                let mut sink = Sink {
-                    on_msg: &mut *on_msg,
-                    count: 0,
-                };
-                self.polls += 1;
-                self.assembler
-                    .poll(&self.subscription, &mut sink, deliver, FRAGMENT_LIMIT)
-                    .map_err(client_err("aeron poll"))?;
-                if sink.count > 0 {
-                    return Ok(sink.count);
+                let n = self.poll_once(on_msg)?;
+                if n > 0 {
+                    return Ok(n);
                 }
-                self.empty_polls += 1;
                 if Instant::now() >= deadline {
                     return Ok(0);
                 }
-                idle(round);
+                if self.invoker {
+                    // The duty cycles run in this loop: never sleep long.
+                    idle(round.min(319));
+                } else {
+                    idle(round);
+                }
                 round = round.saturating_add(1);
             }
+        }
+
+        fn try_poll(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+            self.poll_once(on_msg)
         }
 
         fn counters(&self) -> Counters {

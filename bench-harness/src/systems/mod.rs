@@ -33,6 +33,12 @@ pub trait Publisher {
     fn finish(&mut self) -> Result<()> {
         self.flush()
     }
+    /// Give the system's own duty cycle a turn while the application waits (an
+    /// invoker-mode media driver, an inline engine); returns the work done.
+    /// Called in every spin of a paced wait and while idle.
+    fn do_work(&mut self) -> Result<usize> {
+        Ok(0)
+    }
     fn counters(&self) -> Counters {
         Counters::new()
     }
@@ -46,6 +52,12 @@ pub trait Subscriber {
     /// Wait up to about `timeout` for data, hand each received message to
     /// `on_msg`, and return how many were handed over.
     fn poll(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize>;
+    /// Hand over what has arrived without waiting (the round-trip publisher polls
+    /// its pongs between pings). The default waits at most 1 ms; systems override it
+    /// with a truly non-blocking receive.
+    fn try_poll(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        self.poll(Duration::from_millis(1), on_msg)
+    }
     fn counters(&self) -> Counters {
         Counters::new()
     }
@@ -73,8 +85,11 @@ pub enum Params {
     },
     Ringcast {
         busy_spin: bool,
-        /// ThreadingMode::Shared (one agent thread) instead of Dedicated.
-        shared: bool,
+        /// The engine's threading mode (see `ringcast::Threading`).
+        threading: ringcast::Threading,
+        /// The subscriber polls in a spin loop instead of waiting in `poll_timeout`.
+        #[serde(default)]
+        spin_poll: bool,
         /// RINGCAST_BACKEND for the children (`uring`, `mmsg`); `None` = probe.
         backend: Option<String>,
         max_payload: Option<usize>,
@@ -82,6 +97,10 @@ pub enum Params {
         reliable: bool,
     },
     Aeron {
+        /// Media driver and client conductor in INVOKER mode: their duty cycles run in
+        /// the application's loop (no driver threads).
+        #[serde(default)]
+        invoker: bool,
         /// `aeron:ipc` instead of UDP multicast on loopback.
         ipc: bool,
     },

@@ -159,5 +159,20 @@ mod imp {
             }
             Ok(n)
         }
+
+        fn try_poll(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+            let mut n = 0;
+            while n < 256 {
+                match self.sock.try_recv() {
+                    Ok(m) => {
+                        on_msg(m.as_slice());
+                        n += 1;
+                    }
+                    Err(nng::Error::TryAgain) | Err(nng::Error::Interrupted) => break,
+                    Err(e) => return Err(e).context("nng try_recv"),
+                }
+            }
+            Ok(n)
+        }
     }
 }

@@ -1,50 +1,169 @@
 //! ringcast itself, over UDP multicast on loopback.
 //!
-//! Variants: `default` (backend probed, park/backoff idle, a sender and a
-//! receiver agent thread, NAK repair on), `best-effort` (repair off: the cost of
-//! reliability is default vs best-effort), `busy-spin` (agents spin), `shared` (one agent
-//! thread per node), `io_uring` and `fallback` (the backend forced with
-//! `RINGCAST_BACKEND=uring|mmsg` on the child processes), and `mtu1472`
-//! (datagram payload capped at 1472 bytes, as on an Ethernet network).
-//! ringcast reports loss explicitly and the benchmark expects none, so any loss
-//! marks the run FAILED.
+//! Variants:
+//! * `default` — the engine's defaults: threading mode `Auto` (resolved per host at
+//!   `Node::new`), backend probed, park/backoff idle, NAK repair on;
+//! * `inline` — threading `Inline` (no agent threads: the application's `offer`,
+//!   `poll` and `do_work` calls run the duty cycles), park idle;
+//! * `inline-spin` — `Inline` with the subscriber polling in a spin loop (and socket
+//!   busy polling where the engine offers it): the lowest-latency configuration;
+//! * `dedicated` — a sender and a receiver agent thread (the layout before `Auto`);
+//! * `busy-spin` — dedicated agents that spin;
+//! * `shared` — one agent thread per node;
+//! * `best-effort` — repair off (the cost of reliability is default vs best-effort);
+//! * `io_uring`, `fallback` — the backend forced with `RINGCAST_BACKEND=uring|mmsg`
+//!   on the child processes;
+//! * `mtu1472`, `mtu1408` — datagram payload capped at 1472 bytes (Ethernet) or
+//!   1408 bytes (Aeron's default MTU, for the comparison at equal datagram size).
 //!
-//! The engine is compiled in with the cargo feature `ringcast`; without it the
-//! system reports "not built".
+//! The threading modes reach the engine through [`adapter`]: until the engine has
+//! `ThreadingMode::{Auto, Inline}`, `Node::do_work` and `Node::threading`, it maps
+//! `Auto` and `Inline` to `Dedicated` (the row's `info` says so).
+//!
+//! In round-trip mode each process has one node that publishes one topic and
+//! subscribes to the other (`/ping`, `/pong`).
+//!
+//! ringcast reports loss explicitly and the benchmark expects none, so any loss
+//! marks the run FAILED. The engine is compiled in with the cargo feature
+//! `ringcast`; without it the system reports "not built".
 
 use super::{Params, Publisher, Subscriber, Variant};
 use crate::spec::RunSpec;
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+/// The engine's threading mode as a variant asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Threading {
+    /// The engine's default, resolved per host.
+    Auto,
+    Dedicated,
+    Shared,
+    /// No agent threads: the application's calls drive the engine.
+    Inline,
+}
+
+/// How one ringcast variant is configured.
+#[derive(Debug, Clone, Copy)]
+struct Cfg {
+    threading: Threading,
+    busy_spin: bool,
+    spin_poll: bool,
+    backend: Option<&'static str>,
+    max_payload: Option<usize>,
+    reliable: bool,
+    primary: bool,
+}
+
+const BASE: Cfg = Cfg {
+    threading: Threading::Auto,
+    busy_spin: false,
+    spin_poll: false,
+    backend: None,
+    max_payload: None,
+    reliable: true,
+    primary: false,
+};
 
 pub fn variants() -> Vec<Variant> {
-    let mk = |variant: &str,
-              busy_spin,
-              shared,
-              backend: Option<&str>,
-              max_payload,
-              reliable,
-              primary| Variant {
+    let mk = |variant: &str, c: Cfg| Variant {
         system: "ringcast".into(),
         variant: variant.into(),
         transport: "udp-multicast".into(),
         lossless_expected: true,
-        primary,
+        primary: c.primary,
         params: Params::Ringcast {
-            busy_spin,
-            shared,
-            backend: backend.map(str::to_owned),
-            max_payload,
-            reliable,
+            busy_spin: c.busy_spin,
+            threading: c.threading,
+            spin_poll: c.spin_poll,
+            backend: c.backend.map(str::to_owned),
+            max_payload: c.max_payload,
+            reliable: c.reliable,
         },
     };
+    let dedicated = Cfg {
+        threading: Threading::Dedicated,
+        ..BASE
+    };
+    let inline = Cfg {
+        threading: Threading::Inline,
+        ..BASE
+    };
     vec![
-        mk("default", false, false, None, None, true, true),
-        mk("best-effort", false, false, None, None, false, true),
-        mk("busy-spin", true, false, None, None, true, true),
-        mk("shared", false, true, None, None, true, false),
-        mk("io_uring", false, false, Some("uring"), None, true, false),
-        mk("fallback", false, false, Some("mmsg"), None, true, false),
-        mk("mtu1472", false, false, None, Some(1472), true, false),
+        mk(
+            "default",
+            Cfg {
+                primary: true,
+                ..BASE
+            },
+        ),
+        mk(
+            "inline",
+            Cfg {
+                primary: true,
+                ..inline
+            },
+        ),
+        mk(
+            "inline-spin",
+            Cfg {
+                spin_poll: true,
+                primary: true,
+                ..inline
+            },
+        ),
+        mk("dedicated", dedicated),
+        mk(
+            "busy-spin",
+            Cfg {
+                busy_spin: true,
+                primary: true,
+                ..dedicated
+            },
+        ),
+        mk(
+            "shared",
+            Cfg {
+                threading: Threading::Shared,
+                ..BASE
+            },
+        ),
+        mk(
+            "best-effort",
+            Cfg {
+                reliable: false,
+                ..BASE
+            },
+        ),
+        mk(
+            "io_uring",
+            Cfg {
+                backend: Some("uring"),
+                ..BASE
+            },
+        ),
+        mk(
+            "fallback",
+            Cfg {
+                backend: Some("mmsg"),
+                ..BASE
+            },
+        ),
+        mk(
+            "mtu1472",
+            Cfg {
+                max_payload: Some(1472),
+                ..BASE
+            },
+        ),
+        mk(
+            "mtu1408",
+            Cfg {
+                max_payload: Some(1408),
+                ..BASE
+            },
+        ),
     ]
 }
 
@@ -66,21 +185,102 @@ pub fn open_subscriber(_: &RunSpec) -> Result<Box<dyn Subscriber>> {
 #[cfg(feature = "ringcast")]
 pub use imp::{open_publisher, open_subscriber};
 
+/// Where the engine's threading API meets the harness. Today's engine has only
+/// `ThreadingMode::{Dedicated, Shared}`; the integrating engineer replaces the three
+/// lines marked `TODO inline` once `ThreadingMode::{Auto, Inline}`,
+/// `Node::do_work()` and `Node::threading()` (and `Config::busy_poll`) exist.
+#[cfg(feature = "ringcast")]
+mod adapter {
+    use super::Threading;
+    use ringcast::{ConfigBuilder, Node, ThreadingMode};
+
+    /// The engine mode for what a variant asks.
+    pub fn mode(t: Threading) -> ThreadingMode {
+        match t {
+            Threading::Shared => ThreadingMode::Shared,
+            Threading::Dedicated => ThreadingMode::Dedicated,
+            // TODO inline: Threading::Auto => ThreadingMode::Auto,
+            //              Threading::Inline => ThreadingMode::Inline,
+            Threading::Auto | Threading::Inline => ThreadingMode::Dedicated,
+        }
+    }
+
+    /// Socket busy polling for the lowest-latency variant, where the engine has it.
+    pub fn busy_poll(b: ConfigBuilder) -> ConfigBuilder {
+        // TODO inline: b.busy_poll(true) (if Config::busy_poll exists)
+        b
+    }
+
+    /// Run the node's duty cycle from the application's thread (inline mode).
+    pub fn do_work(node: &Node) -> usize {
+        // TODO inline: node.do_work()
+        let _ = node;
+        0
+    }
+
+    /// The mode the node resolved to, for the row's info.
+    pub fn resolved(node: &Node, asked: Threading) -> String {
+        // TODO inline: format!("{:?}", node.threading())
+        let _ = node;
+        let m = format!("{:?}", mode(asked));
+        match asked {
+            Threading::Auto | Threading::Inline => {
+                format!("{m} (engine has no {asked:?} mode yet: harness adapter)")
+            }
+            _ => m,
+        }
+    }
+}
+
 #[cfg(feature = "ringcast")]
 mod imp {
+    use super::adapter;
     use super::*;
     use crate::netns;
+    use crate::spec::Mode;
     use crate::systems::{Counters, Info};
     use anyhow::Context;
-    use ringcast::{BackendChoice, Config, Event, IdleStrategy, Node, PublishError, ThreadingMode};
-    use std::time::Duration;
+    use ringcast::{BackendChoice, Config, Event, IdleStrategy, Node, PublishError};
+    use std::cell::RefCell;
+    use std::rc::{Rc, Weak};
+    use std::time::{Duration, Instant};
 
     const TOPIC: &str = "/bench";
+    /// Round trip: the publisher process publishes pings and subscribes to pongs.
+    const PING: &str = "/ping";
+    const PONG: &str = "/pong";
 
-    fn node(spec: &RunSpec, core: Option<usize>) -> Result<(Node, bool)> {
+    thread_local! {
+        /// Round trip: the node of this process, shared by its publisher and its
+        /// subscriber (one node publishes one topic and subscribes to the other).
+        static RTT_NODE: RefCell<Weak<Node>> = const { RefCell::new(Weak::new()) };
+    }
+
+    struct Settings {
+        threading: Threading,
+        spin_poll: bool,
+    }
+
+    fn settings(spec: &RunSpec) -> Settings {
+        let Params::Ringcast {
+            threading,
+            spin_poll,
+            ..
+        } = spec.variant.params
+        else {
+            unreachable!("ringcast spec without ringcast params")
+        };
+        Settings {
+            threading,
+            spin_poll,
+        }
+    }
+
+    fn new_node(spec: &RunSpec) -> Result<Node> {
         let Params::Ringcast {
             busy_spin,
-            shared,
+            threading,
+            spin_poll,
             max_payload,
             reliable,
             ..
@@ -92,11 +292,7 @@ mod imp {
         let mut b = Config::builder()
             .group(spec.endpoint.group)
             .iface("lo")
-            .threading(if shared {
-                ThreadingMode::Shared
-            } else {
-                ThreadingMode::Dedicated
-            })
+            .threading(adapter::mode(threading))
             // RINGCAST_BACKEND (set by the harness for the io_uring / fallback
             // variants) overrides the probe.
             .backend(BackendChoice::Auto)
@@ -107,13 +303,41 @@ mod imp {
         if busy_spin {
             b = b.idle(IdleStrategy::BusySpin);
         }
+        if spin_poll {
+            b = adapter::busy_poll(b);
+        }
         // The agents are left to the scheduler, as ZeroMQ's I/O threads are; only the
-        // process's main thread is pinned. (On a 2-core host an application thread that
-        // busy-waits on its send schedule delays its own sender agent by about one
-        // scheduler slice either way: see the notes in RESULTS.)
-        let _ = core;
+        // process's main thread is pinned.
         let cfg = b.build().context("ringcast config")?;
-        Ok((Node::new(cfg).context("ringcast node")?, busy_spin))
+        Node::new(cfg).context("ringcast node")
+    }
+
+    /// The node for `spec`: in round-trip mode one per process, shared by the
+    /// publisher and the subscriber of both channels (the echo spec's group is not
+    /// used: both topics travel on the forward group).
+    fn node(spec: &RunSpec) -> Result<Rc<Node>> {
+        if spec.mode != Mode::Rtt {
+            return Ok(Rc::new(new_node(spec)?));
+        }
+        if let Some(n) = RTT_NODE.with(|w| w.borrow().upgrade()) {
+            return Ok(n);
+        }
+        let mut forward = spec.clone();
+        if spec.echo {
+            forward = spec.echo_spec(); // swap back to the forward endpoint
+        }
+        let n = Rc::new(new_node(&forward)?);
+        RTT_NODE.with(|w| *w.borrow_mut() = Rc::downgrade(&n));
+        Ok(n)
+    }
+
+    /// The topic a side publishes or subscribes to.
+    fn topic(spec: &RunSpec) -> &'static str {
+        match (spec.mode, spec.echo) {
+            (Mode::Rtt, false) => PING,
+            (Mode::Rtt, true) => PONG,
+            _ => TOPIC,
+        }
     }
 
     fn stats_counters(node: &Node) -> Counters {
@@ -138,26 +362,29 @@ mod imp {
         ])
     }
 
-    fn stats_info(node: &Node) -> Info {
+    fn stats_info(node: &Node, asked: Threading) -> Info {
         let s = node.stats();
         Info::from([
             ("backend".into(), s.backend.to_string()),
             ("backend_reason".into(), s.backend_reason),
+            ("threading".into(), adapter::resolved(node, asked)),
         ])
     }
 
     struct RcPublisher {
         publ: ringcast::Publisher,
-        node: Node,
+        node: Rc<Node>,
+        threading: Threading,
         back_pressured: u64,
     }
 
     pub fn open_publisher(spec: &RunSpec) -> Result<Box<dyn Publisher>> {
-        let (node, _) = node(spec, spec.pub_core)?;
-        let publ = node.publisher(TOPIC)?;
+        let node = node(spec)?;
+        let publ = node.publisher(topic(spec))?;
         Ok(Box::new(RcPublisher {
             publ,
             node,
+            threading: settings(spec).threading,
             back_pressured: 0,
         }))
     }
@@ -170,9 +397,11 @@ mod imp {
                     Ok(()) => return Ok(()),
                     Err(PublishError::BackPressured) => {
                         // The ring is full: give the sender agent (which may share
-                        // this core) the chance to drain it.
+                        // this core, or be this thread in inline mode) the chance to
+                        // drain it.
                         self.back_pressured += 1;
                         tries += 1;
+                        adapter::do_work(&self.node);
                         if tries < 64 {
                             std::hint::spin_loop();
                         } else {
@@ -192,50 +421,94 @@ mod imp {
                 .context("ringcast flush")?;
             Ok(())
         }
+        fn do_work(&mut self) -> Result<usize> {
+            Ok(adapter::do_work(&self.node))
+        }
         fn counters(&self) -> Counters {
             let mut c = stats_counters(&self.node);
             c.insert("offer_back_pressured".into(), self.back_pressured);
             c
         }
         fn info(&self) -> Info {
-            stats_info(&self.node)
+            stats_info(&self.node, self.threading)
         }
     }
 
     struct RcSubscriber {
         sub: ringcast::Subscriber,
-        node: Node,
+        node: Rc<Node>,
+        threading: Threading,
+        spin_poll: bool,
         loss_events: u64,
         loss_reported: u64,
     }
 
     pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
-        let (node, _) = node(spec, spec.sub_core)?;
-        let sub = node.subscriber(&[TOPIC])?;
+        let node = node(spec)?;
+        let sub = node.subscriber(&[topic(spec)])?;
+        let s = settings(spec);
         Ok(Box::new(RcSubscriber {
             sub,
             node,
+            threading: s.threading,
+            spin_poll: s.spin_poll,
             loss_events: 0,
             loss_reported: 0,
         }))
     }
 
-    impl Subscriber for RcSubscriber {
-        fn poll(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+    impl RcSubscriber {
+        /// One non-blocking poll (after a turn of the inline duty cycle).
+        fn poll_once(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> usize {
+            adapter::do_work(&self.node);
             let (events, lost) = (&mut self.loss_events, &mut self.loss_reported);
             let mut n = 0;
-            self.sub.poll_timeout(256, timeout, |ev| match ev {
-                Event::Message(m) => {
-                    on_msg(m.payload());
-                    n += 1;
+            self.sub
+                .poll(256, |ev| handle(ev, on_msg, &mut n, events, lost));
+            n
+        }
+    }
+
+    fn handle(
+        ev: Event<'_>,
+        on_msg: &mut dyn FnMut(&[u8]),
+        n: &mut usize,
+        events: &mut u64,
+        lost: &mut u64,
+    ) {
+        match ev {
+            Event::Message(m) => {
+                on_msg(m.payload());
+                *n += 1;
+            }
+            Event::Loss(l) => {
+                *events += 1;
+                *lost += l.count();
+            }
+            Event::Session(_) => {}
+        }
+    }
+
+    impl Subscriber for RcSubscriber {
+        fn poll(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+            if self.spin_poll {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let n = self.poll_once(on_msg);
+                    if n > 0 || Instant::now() >= deadline {
+                        return Ok(n);
+                    }
+                    std::hint::spin_loop();
                 }
-                Event::Loss(l) => {
-                    *events += 1;
-                    *lost += l.count();
-                }
-                Event::Session(_) => {}
-            });
+            }
+            let (events, lost) = (&mut self.loss_events, &mut self.loss_reported);
+            let mut n = 0;
+            self.sub
+                .poll_timeout(256, timeout, |ev| handle(ev, on_msg, &mut n, events, lost));
             Ok(n)
+        }
+        fn try_poll(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+            Ok(self.poll_once(on_msg))
         }
         fn counters(&self) -> Counters {
             let mut c = stats_counters(&self.node);
@@ -244,7 +517,9 @@ mod imp {
             c
         }
         fn info(&self) -> Info {
-            stats_info(&self.node)
+            let mut i = stats_info(&self.node, self.threading);
+            i.insert("spin_poll".into(), self.spin_poll.to_string());
+            i
         }
     }
 }

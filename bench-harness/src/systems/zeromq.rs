@@ -166,5 +166,20 @@ mod imp {
             }
             Ok(n)
         }
+
+        fn try_poll(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+            let mut n = 0;
+            while n < 256 {
+                match self.sock.recv(&mut self.msg, zmq::DONTWAIT) {
+                    Ok(()) => {
+                        on_msg(&self.msg);
+                        n += 1;
+                    }
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => break,
+                    Err(e) => return Err(e).context("zmq recv"),
+                }
+            }
+            Ok(n)
+        }
     }
 }
