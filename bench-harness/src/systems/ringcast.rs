@@ -185,10 +185,7 @@ pub fn open_subscriber(_: &RunSpec) -> Result<Box<dyn Subscriber>> {
 #[cfg(feature = "ringcast")]
 pub use imp::{open_publisher, open_subscriber};
 
-/// Where the engine's threading API meets the harness. Today's engine has only
-/// `ThreadingMode::{Dedicated, Shared}`; the integrating engineer replaces the three
-/// lines marked `TODO inline` once `ThreadingMode::{Auto, Inline}`,
-/// `Node::do_work()` and `Node::threading()` (and `Config::busy_poll`) exist.
+/// Where the engine's threading API meets the harness.
 #[cfg(feature = "ringcast")]
 mod adapter {
     use super::Threading;
@@ -199,36 +196,26 @@ mod adapter {
         match t {
             Threading::Shared => ThreadingMode::Shared,
             Threading::Dedicated => ThreadingMode::Dedicated,
-            // TODO inline: Threading::Auto => ThreadingMode::Auto,
-            //              Threading::Inline => ThreadingMode::Inline,
-            Threading::Auto | Threading::Inline => ThreadingMode::Dedicated,
+            Threading::Auto => ThreadingMode::Auto,
+            Threading::Inline => ThreadingMode::Inline,
         }
     }
 
-    /// Socket busy polling for the lowest-latency variant, where the engine has it.
+    /// Socket busy polling (SO_BUSY_POLL, io_uring NAPI where the kernel has it) for
+    /// the lowest-latency variant; on loopback it changes nothing (no NAPI device).
     pub fn busy_poll(b: ConfigBuilder) -> ConfigBuilder {
-        // TODO inline: b.busy_poll(true) (if Config::busy_poll exists)
-        b
+        b.busy_poll(Some(std::time::Duration::from_micros(50)))
     }
 
-    /// Run the node's duty cycle from the application's thread (inline mode).
+    /// Run the node's duty cycles from the application's thread (inline mode; 0
+    /// elsewhere).
     pub fn do_work(node: &Node) -> usize {
-        // TODO inline: node.do_work()
-        let _ = node;
-        0
+        node.do_work()
     }
 
     /// The mode the node resolved to, for the row's info.
-    pub fn resolved(node: &Node, asked: Threading) -> String {
-        // TODO inline: format!("{:?}", node.threading())
-        let _ = node;
-        let m = format!("{:?}", mode(asked));
-        match asked {
-            Threading::Auto | Threading::Inline => {
-                format!("{m} (engine has no {asked:?} mode yet: harness adapter)")
-            }
-            _ => m,
-        }
+    pub fn resolved(node: &Node, _asked: Threading) -> String {
+        format!("{:?}", node.threading())
     }
 }
 
@@ -359,6 +346,10 @@ mod imp {
             ("max_payload".into(), s.max_payload as u64),
             ("rcvbuf".into(), s.rcvbuf as u64),
             ("sndbuf".into(), s.sndbuf as u64),
+            ("gso_sends".into(), s.offload.gso_sends),
+            ("gso_segments".into(), s.offload.gso_segments),
+            ("gro_buffers".into(), s.offload.gro_buffers),
+            ("gro_segments".into(), s.offload.gro_segments),
         ])
     }
 
@@ -368,6 +359,9 @@ mod imp {
             ("backend".into(), s.backend.to_string()),
             ("backend_reason".into(), s.backend_reason),
             ("threading".into(), adapter::resolved(node, asked)),
+            ("threading_reason".into(), s.threading_reason),
+            ("gso".into(), format!("{:?}", s.offload.gso)),
+            ("gro".into(), format!("{:?}", s.offload.gro)),
         ])
     }
 
@@ -458,9 +452,8 @@ mod imp {
     }
 
     impl RcSubscriber {
-        /// One non-blocking poll (after a turn of the inline duty cycle).
+        /// One non-blocking poll (inline, `poll` reads the socket itself).
         fn poll_once(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> usize {
-            adapter::do_work(&self.node);
             let (events, lost) = (&mut self.loss_events, &mut self.loss_reported);
             let mut n = 0;
             self.sub
