@@ -198,10 +198,15 @@ impl Subscriber {
     ///
     /// In [`ThreadingMode::Inline`](crate::ThreadingMode::Inline) this call reads the
     /// socket itself first (unless another thread is doing so).
-    pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
+    pub fn poll(&mut self, limit: usize, f: impl FnMut(Event<'_>)) -> usize {
         if let Some(i) = self.shared.inline.get() {
             i.poll(&self.shared);
         }
+        self.read(limit, f)
+    }
+
+    /// [`poll`](Self::poll) without running the receiver first.
+    fn read(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
         if self.resync.load(Ordering::Acquire) {
             self.resync();
         }
@@ -279,16 +284,25 @@ impl Subscriber {
         let start = Instant::now();
         let deadline = start + timeout;
         let mut tries = 0u32;
+        let mut waited = false;
         loop {
-            let n = self.poll(limit, &mut f);
+            // After an inline wait the receiver just ran (it is what woke us): read.
+            let n = if waited {
+                self.read(limit, &mut f)
+            } else {
+                self.poll(limit, &mut f)
+            };
             let now = Instant::now();
             if n > 0 || now >= deadline || self.shared.stopped() {
                 return n;
             }
-            match self.shared.inline.get() {
+            waited = match self.shared.inline.get() {
                 Some(i) => i.wait(&self.shared, now - start, deadline - now),
-                None => backoff(&mut tries),
-            }
+                None => {
+                    backoff(&mut tries);
+                    false
+                }
+            };
         }
     }
 

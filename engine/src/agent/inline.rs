@@ -40,9 +40,10 @@ const BACKSTOP_MIN: Duration = Duration::from_millis(1);
 const BACKSTOP_MAX: Duration = Duration::from_millis(10);
 /// Cycles one backstop turn runs at most before it looks at the clock again.
 const BACKSTOP_CYCLES: usize = 64;
-/// A parking poller spins this long before it blocks in the kernel (short: a poller
-/// that spins between messages costs a core; `BusySpin` is for that)...
-const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(5);
+/// A parking poller blocks in the kernel at once (a poller that spins between
+/// messages costs a core: `BusySpin` is for that; this is the place to add a spin
+/// phase if a host's wake-ups prove slow)...
+const SPIN_BEFORE_BLOCK: Duration = Duration::ZERO;
 /// ...for at most this long at a time (and never past a protocol timer).
 const MAX_BLOCK: Duration = Duration::from_millis(10);
 
@@ -173,9 +174,10 @@ impl Inline {
     }
 
     /// A poller found nothing and `waited` so far: wait as the idle strategy says —
-    /// spin or yield, or (park) spin briefly, then block in the kernel for the next
-    /// datagram, up to `left` and never past a protocol timer.
-    pub(crate) fn wait(&self, shared: &Shared, waited: Duration, left: Duration) {
+    /// spin or yield, or (park) block in the kernel for the next datagram, up to
+    /// `left` and never past a protocol timer. True when this call ran the receiver
+    /// (what it received is in the rings).
+    pub(crate) fn wait(&self, shared: &Shared, waited: Duration, left: Duration) -> bool {
         match self.idle {
             IdleStrategy::BusySpin => std::hint::spin_loop(),
             IdleStrategy::Yield => thread::yield_now(),
@@ -190,12 +192,14 @@ impl Inline {
                             .map_or(MAX_BLOCK, |t| t.saturating_duration_since(now));
                         let block = left.min(MAX_BLOCK).min(timer);
                         rx.do_work(shared, Some(block));
+                        return true;
                     }
                     // Another thread reads the socket: it fills our ring too.
                     None => thread::sleep(super::POLL_SLEEP),
                 }
             }
         }
+        false
     }
 
     /// `Node::do_work` and `flush`: both cycles, with the control socket and timers.
