@@ -100,6 +100,8 @@ mod imp {
     const PONG_KEY: &str = "ringcast-bench/pong";
     /// How long the drain probe may take before `finish` gives up (and counts it).
     const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Drain probes `finish` tries before it gives up.
+    const DRAIN_PROBES: u32 = 3;
     /// Samples handed over per `poll`.
     const POLL_LIMIT: usize = 256;
     /// JOIN interval of the multicast transport (zenoh's default is 2.5 s, which
@@ -350,11 +352,16 @@ mod imp {
                 return Ok(());
             }
             let start = Instant::now();
-            let ok = self.drain_probe()?;
-            self.drain_probe_us = start.elapsed().as_micros().min(u64::MAX as u128) as u64;
-            if !ok {
-                self.drain_probe_failed += 1;
+            // Seen once in a test run: a query that ended without its reply (the
+            // final message of the query overtaking the reply). A later probe that
+            // is answered proves the drain just as well, so try up to 3 times.
+            for _ in 0..DRAIN_PROBES {
+                if self.drain_probe()? {
+                    break;
+                }
+                self.drain_probe_failed = self.drain_probe_failed.saturating_add(1);
             }
+            self.drain_probe_us = start.elapsed().as_micros().min(u64::MAX as u128) as u64;
             Ok(())
         }
         fn counters(&self) -> Counters {
