@@ -18,6 +18,7 @@ const CRATES: &[&str] = &[
     "io-uring",
     "rusteron-client",
     "rusteron-media-driver",
+    "zenoh",
 ];
 
 fn main() {

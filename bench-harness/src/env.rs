@@ -156,6 +156,9 @@ pub fn features() -> Vec<String> {
     if cfg!(feature = "aeron") {
         f.push("aeron".to_owned());
     }
+    if cfg!(feature = "zenoh") {
+        f.push("zenoh".to_owned());
+    }
     f
 }
 

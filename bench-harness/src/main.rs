@@ -59,7 +59,7 @@ enum Cmd {
 /// `--quick` values when that is given.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Systems to run: ringcast, zeromq, nng, udp, aeron (comma separated).
+    /// Systems to run: ringcast, zeromq, nng, udp, aeron, zenoh (comma separated).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
     /// Only these variants (names such as `hwm=0`, `packed`, or `system/transport/variant`).

@@ -132,7 +132,10 @@ pub fn check_multicast(group: SocketAddrV4, iface: Ipv4Addr) -> Result<()> {
 }
 
 /// Refuse a TCP endpoint that is not on loopback.
-#[cfg_attr(not(any(feature = "zeromq", feature = "nng")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "zeromq", feature = "nng", feature = "zenoh")),
+    allow(dead_code)
+)]
 pub fn check_tcp(addr: SocketAddrV4) -> Result<()> {
     if !addr.ip().is_loopback() {
         bail!("tcp endpoint {addr} is not loopback; refused");

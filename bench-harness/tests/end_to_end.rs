@@ -240,6 +240,27 @@ fn aeron_delivers_verified_messages() {
     assert_eq!(rows.len(), 3);
 }
 
+#[cfg(feature = "zenoh")]
+#[test]
+fn zenoh_delivers_verified_messages() {
+    let rows = run("zenoh", None, "zenoh");
+    assert_eq!(rows.len(), 3); // tcp block, tcp drop, udp multicast block
+    check(&rows);
+    let block = rows
+        .iter()
+        .find(|r| r["transport"] == "tcp" && r["variant"] == "block")
+        .expect("a tcp/block row");
+    assert_eq!(block["lossless_expected"], true);
+    assert_eq!(block["received"].as_u64(), Some(MESSAGES));
+    // finish() ran its drain probe (a query round trip) on TCP.
+    for r in rows.iter().filter(|r| r["transport"] == "tcp") {
+        assert!(
+            r["sender_counters"]["drain_probe_us"].as_u64() > Some(0),
+            "{r}"
+        );
+    }
+}
+
 #[test]
 fn unknown_system_is_refused() {
     let res = Command::new(env!("CARGO_BIN_EXE_ringcast-bench"))

@@ -8,6 +8,7 @@ pub mod aeron;
 pub mod nng;
 pub mod ringcast;
 pub mod udp;
+pub mod zenoh;
 pub mod zeromq;
 
 use crate::spec::RunSpec;
@@ -104,12 +105,18 @@ pub enum Params {
         /// `aeron:ipc` instead of UDP multicast on loopback.
         ipc: bool,
     },
+    Zenoh {
+        /// The UDP multicast locator instead of loopback TCP.
+        multicast: bool,
+        /// CongestionControl::Block (else Drop).
+        block: bool,
+    },
 }
 
 /// One configuration of one system, as it appears in the results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
-    /// `ringcast`, `zeromq`, `nng`, `udp` or `aeron`.
+    /// `ringcast`, `zeromq`, `nng`, `udp`, `aeron` or `zenoh`.
     pub system: String,
     /// e.g. `default`, `hwm=0`, `packed`, `mmsg`, `busy-spin`, `io_uring`, `fallback`.
     pub variant: String,
@@ -130,7 +137,7 @@ impl Variant {
 }
 
 /// Every system the harness knows, in report order.
-pub const SYSTEMS: &[&str] = &["ringcast", "zeromq", "nng", "udp", "aeron"];
+pub const SYSTEMS: &[&str] = &["ringcast", "zeromq", "nng", "udp", "aeron", "zenoh"];
 
 /// Why a system cannot run in this build, if it cannot.
 pub fn unavailable(system: &str) -> Option<&'static str> {
@@ -140,6 +147,7 @@ pub fn unavailable(system: &str) -> Option<&'static str> {
         "nng" => nng::UNAVAILABLE,
         "udp" => None,
         "aeron" => aeron::UNAVAILABLE,
+        "zenoh" => zenoh::UNAVAILABLE,
         _ => Some("unknown system"),
     }
 }
@@ -152,6 +160,7 @@ pub fn catalog() -> Vec<Variant> {
     v.extend(nng::variants());
     v.extend(udp::variants());
     v.extend(aeron::variants());
+    v.extend(zenoh::variants());
     v
 }
 
@@ -163,6 +172,7 @@ pub fn open_publisher(spec: &RunSpec) -> Result<Box<dyn Publisher>> {
         Params::Nng { .. } => nng::open_publisher(spec),
         Params::Ringcast { .. } => ringcast::open_publisher(spec),
         Params::Aeron { .. } => aeron::open_publisher(spec),
+        Params::Zenoh { .. } => zenoh::open_publisher(spec),
     }
 }
 
@@ -174,6 +184,7 @@ pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
         Params::Nng { .. } => nng::open_subscriber(spec),
         Params::Ringcast { .. } => ringcast::open_subscriber(spec),
         Params::Aeron { .. } => aeron::open_subscriber(spec),
+        Params::Zenoh { .. } => zenoh::open_subscriber(spec),
     }
 }
 
