@@ -79,8 +79,10 @@ pub enum SlowConsumerPolicy {
 /// Which I/O backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// Probe the host: io_uring when it works, else the mmsg fallback.
-    /// `RINGCAST_BACKEND=uring|mmsg` in the environment forces one.
+    /// Probe the host: io_uring when it works, else the mmsg fallback — and mmsg
+    /// under inline threading, where the application's thread does the I/O one
+    /// wake-up at a time (one blocking `recvmmsg`, one `send`), which io_uring only
+    /// makes dearer. `RINGCAST_BACKEND=uring|mmsg` in the environment forces one.
     #[default]
     Auto,
     /// io_uring (fails at start if the host blocks it).

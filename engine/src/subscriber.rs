@@ -284,7 +284,10 @@ impl Subscriber {
         let start = Instant::now();
         let deadline = start + timeout;
         let mut tries = 0u32;
-        let mut waited = false;
+        // A parking inline poller does not try the socket before it waits: its wait
+        // is a blocking receive, which returns at once when a datagram is queued
+        // (one syscall per wake-up, as a blocking `recv`).
+        let mut waited = !timeout.is_zero() && self.shared.inline.get().is_some_and(|i| i.parks());
         loop {
             // After an inline wait the receiver just ran (it is what woke us): read.
             let n = if waited {

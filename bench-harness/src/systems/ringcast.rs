@@ -8,7 +8,10 @@
 //! * `inline-spin` — `Inline` with the subscriber polling in a spin loop (and socket
 //!   busy polling where the engine offers it): the lowest-latency configuration;
 //! * `dedicated` — a sender and a receiver agent thread (the layout before `Auto`);
-//! * `busy-spin` — dedicated agents that spin;
+//! * `busy-spin` — `IdleStrategy::BusySpin` as a trading user sets it, threading left
+//!   at `Auto`: where agents and the application would outnumber the cores (this
+//!   2-core VM) that is inline with the application's thread spinning, elsewhere
+//!   dedicated agents that spin;
 //! * `shared` — one agent thread per node;
 //! * `best-effort` — repair off (the cost of reliability is default vs best-effort);
 //! * `io_uring`, `fallback` — the backend forced with `RINGCAST_BACKEND=uring|mmsg`
@@ -119,7 +122,7 @@ pub fn variants() -> Vec<Variant> {
             Cfg {
                 busy_spin: true,
                 primary: true,
-                ..dedicated
+                ..BASE
             },
         ),
         mk(

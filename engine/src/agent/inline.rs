@@ -31,7 +31,11 @@ use crate::config::IdleStrategy;
 /// The longest a burst holds a message back (a slow cycle, e.g. preempted, does not
 /// hold the next message for long).
 const MAX_HOLD: Duration = Duration::from_micros(20);
-/// The control socket is read at least this often while the application offers.
+/// The control socket is read at least this often while the application offers or
+/// calls `do_work` (an application spinning on `do_work` between its sends would
+/// otherwise pay a receive syscall per turn, and be that much late when its send
+/// time comes). Status and NAKs are millisecond-scale; a sender held by a
+/// receiver's window reads it on every cycle.
 const CONTROL_EVERY: Duration = Duration::from_micros(50);
 /// The backstop runs the cycles after the application was away this long, and looks
 /// this often while there is traffic...
@@ -173,6 +177,11 @@ impl Inline {
         work
     }
 
+    /// Whether a waiting poller blocks in the kernel (the idle strategy parks).
+    pub(crate) fn parks(&self) -> bool {
+        matches!(self.idle, IdleStrategy::Park)
+    }
+
     /// A poller found nothing and `waited` so far: wait as the idle strategy says —
     /// spin or yield, or (park) block in the kernel for the next datagram, up to
     /// `left` and never past a protocol timer. True when this call ran the receiver
@@ -184,6 +193,9 @@ impl Inline {
             IdleStrategy::Park if waited < SPIN_BEFORE_BLOCK => std::hint::spin_loop(),
             IdleStrategy::Park => {
                 self.note_call(Instant::now());
+                if self.tx_held.load(Ordering::Relaxed) {
+                    self.drive_tx(shared, false);
+                }
                 match Self::try_lock(shared, &self.rx) {
                     Some(mut rx) => {
                         let now = Instant::now();
@@ -202,10 +214,11 @@ impl Inline {
         false
     }
 
-    /// `Node::do_work` and `flush`: both cycles, with the control socket and timers.
+    /// `Node::do_work` and `flush`: both cycles, with timers, and the control socket
+    /// when its [`CONTROL_EVERY`] is due.
     pub(crate) fn do_work(&self, shared: &Shared) -> usize {
         self.note_call(Instant::now());
-        let mut work = self.drive_tx(shared, true);
+        let mut work = self.drive_tx(shared, false);
         if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
             work += rx.do_work(shared, None);
         }

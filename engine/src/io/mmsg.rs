@@ -1,7 +1,10 @@
 //! `sendmmsg(2)` / `recvmmsg(2)` backend: the fallback where io_uring is blocked.
 //!
 //! All vectors (mmsghdr, iovec, sockaddr_in, receive buffers) are allocated once at
-//! `batch` entries. Calls use `MSG_DONTWAIT`; waiting is done with `ppoll`.
+//! `batch` entries. Non-blocking calls use `MSG_DONTWAIT`. A receive that may wait
+//! blocks in `recvmmsg` itself (`MSG_WAITFORONE`, the wait bounded by `SO_RCVTIMEO`),
+//! so a wake-up is one syscall that returns with the datagram, as a blocking
+//! `recv` is; only waits shorter than [`MIN_BLOCKING_WAIT`] use `ppoll`.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -16,6 +19,21 @@ use super::{BackendKind, IoError, RxBackend, TxBackend};
 
 /// How long a transmit batch may make no progress before `send_batch` fails.
 const TX_STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Waits at least this long block in `recvmmsg` under `SO_RCVTIMEO`; shorter ones
+/// (a protocol timer is near) use `ppoll`.
+const MIN_BLOCKING_WAIT: Duration = Duration::from_micros(100);
+/// `SO_RCVTIMEO` takes one of these values (the longest not above the wait), so a
+/// run of waits of about the same length sets it once.
+const TIMEOUT_STEPS: [Duration; 7] = [
+    Duration::from_millis(10),
+    Duration::from_millis(5),
+    Duration::from_millis(2),
+    Duration::from_millis(1),
+    Duration::from_micros(500),
+    Duration::from_micros(200),
+    MIN_BLOCKING_WAIT,
+];
 
 /// Memory for GRO receive buffers (each [`GRO_BUFFER`] bytes): at most 128 of them.
 const GRO_RX_BUDGET: usize = 8 << 20;
@@ -117,6 +135,44 @@ impl TxBackend for MmsgTx {
         let mut stalled_since: Option<Instant> = None;
         while start < datagrams.len() {
             let n = (datagrams.len() - start).min(batch);
+            if datagrams.len() - start == 1 {
+                // One datagram (the low-rate case): plain `send`, no message headers
+                // for the kernel to copy and check.
+                let d = datagrams[start];
+                // SAFETY: `d` is a live slice of `d.len()` bytes for the whole call; the
+                // descriptor belongs to `self.sock`.
+                let rc = unsafe {
+                    libc::send(
+                        self.sock.as_raw_fd(),
+                        d.as_ptr().cast(),
+                        d.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if rc >= 0 {
+                    if rc as usize != d.len() {
+                        return Err(IoError::sys(
+                            "send",
+                            io::Error::other(format!("short send: {rc} of {} bytes", d.len())),
+                        ));
+                    }
+                    start += 1;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(errno @ (libc::EAGAIN | libc::ENOBUFS)) => {
+                        let since = *stalled_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > TX_STALL_LIMIT {
+                            return Err(IoError::sys("send (stalled)", e));
+                        }
+                        super::uring::wait_writable(&self.sock, errno);
+                    }
+                    _ => return Err(IoError::sys("send", e)),
+                }
+                continue;
+            }
             let m = self.prepare(&datagrams[start..start + n]);
             // SAFETY: the first `m` mmsghdrs are initialised, each pointing at its
             // iovecs in `self.iovs` (which point into `datagrams`, borrowed for this
@@ -222,6 +278,12 @@ pub struct MmsgRx {
     cursor: Cursor,
     truncated: u64,
     offload: Offload,
+    /// The socket's `SO_RCVTIMEO` as last set.
+    timeout: Option<Duration>,
+    /// Buffers offered to a blocking receive: 1 while wake-ups bring one datagram
+    /// (the kernel then does not look for a second before returning), doubled while
+    /// they fill what was offered.
+    wait_batch: usize,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` point into `names`/`bufs`/`ctrls`,
@@ -247,6 +309,10 @@ impl MmsgRx {
                 io::Error::other("batch × max_datagram overflows"),
             )
         })?;
+        // Blocking, so a waiting receive can block in `recvmmsg`; every other call
+        // passes MSG_DONTWAIT.
+        sock.set_nonblocking(false)
+            .map_err(|e| IoError::sys("fcntl(O_NONBLOCK)", e))?;
         Ok(MmsgRx {
             sock,
             // SAFETY: mmsghdr is plain old data; all-zero is valid (null pointers).
@@ -266,6 +332,8 @@ impl MmsgRx {
             gro: cfg.gro,
             cursor: Cursor::default(),
             truncated: 0,
+            timeout: None,
+            wait_batch: 1,
             offload: cfg.offload.clone(),
         })
     }
@@ -276,6 +344,19 @@ impl MmsgRx {
         &mut self,
         n: usize,
         budget: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> Result<usize, IoError> {
+        self.recv_into(n, budget, libc::MSG_DONTWAIT, f)
+    }
+
+    /// One `recvmmsg` of up to `n` buffers with `flags`, then delivery of up to
+    /// `budget` datagrams from them; `Ok(0)` when none came (`EAGAIN`: nothing
+    /// queued, or a blocking call's `SO_RCVTIMEO` ran out).
+    fn recv_into(
+        &mut self,
+        n: usize,
+        budget: usize,
+        flags: libc::c_int,
         f: &mut dyn FnMut(&[u8], SocketAddrV4),
     ) -> Result<usize, IoError> {
         let bl = self.buf_len;
@@ -314,12 +395,13 @@ impl MmsgRx {
                 self.sock.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_DONTWAIT as _,
+                flags as _,
                 std::ptr::null_mut(),
             )
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
+            self.cursor = Cursor::default();
             return match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::EINTR) => Ok(0),
                 _ => Err(IoError::sys("recvmmsg", e)),
@@ -331,6 +413,32 @@ impl MmsgRx {
             offset: 0,
         };
         Ok(self.drain(budget, f))
+    }
+
+    /// A receive that blocks up to `timeout` for the first datagram and takes what
+    /// else is queued with it (`MSG_WAITFORONE`).
+    fn recv_blocking(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        budget: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> Result<usize, IoError> {
+        if self.timeout != Some(timeout) {
+            self.sock
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| IoError::sys("setsockopt(SO_RCVTIMEO)", e))?;
+            self.timeout = Some(timeout);
+        }
+        let offered = self.wait_batch.clamp(1, n);
+        let received = self.recv_into(offered, budget, libc::MSG_WAITFORONE, f)?;
+        let came = self.cursor.count;
+        self.wait_batch = if came >= offered {
+            (offered * 2).min(n)
+        } else {
+            came.max(1)
+        };
+        Ok(received)
     }
 
     /// Delivers up to `budget` datagrams from the buffers of the last `recvmmsg` not
@@ -401,18 +509,28 @@ impl RxBackend for MmsgRx {
         if got > 0 {
             return Ok(got);
         }
-        let deadline = wait.map(|d| Instant::now() + d);
+        let Some(wait) = wait else {
+            return self.try_recv(n, max, on_datagram);
+        };
+        // No non-blocking look first: the blocking receive returns at once when a
+        // datagram is queued, so a wake-up costs one syscall.
+        let deadline = Instant::now() + wait;
         loop {
-            let got = self.try_recv(n, max, on_datagram)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = match TIMEOUT_STEPS.iter().find(|&&t| t <= left) {
+                Some(&t) => self.recv_blocking(n, t, max, on_datagram)?,
+                None if left.is_zero() => 0,
+                None => {
+                    wait_readable(&self.sock, left)?;
+                    self.try_recv(n, max, on_datagram)?
+                }
+            };
             if got > 0 {
                 return Ok(got);
             }
-            let Some(dl) = deadline else { return Ok(0) };
-            let now = Instant::now();
-            if now >= dl {
+            if Instant::now() >= deadline {
                 return Ok(0);
             }
-            wait_readable(&self.sock, dl - now)?;
         }
     }
 
