@@ -50,28 +50,7 @@ impl std::fmt::Debug for Node {
 fn choose_backend(choice: BackendChoice, inline: bool) -> Result<BackendReport, Error> {
     let probe = io::probe::run();
     let report = match choice {
-        BackendChoice::Auto => {
-            let r = probe.choose()?;
-            let forced = std::env::var_os(io::probe::BACKEND_ENV).is_some();
-            if inline && !forced && r.kind == BackendKind::Uring {
-                // The application's thread does the I/O one wake-up at a time: a
-                // blocking `recvmmsg` returns with the datagram in one syscall and a
-                // lone datagram goes with one `send`, where io_uring adds its enter,
-                // task work and completion handling (measured: lower latency and
-                // less CPU per message at 10k and 100k msg/s, no loss at full speed).
-                BackendReport {
-                    kind: BackendKind::Mmsg,
-                    reason: format!(
-                        "inline threading: the application's thread does one syscall per wake-up ({} — used by agent threads)",
-                        r.reason
-                    ),
-                    multishot: false,
-                    offload: r.offload,
-                }
-            } else {
-                r
-            }
-        }
+        BackendChoice::Auto => probe.choose_for(inline)?,
         BackendChoice::Uring => probe.choose_with(Some("uring"))?,
         BackendChoice::Mmsg => probe.choose_with(Some("mmsg"))?,
     };

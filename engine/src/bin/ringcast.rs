@@ -478,14 +478,14 @@ fn doctor(a: DoctorArgs) -> Res {
         if probe.buf_ring { "yes" } else { "no" }
     );
     let mut healthy = true;
-    match probe.choose() {
+    let (mode, why, _) = doctor::threading(ThreadingMode::Auto, IdleStrategy::Park);
+    match probe.choose_for(mode == ThreadingMode::Inline) {
         Ok(r) => println!("backend:           {} — {}", r.kind, r.reason),
         Err(e) => {
             healthy = false;
             println!("backend:           NONE — {e}");
         }
     }
-    let (mode, why, _) = doctor::threading(ThreadingMode::Auto, IdleStrategy::Park);
     println!("threading:         {mode:?} — {why}");
     let (_, _, spin) = doctor::threading(ThreadingMode::Dedicated, IdleStrategy::BusySpin);
     if let Some(w) = spin {
