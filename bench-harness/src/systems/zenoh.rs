@@ -378,13 +378,18 @@ mod imp {
             ])
         }
         fn info(&self) -> Info {
-            let mut info = self.info.clone();
-            info.insert(
-                "process_threads_at_end".into(),
-                process_threads().to_string(),
-            );
-            info
+            info_at_end(&self.info)
         }
+    }
+
+    /// A side's info with the process's thread count at the end of its run.
+    fn info_at_end(info: &Info) -> Info {
+        let mut info = info.clone();
+        info.insert(
+            "process_threads_at_end".into(),
+            process_threads().to_string(),
+        );
+        info
     }
 
     impl Drop for ZenohPublisher {
@@ -470,12 +475,7 @@ mod imp {
             Counters::from([("copied_payloads".into(), self.copied_payloads)])
         }
         fn info(&self) -> Info {
-            let mut info = self.info.clone();
-            info.insert(
-                "process_threads_at_end".into(),
-                process_threads().to_string(),
-            );
-            info
+            info_at_end(&self.info)
         }
     }
 
