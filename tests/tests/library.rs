@@ -343,7 +343,13 @@ fn back_pressure_reaches_the_publisher_and_loses_nothing() {
                 Event::Session(_) => {}
             });
         }
-        assert_eq!((next, losses), (N, 0), "[{name}]");
+        assert_eq!(
+            (next, losses),
+            (N, 0),
+            "[{name}] rx {:?} tx {:?}",
+            rx.stats(),
+            tx.stats()
+        );
         assert_eq!(rx.stats().ring_full_drops, 0);
         assert_eq!(rx.stats().gaps, 0);
     }

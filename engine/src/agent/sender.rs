@@ -57,6 +57,7 @@ pub(crate) fn publisher_config(
         max_heartbeat_interval: MAX_HEARTBEAT,
         flow_control: config.flow_control,
         receiver_timeout: RECEIVER_TIMEOUT,
+        startup_grace: crate::proto::publisher::STARTUP_GRACE,
         rate_limit: config.rate_limit,
     }
 }

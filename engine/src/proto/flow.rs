@@ -6,7 +6,11 @@
 //! fastest instead and [`Tagged`](FlowControlStrategy::Tagged) only the receivers
 //! carrying a given tag, leaving the others behind. A receiver not heard from for
 //! `timeout` is dropped from the set, so a vanished receiver cannot stall the
-//! publisher forever. With no (pacing) receiver heard, sending is unconstrained.
+//! publisher forever. With no (pacing) receiver heard, sending is unconstrained —
+//! except in a new session's first moments ([`FlowControl::with_startup`]): until a
+//! receiver's first status comes (or a short grace ends), the session keeps to its
+//! retransmit window, so a receiver that was there before the first datagram but
+//! slower to speak than the publisher is to send loses nothing.
 //!
 //! [`RateLimiter`]: a token bucket capping the bytes a session sends per second.
 
@@ -38,6 +42,9 @@ pub struct FlowControl {
     strategy: FlowControlStrategy,
     /// Datagrams the publisher keeps for retransmission, when it does.
     retained: Option<u64>,
+    /// Until then, with no pacing receiver heard yet, the session keeps within its
+    /// retransmit window from its start.
+    startup_until: Option<Instant>,
 }
 
 impl FlowControl {
@@ -48,7 +55,23 @@ impl FlowControl {
             timeout,
             strategy,
             retained: None,
+            startup_until: None,
         }
+    }
+
+    /// A new session: until `until`, or until a pacing receiver is heard, it sends no
+    /// more than its retransmit window (see [`with_retransmit_window`]
+    /// (Self::with_retransmit_window)) from sequence 0. Receivers join at the first
+    /// datagram they see, and one that was listening before the session started may
+    /// take a few milliseconds to send its first status (its thread was parked, its
+    /// host busy): without this, a publisher that starts with a burst can run past
+    /// its window before it knows anyone listens, and that receiver then finds data
+    /// it missed no longer kept. Aeron's publications wait for a first status
+    /// ("connected") in the same way; here a session nobody listens to is held for
+    /// the grace at most, and only once it has filled its window.
+    pub fn with_startup(mut self, until: Instant) -> Self {
+        self.startup_until = Some(until);
+        self
     }
 
     /// The publisher keeps its last `datagrams` for retransmission. Under `Min` and
@@ -78,6 +101,9 @@ impl FlowControl {
                 last_heard: now,
             }),
         }
+        if self.pacing().next().is_some() {
+            self.startup_until = None;
+        }
     }
 
     /// Forgets receivers not heard from within the timeout.
@@ -85,16 +111,25 @@ impl FlowControl {
         let timeout = self.timeout;
         self.peers
             .retain(|p| now.saturating_duration_since(p.last_heard) <= timeout);
+        if self.startup_until.is_some_and(|t| t <= now) {
+            self.startup_until = None;
+        }
     }
 
     /// When [`expire`](Self::expire) next forgets a receiver (if none is heard
     /// before): just past the oldest last-heard time plus the timeout.
+    /// The end of the startup grace counts too.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.peers
+        let peer = self
+            .peers
             .iter()
             .map(|p| p.last_heard)
             .min()
-            .map(|t| t + self.timeout + Duration::from_nanos(1))
+            .map(|t| t + self.timeout + Duration::from_nanos(1));
+        match (peer, self.startup_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The receivers whose windows count under the strategy (for `Max`, all of them:
@@ -112,6 +147,10 @@ impl FlowControl {
     /// First datagram sequence number the session may not send yet, or `None` when no
     /// receiver constrains it.
     pub fn limit(&self) -> Option<u64> {
+        if self.startup_until.is_some() && self.pacing().next().is_none() {
+            // Nobody heard yet in the session's first moments: keep what we send.
+            return self.retained;
+        }
         let edges = self.pacing().map(Peer::edge);
         match self.strategy {
             FlowControlStrategy::Max => edges.max(),
@@ -128,8 +167,14 @@ impl FlowControl {
 
     /// The pacing position: everything before it has been received by the receivers
     /// that hold the publisher back (the slowest of all for `Min`, the fastest for
-    /// `Max`, the slowest tagged one for `Tagged`). `None` when none is live.
+    /// `Max`, the slowest tagged one for `Tagged`). `None` when none is live (0 in a
+    /// new session's startup, see [`with_startup`](Self::with_startup)).
     pub fn acked(&self) -> Option<u64> {
+        if self.startup_until.is_some() && self.pacing().next().is_none() {
+            // A new session nobody has spoken to yet: as far as we know, a receiver
+            // listening since its start is still at its start.
+            return Some(0);
+        }
         let positions = self.pacing().map(|p| p.next_seq);
         match self.strategy {
             FlowControlStrategy::Max => positions.max(),

@@ -37,6 +37,9 @@ use crate::wire::{Control, Nak, WireError, HEARTBEAT_LEN};
 
 /// Largest number of datagrams in one transmit (the I/O layer's batch limit).
 pub const MAX_BATCH: usize = 256;
+/// How long a new session waits at most for a first receiver's status once it has
+/// filled its retransmit window (see [`FlowControl::with_startup`]).
+pub const STARTUP_GRACE: Duration = Duration::from_millis(100);
 
 /// How a publishing session behaves.
 #[derive(Debug, Clone)]
@@ -64,6 +67,9 @@ pub struct PublisherConfig {
     pub flow_control: FlowControlStrategy,
     /// A receiver silent this long no longer holds the session back.
     pub receiver_timeout: Duration,
+    /// A new session keeps within its retransmit window until a receiver's first
+    /// status, or for this long at most (see [`FlowControl::with_startup`]).
+    pub startup_grace: Duration,
     /// Bytes per second at most (bursts of a batch or 1 ms worth, whichever is larger).
     pub rate_limit: Option<u64>,
 }
@@ -83,6 +89,7 @@ impl PublisherConfig {
             max_heartbeat_interval: Duration::from_millis(100),
             flow_control: FlowControlStrategy::default(),
             receiver_timeout: Duration::from_secs(1),
+            startup_grace: STARTUP_GRACE,
             rate_limit: None,
         }
     }
@@ -273,8 +280,16 @@ impl Publisher {
         if cfg.reliable {
             // The buffer being filled is not retained: the window is the others.
             flow = flow.with_retransmit_window(slots as u64 - 1);
+            if !cfg.startup_grace.is_zero() {
+                flow = flow.with_startup(now + cfg.startup_grace);
+            }
         }
         let budget = cfg.retransmit_budget.clamp(1, MAX_BATCH);
+        let mut timers = TimerTable::default();
+        if let Some(at) = flow.next_expiry() {
+            // The end of the startup grace.
+            timers.set(Timer::ReceiverExpiry, at);
+        }
         Publisher {
             stream: SenderStream::new(cfg.session, cfg.max_payload),
             flow,
@@ -297,7 +312,7 @@ impl Publisher {
             heartbeat_interval: cfg.heartbeat_interval,
             max_heartbeat: cfg.max_heartbeat_interval.max(cfg.heartbeat_interval),
             heartbeat_every: cfg.heartbeat_interval,
-            timers: TimerTable::default(),
+            timers,
             counters: PublisherCounters::default(),
         }
     }
@@ -669,6 +684,7 @@ mod tests {
         PublisherConfig {
             batch: 4,
             retransmit_window: 16 * 200,
+            startup_grace: Duration::ZERO,
             ..PublisherConfig::new(7, 200)
         }
     }
@@ -787,6 +803,66 @@ mod tests {
         assert_eq!(at, t0 + Duration::from_secs(1) + Duration::from_nanos(1));
         p.handle_timeout(at);
         assert_eq!(p.receivers(), 0);
+    }
+
+    /// Sends until the machine stops taking 50-byte messages; returns the datagrams.
+    fn fill(p: &mut Publisher, now: Instant) -> (Vec<Vec<u8>>, Option<Blocked>) {
+        let mut sent = Vec::new();
+        for i in 0..10_000u32 {
+            match p.offer(now, "/t", &[i as u8; 50]) {
+                Ok(()) => {}
+                Err(Blocked::Transmit) => {
+                    sent.extend(drain(p, now).into_iter().flat_map(|(_, d)| d));
+                }
+                Err(b) => {
+                    sent.extend(drain(p, now).into_iter().flat_map(|(_, d)| d));
+                    return (sent, Some(b));
+                }
+            }
+        }
+        (sent, None)
+    }
+
+    #[test]
+    fn a_new_session_keeps_its_window_until_a_receiver_speaks_or_the_grace_ends() {
+        let t0 = Instant::now();
+        let grace = Duration::from_millis(100);
+        let startup = PublisherConfig {
+            startup_grace: grace,
+            ..cfg()
+        };
+        // Nobody speaks: 15 datagrams (what the pool keeps), then held for the grace.
+        let mut p = Publisher::new(startup.clone(), t0);
+        let (sent, why) = fill(&mut p, t0);
+        assert_eq!((sent.len(), why), (15, Some(Blocked::FlowControl)));
+        assert_eq!(p.oldest(), 0, "everything sent is still kept");
+        assert_eq!(p.timers.get(Timer::ReceiverExpiry), Some(t0 + grace));
+        p.handle_timeout(t0 + grace);
+        assert_eq!(p.timers.get(Timer::ReceiverExpiry), None);
+        let (more, why) = fill(&mut p, t0 + grace);
+        assert_eq!(why, None, "unconstrained once the grace is over");
+        assert!(more.len() > 1000);
+        // A receiver's first status ends the startup at once: its window rules.
+        let mut p = Publisher::new(startup.clone(), t0);
+        let (sent, _) = fill(&mut p, t0);
+        assert_eq!(sent.len(), 15);
+        status(&mut p, t0, 1, 15, 10);
+        let (more, why) = fill(&mut p, t0);
+        assert_eq!((more.len(), why), (10, Some(Blocked::FlowControl)));
+        let expiry = t0 + Duration::from_secs(1) + Duration::from_nanos(1);
+        assert_eq!(p.timers.get(Timer::ReceiverExpiry), Some(expiry));
+        // A status for another session, or from a receiver that does not pace a
+        // tagged session, does not end it.
+        let mut p = Publisher::new(
+            PublisherConfig {
+                flow_control: FlowControlStrategy::Tagged(5),
+                ..startup
+            },
+            t0,
+        );
+        status(&mut p, t0, 1, 0, 1000);
+        let (sent, why) = fill(&mut p, t0);
+        assert_eq!((sent.len(), why), (15, Some(Blocked::FlowControl)));
     }
 
     #[test]

@@ -971,6 +971,30 @@ proptest! {
         prop_assert_eq!(sim.max_left_behind, 0, "Min never leaves a receiver behind");
     }
 
+    /// A receiver that listens before the session starts but is slow to send its
+    /// first status (it takes milliseconds to arrive) loses nothing, however hard the
+    /// publisher starts and however little it keeps: a new session keeps within its
+    /// retransmit window until it has heard a receiver. (No `gate` here: the
+    /// application offers everything at once.)
+    #[test]
+    fn a_receiver_slow_to_speak_loses_nothing_at_the_sessions_start(
+        msgs in messages(),
+        mtu in 150usize..600,
+        down in lossy(),
+        up_delay_us in 1000u64..20_000,
+        extra in 1usize..16,
+        seed in any::<u64>(),
+    ) {
+        // It keeps little, but the widest message whole (a message wider than the
+        // window cannot always be repaired).
+        let retained = widest(&msgs, mtu) as usize + extra;
+        let up = Faults { drop: 0, dup: 0, jitter_us: up_delay_us };
+        let rx = SimRx::new(seed, 1, 1 << 16, down, up);
+        let mut sim = Sim::new(publisher_cfg(mtu, 1, retained), &msgs, vec![rx], seed);
+        sim.run(Duration::from_secs(5), true);
+        sim.check_lossless(0);
+    }
+
     /// Max: the fastest receiver paces and gets everything; a slow one, cut off for
     /// longer than the retransmit window lasts, is left behind and accounts for every
     /// message exactly, delivered or inside one loss range.
