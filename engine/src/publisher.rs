@@ -121,6 +121,14 @@ impl Publisher {
 
     /// Copies `payload` into the ring for sending.
     pub fn offer(&mut self, payload: &[u8]) -> Result<(), PublishError> {
+        if let Some(i) = self.shared.inline.get() {
+            // Inline, with nothing of ours queued ahead: straight into the datagram
+            // being built (one copy fewer, no ring record).
+            self.check(payload.len())?;
+            if self.ring.is_empty() && i.offer_direct(&self.shared, &self.topic, payload) {
+                return Ok(());
+            }
+        }
         let mut claim = self.try_claim(payload.len())?;
         claim.copy_from_slice(payload);
         claim.commit();
@@ -152,7 +160,7 @@ impl Publisher {
     pub fn flush(&mut self, timeout: Duration) -> Result<(), PublishError> {
         let deadline = Instant::now() + timeout;
         let mut tries = 0u32;
-        while !self.ring.is_empty() {
+        while !self.ring.is_empty() || self.shared.inline.get().is_some_and(|i| i.tx_pending()) {
             if self.shared.stopped() {
                 return Err(PublishError::Stopped);
             }

@@ -126,6 +126,47 @@ impl Inline {
         self.drive_tx(shared, false);
     }
 
+    /// `offer` from a publisher whose ring is empty: into the datagram being built
+    /// under the sender's lock, then on the wire now unless a burst holds it (as
+    /// [`offered`](Self::offered)). False when it did not go (the sender is busy on
+    /// another thread, or the message is held back): the caller queues it in its ring.
+    pub(crate) fn offer_direct(&self, shared: &Shared, topic: &str, payload: &[u8]) -> bool {
+        let Some(mut tx) = Self::try_lock(shared, &self.tx) else {
+            return false;
+        };
+        let now = Instant::now();
+        self.note_call(now);
+        if !tx.agent.offer_direct(shared, topic, payload, now) {
+            return false;
+        }
+        if ns(self.epoch, now) < self.hold_until.load(Ordering::Relaxed) {
+            // The datagram being built waits for the next call (or the backstop).
+            self.tx_held.store(true, Ordering::Relaxed);
+        } else {
+            let sent_before = shared.counters.tx.datagrams.get();
+            tx.agent.send_pending(shared, now);
+            if shared.counters.tx.datagrams.get() != sent_before {
+                let end = Instant::now();
+                let cost = end.saturating_duration_since(now).min(MAX_HOLD);
+                self.hold_until
+                    .store(ns(self.epoch, end + cost), Ordering::Relaxed);
+                shared.counters.tx.max_cycle_ns.max(ns(now, end));
+            }
+        }
+        drop(tx);
+        // A thread that found the sender taken meanwhile left its work to us.
+        fence(Ordering::SeqCst);
+        if self.tx_wanted.load(Ordering::SeqCst) {
+            self.drive_tx(shared, false);
+        }
+        true
+    }
+
+    /// Whether records or a datagram being built wait for the next sender cycle.
+    pub(crate) fn tx_pending(&self) -> bool {
+        self.tx_held.load(Ordering::Relaxed)
+    }
+
     /// Runs sender cycles until no thread wants another; `control` also reads the
     /// control socket. Returns the work done (0 when another thread holds the sender:
     /// it will look again).

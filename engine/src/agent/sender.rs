@@ -216,6 +216,49 @@ impl SenderAgent {
         c.heartbeats.set(m.heartbeats);
     }
 
+    /// Inline `offer` from a publisher whose ring is empty: the message goes straight
+    /// into the datagram being built (no ring record, no second copy); full batches go
+    /// to the kernel on the way. False when it did not go in whole (flow control, the
+    /// rate limit, no backend yet, or a send that makes no progress): the caller then
+    /// queues it in its ring as usual, and a fragment already taken is resumed from
+    /// there (the machine keeps a fragmented message's position until it is offered
+    /// again).
+    pub(crate) fn offer_direct(
+        &mut self,
+        shared: &Shared,
+        topic: &str,
+        payload: &[u8],
+        now: Instant,
+    ) -> bool {
+        self.commands(shared);
+        if self.backend.is_none() {
+            return false;
+        }
+        // Each round either takes the message or sends a batch; a message needs at most
+        // one round per datagram it spans (datagrams carry at least MIN_PAYLOAD bytes,
+        // a fragment well over 256 of them), plus the batch ahead of it.
+        let rounds = payload.len() / 256 + 4;
+        for _ in 0..rounds {
+            match self.machine.offer(now, topic, payload) {
+                Ok(()) => return true,
+                Err(Blocked::Transmit) => {
+                    transmit(&mut self.machine, &mut self.backend, now);
+                }
+                Err(Blocked::FlowControl | Blocked::RateLimit) => return false,
+            }
+        }
+        false
+    }
+
+    /// Sends what the machine holds (after direct offers) and mirrors the counters.
+    pub(crate) fn send_pending(&mut self, shared: &Shared, now: Instant) {
+        self.machine.handle_timeout(now);
+        transmit(&mut self.machine, &mut self.backend, now);
+        self.mirror(shared);
+        let c = &shared.counters.tx;
+        c.next_seq.set(self.machine.next_seq());
+    }
+
     /// One duty cycle: returns the number of messages (and commands) handled.
     pub(crate) fn do_work(&mut self, shared: &Shared) -> usize {
         self.cycle(shared, true)
