@@ -84,6 +84,7 @@ pub(crate) struct ReceiverCounters {
     pub back_pressured: Counter,
     pub naks_sent: Counter,
     pub unmatched: Counter,
+    pub delivered_direct: Counter,
     pub lost_nak_timeout: Counter,
     pub lost_beyond_window: Counter,
     pub lost_reorder_full: Counter,
@@ -199,6 +200,9 @@ pub struct Stats {
     pub lost_reorder_full: u64,
     /// Messages received that no subscription of this node wanted (topic filter).
     pub unmatched: u64,
+    /// Events an inline poller took straight out of the receive buffer (no copy into
+    /// its ring).
+    pub delivered_direct: u64,
     /// Receive calls that failed.
     pub recv_errors: u64,
     /// Datagrams larger than the receive buffers (over the configured max payload),
@@ -278,6 +282,7 @@ impl Stats {
             ("malformed", self.malformed),
             ("ring_full_drops", self.ring_full_drops),
             ("unmatched", self.unmatched),
+            ("delivered_direct", self.delivered_direct),
             ("recv_errors", self.recv_errors),
             ("truncated", self.truncated),
             ("status_sent", self.status_sent),
@@ -360,6 +365,7 @@ impl Counters {
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),
+            delivered_direct: self.rx.delivered_direct.get(),
             lost_nak_timeout: self.rx.lost_nak_timeout.get(),
             lost_beyond_window: self.rx.lost_beyond_window.get(),
             lost_reorder_full: self.rx.lost_reorder_full.get(),

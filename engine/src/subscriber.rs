@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::agent::{delivery, Shared};
+use crate::agent::{delivery, Direct, Inline, Shared};
 use crate::publisher::backoff;
 use crate::ring;
 
@@ -197,12 +197,52 @@ impl Subscriber {
     /// the live position.
     ///
     /// In [`ThreadingMode::Inline`](crate::ThreadingMode::Inline) this call reads the
-    /// socket itself first (unless another thread is doing so).
-    pub fn poll(&mut self, limit: usize, f: impl FnMut(Event<'_>)) -> usize {
-        if let Some(i) = self.shared.inline.get() {
-            i.poll(&self.shared);
+    /// socket itself first (unless another thread is doing so). Under the default
+    /// back-pressure policy, while nothing of this subscription waits in its ring, `f`
+    /// then gets the messages straight out of the receive buffer, inside the
+    /// receiver's cycle: no copy, no ring record (a slow `f` holds the receiver back,
+    /// as a full ring would). Under the other policies they always go through the
+    /// ring, so a slow application slows nobody else.
+    pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
+        let taken = self.inline_cycle(limit, &mut f, |i, shared, direct| {
+            i.poll(shared, direct);
+        });
+        taken + self.read(limit - taken, f)
+    }
+
+    /// In inline threading, runs `cycle` (a receiver cycle on this thread), letting
+    /// this subscription take its own events straight out of the receive buffer
+    /// ([`Direct`]) unless something of it waits to be handed out first. Returns how
+    /// many it took (0 without inline threading: nothing runs).
+    fn inline_cycle(
+        &mut self,
+        limit: usize,
+        f: &mut dyn FnMut(Event<'_>),
+        cycle: impl FnOnce(&Inline, &Shared, Option<&mut Direct<'_>>),
+    ) -> usize {
+        let direct_ok =
+            limit > 0 && self.resynced.is_empty() && !self.resync.load(Ordering::Acquire);
+        let Subscriber {
+            ring,
+            shared,
+            closed,
+            ..
+        } = self;
+        let Some(i) = shared.inline.get() else {
+            return 0;
+        };
+        if !direct_ok {
+            cycle(i, shared, None);
+            return 0;
         }
-        self.read(limit, f)
+        let mut empty = || ring.is_empty();
+        let mut direct = Direct::new(closed, &mut empty, limit, f);
+        cycle(i, shared, Some(&mut direct));
+        let taken = direct.taken;
+        if taken > 0 {
+            shared.counters.rx.delivered_direct.add_shared(taken as u64);
+        }
+        taken
     }
 
     /// [`poll`](Self::poll) without running the receiver first.
@@ -288,24 +328,31 @@ impl Subscriber {
         // is a blocking receive, which returns at once when a datagram is queued
         // (one syscall per wake-up, as a blocking `recv`).
         let mut waited = !timeout.is_zero() && self.shared.inline.get().is_some_and(|i| i.parks());
+        // Events the last inline wait handed over directly.
+        let mut taken = 0;
         loop {
             // After an inline wait the receiver just ran (it is what woke us): read.
-            let n = if waited {
-                self.read(limit, &mut f)
-            } else {
-                self.poll(limit, &mut f)
-            };
+            let n = taken
+                + if waited {
+                    self.read(limit - taken, &mut f)
+                } else {
+                    self.poll(limit - taken, &mut f)
+                };
             let now = Instant::now();
             if n > 0 || now >= deadline || self.shared.stopped() {
                 return n;
             }
-            waited = match self.shared.inline.get() {
-                Some(i) => i.wait(&self.shared, now - start, deadline - now),
-                None => {
-                    backoff(&mut tries);
-                    false
-                }
-            };
+            if self.shared.inline.get().is_none() {
+                backoff(&mut tries);
+                waited = false;
+                continue;
+            }
+            let (waited_so_far, left) = (now - start, deadline - now);
+            let mut ran = false;
+            taken = self.inline_cycle(limit, &mut f, |i, shared, direct| {
+                ran = i.wait(shared, waited_so_far, left, direct);
+            });
+            waited = ran;
         }
     }
 

@@ -589,6 +589,15 @@ fn slow_listener_under_each_policy() {
                 slow_out.to_str().unwrap(),
             ],
         );
+        // Under back-pressure the publisher goes at twice the others' rate, so the
+        // slow listener's backlog outgrows everything that can hold it on the way (the
+        // receivers' windows, the rings) within the run, whatever their sizes: offer
+        // must then refuse. (At 2000/s an 8 MiB publisher ring can absorb it.)
+        let rate = if policy == "back-pressure" {
+            "4000"
+        } else {
+            "2000"
+        };
         let sent = send(
             backend,
             &[
@@ -599,7 +608,7 @@ fn slow_listener_under_each_policy() {
                 "--repeat",
                 &n,
                 "--rate",
-                "2000",
+                rate,
                 "--size",
                 "8000",
                 "--autonumber",

@@ -112,6 +112,72 @@ fn inline_nodes_deliver_everything_in_order_both_ways() {
     }
 }
 
+/// An inline poller takes its own messages straight out of the receive buffer; what
+/// does not fit its poll's limit goes to its ring and comes next, in order; a second
+/// subscription on the same topics gets everything through its ring.
+#[test]
+fn an_inline_poller_takes_its_messages_directly_and_in_order() {
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            config(65, backend, name)
+                .threading(ThreadingMode::Inline)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(config(65, backend, name).build().unwrap()).unwrap();
+        let mut direct = rx.subscriber(&["/d"]).unwrap();
+        let mut other = rx.subscriber(&["/d"]).unwrap();
+        let mut publ = tx.publisher("/d").unwrap();
+        let n = 6_000u64;
+        let (mut got, mut got_other) = (Vec::new(), Vec::new());
+        let (mut losses, mut joined) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut i = 0;
+        let mut limit = 1;
+        while (got.len() as u64) < n && Instant::now() < deadline {
+            for _ in 0..2 {
+                if i < n && publ.offer(&payload(i)).is_ok() {
+                    i += 1;
+                }
+            }
+            // The first poll takes one event: the session's Joined, so the message
+            // that came with it goes to the ring (the spill path, every time).
+            direct.poll_timeout(limit, Duration::from_millis(1), |ev| match ev {
+                Event::Message(m) => got.push((m.seq(), m.payload().to_vec())),
+                Event::Loss(_) => losses += 1,
+                Event::Session(_) => joined += 1,
+            });
+            if joined > 0 {
+                limit = 3;
+            }
+            if i % 256 == 0 {
+                // the other subscription reads its ring now and then (back-pressure)
+                other.poll(usize::MAX, |ev| {
+                    if let Event::Message(m) = ev {
+                        got_other.push((m.seq(), m.payload().to_vec()));
+                    }
+                });
+            }
+        }
+        assert_eq!((losses, joined), (0, 1), "[{name}]");
+        check_exact(&got, n, name);
+        let s = rx.stats();
+        // n messages and one Joined: at least the first message went by the ring, and
+        // once it drained the poller took its events directly again.
+        assert!(
+            s.delivered_direct > 0 && s.delivered_direct <= n,
+            "[{name}] {s:?}"
+        );
+        drop(direct);
+        let want = n as usize - got_other.len();
+        let (rest, l) = collect(&mut other, want, Duration::from_secs(10));
+        assert_eq!(l, 0, "[{name}]");
+        got_other.extend(rest);
+        check_exact(&got_other, n, &format!("{name}/other"));
+    }
+}
+
 #[test]
 fn an_inline_publisher_that_stops_calling_still_gets_everything_out() {
     for (backend, name) in BACKENDS {

@@ -8,9 +8,11 @@
 //!   goes, packed with what follows, at the next call that finds the hold over. That
 //!   is natural batching on one thread: at low rates every message goes alone and at
 //!   once, at full speed datagrams fill up, and no timer ever waits to fill one.
-//! - `Subscriber::poll` runs a receiver cycle (reading the socket itself) before
-//!   reading its ring; `poll_timeout`/`recv` block in the kernel when the idle
-//!   strategy says to park.
+//! - `Subscriber::poll` runs a receiver cycle (reading the socket itself) and takes
+//!   its own messages straight out of the receive buffer while its ring is empty
+//!   (one copy fewer, no ring record; other subscriptions get theirs in their
+//!   rings); `poll_timeout`/`recv` block in the kernel when the idle strategy says to
+//!   park, and take what wakes them the same way.
 //! - `Node::do_work` runs both, with the control socket (status, NAKs) and timers.
 //! - A backstop thread, parked (it never spins), runs the cycles when the
 //!   application has not called in for a while: held datagrams, NAK answers, status
@@ -25,7 +27,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{ReceiverAgent, SenderAgent, Shared};
+use super::{Direct, ReceiverAgent, SenderAgent, Shared};
 use crate::config::IdleStrategy;
 
 /// The longest a burst holds a message back (a slow cycle, e.g. preempted, does not
@@ -205,15 +207,16 @@ impl Inline {
     }
 
     /// Runs a receiver cycle unless another thread is running one. Runs the sender too when a
-    /// burst left records waiting.
-    pub(crate) fn poll(&self, shared: &Shared) -> usize {
+    /// burst left records waiting. A `direct` poller takes its own events straight
+    /// from the receive buffer.
+    pub(crate) fn poll(&self, shared: &Shared, direct: Option<&mut Direct<'_>>) -> usize {
         self.note_call(Instant::now());
         let mut work = 0;
         if self.tx_held.load(Ordering::Relaxed) {
             work += self.drive_tx(shared, false);
         }
         if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
-            work += rx.do_work(shared, None);
+            work += rx.cycle(shared, None, direct);
         }
         work
     }
@@ -227,7 +230,13 @@ impl Inline {
     /// spin or yield, or (park) block in the kernel for the next datagram, up to
     /// `left` and never past a protocol timer. True when this call ran the receiver
     /// (what it received is in the rings).
-    pub(crate) fn wait(&self, shared: &Shared, waited: Duration, left: Duration) -> bool {
+    pub(crate) fn wait(
+        &self,
+        shared: &Shared,
+        waited: Duration,
+        left: Duration,
+        direct: Option<&mut Direct<'_>>,
+    ) -> bool {
         match self.idle {
             IdleStrategy::BusySpin => std::hint::spin_loop(),
             IdleStrategy::Yield => thread::yield_now(),
@@ -244,7 +253,7 @@ impl Inline {
                             .next_timeout()
                             .map_or(MAX_BLOCK, |t| t.saturating_duration_since(now));
                         let block = left.min(MAX_BLOCK).min(timer);
-                        rx.do_work(shared, Some(block));
+                        rx.cycle(shared, Some(block), direct);
                         return true;
                     }
                     // Another thread reads the socket: it fills our ring too.

@@ -25,7 +25,7 @@ use crate::stats::Counters;
 pub(crate) use idle::{Idler, Wait};
 pub(crate) use inline::Inline;
 pub use receiver::topic_matches;
-pub(crate) use receiver::ReceiverAgent;
+pub(crate) use receiver::{Direct, ReceiverAgent};
 pub(crate) use sender::SenderAgent;
 
 /// Largest number of datagrams in one send or receive batch.

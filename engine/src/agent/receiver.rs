@@ -20,7 +20,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
@@ -54,6 +55,26 @@ impl Pending {
             Pending::Loss(l) => (l.session, l.source),
             Pending::Session(e) => (e.session, e.source),
             Pending::Message { key, .. } => (key.session, key.source),
+        }
+    }
+
+    /// It as handed to an application.
+    fn event(&self) -> Event<'_> {
+        match self {
+            Pending::Loss(l) => Event::Loss(*l),
+            Pending::Session(e) => Event::Session(*e),
+            Pending::Message {
+                key,
+                seq,
+                topic,
+                payload,
+            } => Event::Message(Message {
+                topic,
+                payload,
+                session: key.session,
+                source: key.source,
+                seq: *seq,
+            }),
         }
     }
 
@@ -229,6 +250,69 @@ pub fn topic_matches(prefixes: &[String], topic: &str) -> bool {
 /// Waiting items past which a subscription's losses merge whatever their cause.
 const PENDING_FOLD: usize = 1024;
 
+/// A poller that takes its own events straight out of the receive buffer during one
+/// receiver cycle it runs itself (inline threading): no copy into its ring, no ring
+/// record. Only while its ring and backlog are empty, so order holds: once one of its
+/// events went to the ring instead (the poll's limit was reached), everything after it
+/// in the cycle goes there too, and the poller reads it next.
+///
+/// Only under [`SlowConsumerPolicy::BackPressure`]: the application's callback then
+/// runs inside the receiver's cycle, so a slow one holds the receiver (and through
+/// its status messages, the publishers) back — which is what back-pressure means
+/// anyway. Under drop, conflate and disconnect the ring is what keeps a slow
+/// application from slowing anyone else (the backstop goes on receiving into it),
+/// so those keep it.
+pub(crate) struct Direct<'a> {
+    /// The subscription it is (its `closed` flag identifies it).
+    pub(crate) sub: &'a Arc<AtomicBool>,
+    /// Whether its ring is empty, asked under the receiver's lock (nobody writes it then).
+    pub(crate) ring_empty: &'a mut dyn FnMut() -> bool,
+    /// Events it takes at most.
+    pub(crate) limit: usize,
+    /// Events handed over so far.
+    pub(crate) taken: usize,
+    /// Still taking events directly in this cycle.
+    open: bool,
+    pub(crate) f: &'a mut dyn FnMut(Event<'_>),
+}
+
+impl<'a> Direct<'a> {
+    pub(crate) fn new(
+        sub: &'a Arc<AtomicBool>,
+        ring_empty: &'a mut dyn FnMut() -> bool,
+        limit: usize,
+        f: &'a mut dyn FnMut(Event<'_>),
+    ) -> Self {
+        Direct {
+            sub,
+            ring_empty,
+            limit,
+            taken: 0,
+            open: false,
+            f,
+        }
+    }
+
+    /// Whether `s` is this poller's subscription; if so and it may take the event now,
+    /// hands it over and returns true, else closes for the rest of the cycle.
+    fn take(&mut self, s: &Subscription, ev: Event<'_>) -> bool {
+        if !Arc::ptr_eq(self.sub, &s.entry.closed) {
+            return false;
+        }
+        if self.open
+            && self.taken < self.limit
+            && s.entry.policy == SlowConsumerPolicy::BackPressure
+            && !s.has_backlog()
+        {
+            (self.f)(ev);
+            self.taken += 1;
+            return true;
+        }
+        self.open = false;
+        false
+    }
+}
+
 struct Subscription {
     entry: SubscriptionEntry,
     /// Events (and, for back-pressure, messages) not yet written, oldest first. A loss
@@ -260,22 +344,7 @@ impl Subscription {
         let Some(h) = self.entry.handler.as_mut() else {
             return false;
         };
-        match ev {
-            Pending::Loss(l) => h(Event::Loss(*l)),
-            Pending::Session(e) => h(Event::Session(*e)),
-            Pending::Message {
-                key,
-                seq,
-                topic,
-                payload,
-            } => h(Event::Message(Message {
-                topic,
-                payload,
-                session: key.session,
-                source: key.source,
-                seq: *seq,
-            })),
-        }
+        h(ev.event());
         true
     }
 
@@ -448,7 +517,12 @@ fn adopt(subs: &mut Vec<Subscription>, shared: &Shared) -> usize {
     n
 }
 
-fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
+fn dispatch(
+    subs: &mut [Subscription],
+    shared: &Shared,
+    direct: &mut Option<&mut Direct<'_>>,
+    d: Delivery<'_>,
+) {
     let ev = match d {
         Delivery::Message {
             from,
@@ -458,8 +532,20 @@ fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
         } => {
             let mut matched = false;
             for s in subs.iter_mut().filter(|s| s.matches(topic)) {
-                s.deliver_message(from, seq, topic, payload, shared);
                 matched = true;
+                if let Some(dr) = direct.as_deref_mut() {
+                    let m = Message {
+                        topic,
+                        payload,
+                        session: from.session,
+                        source: from.source,
+                        seq,
+                    };
+                    if dr.take(s, Event::Message(m)) {
+                        continue;
+                    }
+                }
+                s.deliver_message(from, seq, topic, payload, shared);
             }
             if !matched {
                 shared.counters.rx.unmatched.add(1);
@@ -483,6 +569,11 @@ fn dispatch(subs: &mut [Subscription], shared: &Shared, d: Delivery<'_>) {
     // What was lost cannot be filtered by topic, nor can a publisher's coming and
     // going: every subscription hears them.
     for s in subs.iter_mut() {
+        if let Some(dr) = direct.as_deref_mut() {
+            if dr.take(s, ev.event()) {
+                continue;
+            }
+        }
         s.deliver_event(ev.clone());
     }
 }
@@ -610,6 +701,17 @@ impl ReceiverAgent {
 
     /// One duty cycle; may block up to `block` waiting for the first datagram.
     pub(crate) fn do_work(&mut self, shared: &Shared, block: Option<Duration>) -> usize {
+        self.cycle(shared, block, None)
+    }
+
+    /// A duty cycle run by a poller (inline threading) that takes its own events
+    /// directly (see [`Direct`]).
+    pub(crate) fn cycle(
+        &mut self,
+        shared: &Shared,
+        block: Option<Duration>,
+        mut direct: Option<&mut Direct<'_>>,
+    ) -> usize {
         let mut work = 0;
         while let Some(cmd) = shared.rx_commands.pop() {
             work += 1;
@@ -626,6 +728,9 @@ impl ReceiverAgent {
             }
         }
         work += adopt(&mut self.subs, shared);
+        if let Some(d) = direct.as_deref_mut() {
+            d.open = (d.ring_empty)();
+        }
         if self.backend.is_none() {
             if let Some(d) = block {
                 std::thread::park_timeout(d);
@@ -653,8 +758,9 @@ impl ReceiverAgent {
                 // Stamped when it came off the socket: the receive may have blocked.
                 let now = Instant::now();
                 // Malformed datagrams are counted inside the receiver and dropped here.
-                let _ =
-                    proto.handle_datagram(now, source, bytes, &mut |d| dispatch(subs, shared, d));
+                let _ = proto.handle_datagram(now, source, bytes, &mut |d| {
+                    dispatch(subs, shared, &mut direct, d)
+                });
             });
             match got {
                 Ok(n) => work += n,
@@ -682,7 +788,7 @@ impl ReceiverAgent {
         }
         if self.proto.poll_timeout().is_some_and(|t| t <= now) {
             let (proto, subs) = (&mut self.proto, &mut self.subs);
-            proto.handle_timeout(now, &mut |d| dispatch(subs, shared, d));
+            proto.handle_timeout(now, &mut |d| dispatch(subs, shared, &mut direct, d));
         }
         self.send_naks(shared);
         self.send_status(now, shared);
