@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::agent::{Shared, POLL_SLEEP};
+use crate::agent::{DirectClaim, Inline, Shared, POLL_SLEEP};
 use crate::error::PublishError;
 use crate::ring;
 
@@ -30,31 +30,51 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// Space claimed in a publisher's ring: fill it, then [`commit`](Claim::commit).
-/// Dropping it without committing publishes nothing.
+/// Space claimed for one message: fill it, then [`commit`](Claim::commit). Dropping
+/// it without committing publishes nothing. Under inline threading, while nothing of
+/// the publisher waits in its ring, the space is in the datagram being built (the
+/// message is written once, where it is sent from; the node's sender is held until
+/// the claim is committed or dropped, so keep claims short); otherwise it is in the
+/// publisher's ring.
 pub struct Claim<'a> {
-    inner: ring::Claim<'a>,
+    inner: ClaimInner<'a>,
     shared: &'a Shared,
+}
+
+enum ClaimInner<'a> {
+    Ring(ring::Claim<'a>),
+    Direct(DirectClaim<'a>),
 }
 
 impl Claim<'_> {
     /// Publishes the claimed message.
     pub fn commit(self) {
-        self.inner.commit();
-        self.shared.published();
+        match self.inner {
+            ClaimInner::Ring(c) => {
+                c.commit();
+                self.shared.published();
+            }
+            ClaimInner::Direct(c) => Inline::commit_direct(c),
+        }
     }
 }
 
 impl Deref for Claim<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.inner
+        match &self.inner {
+            ClaimInner::Ring(c) => c,
+            ClaimInner::Direct(c) => c.bytes(),
+        }
     }
 }
 
 impl DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.inner
+        match &mut self.inner {
+            ClaimInner::Ring(c) => c,
+            ClaimInner::Direct(c) => c.bytes_mut(),
+        }
     }
 }
 
@@ -102,21 +122,24 @@ impl Publisher {
     /// Claims `len` bytes in the ring to be filled in place (no copy) and committed.
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
         self.check(len)?;
-        if self.shared.inline.get().is_some() && self.ring.free_bytes() < len + 2 * 64 {
-            // Inline, nobody else drains the ring: send what waits (a burst may have
-            // held it) before deciding the ring is full.
-            self.shared.kick_sender();
-        }
-        match self.ring.try_claim(len) {
-            Some(inner) => Ok(Claim {
-                inner,
-                shared: &self.shared,
-            }),
-            None => {
-                self.shared.counters.app.back_pressure.add_shared(1);
-                Err(PublishError::BackPressured)
+        let Publisher {
+            ring,
+            shared,
+            topic,
+            ..
+        } = self;
+        if let Some(i) = shared.inline.get() {
+            // Inline, with nothing of ours queued ahead: in the datagram being built.
+            if ring.is_empty() {
+                if let Some(c) = i.claim_direct(shared, topic, len) {
+                    return Ok(Claim {
+                        inner: ClaimInner::Direct(c),
+                        shared,
+                    });
+                }
             }
         }
+        claim_in_ring(ring, shared, len)
     }
 
     /// Copies `payload` into the ring for sending.
@@ -129,7 +152,7 @@ impl Publisher {
                 return Ok(());
             }
         }
-        let mut claim = self.try_claim(payload.len())?;
+        let mut claim = claim_in_ring(&mut self.ring, &self.shared, payload.len())?;
         claim.copy_from_slice(payload);
         claim.commit();
         Ok(())
@@ -184,6 +207,29 @@ pub(crate) fn backoff(tries: &mut u32) {
         std::thread::yield_now();
     } else {
         std::thread::sleep(POLL_SLEEP);
+    }
+}
+
+/// Claims `len` bytes in a publisher's ring.
+fn claim_in_ring<'a>(
+    ring: &'a mut ring::Producer,
+    shared: &'a Shared,
+    len: usize,
+) -> Result<Claim<'a>, PublishError> {
+    if shared.inline.get().is_some() && ring.free_bytes() < len + 2 * 64 {
+        // Inline, nobody else drains the ring: send what waits (a burst may have held
+        // it) before deciding the ring is full.
+        shared.kick_sender();
+    }
+    match ring.try_claim(len) {
+        Some(inner) => Ok(Claim {
+            inner: ClaimInner::Ring(inner),
+            shared,
+        }),
+        None => {
+            shared.counters.app.back_pressure.add_shared(1);
+            Err(PublishError::BackPressured)
+        }
     }
 }
 

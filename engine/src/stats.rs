@@ -126,7 +126,7 @@ pub struct Stats {
     pub backend: BackendKind,
     /// Why that backend was chosen.
     pub backend_reason: String,
-    /// The threading the node runs with ([`ThreadingMode::Auto`] resolved).
+    /// The threading the node runs with ([`ThreadingMode::Auto`](crate::ThreadingMode::Auto) resolved).
     pub threading: crate::config::ThreadingMode,
     /// Why (and a warning when the configuration oversubscribes the cores).
     pub threading_reason: String,

@@ -4,10 +4,15 @@
 //! - `offer`/`commit` runs a sender cycle at once, so a message is handed to the
 //!   kernel before `offer` returns — unless the node is in a burst: a message offered
 //!   before the previous send's cost has been paid again in application time (the
-//!   previous cycle's duration, at most [`MAX_HOLD`]) waits in the publisher ring and
-//!   goes, packed with what follows, at the next call that finds the hold over. That
-//!   is natural batching on one thread: at low rates every message goes alone and at
-//!   once, at full speed datagrams fill up, and no timer ever waits to fill one.
+//!   previous cycle's duration, at most [`MAX_HOLD`]) waits in the datagram being
+//!   built and goes, packed with what follows, at the next call that finds the hold
+//!   over. That is natural batching on one thread: at low rates every message goes
+//!   alone and at once, at full speed datagrams fill up, and no timer ever waits to
+//!   fill one. While the publisher's ring is empty, `offer` appends the message
+//!   straight to the datagram being built and `try_claim` hands out room in it (the
+//!   application writes the message where it is sent from), under the sender's lock:
+//!   no ring record, no second copy. Anything else (a busy sender, flow control, the
+//!   rate limit) goes through the ring as before, so order holds.
 //! - `Subscriber::poll` runs a receiver cycle (reading the socket itself) and takes
 //!   its own messages straight out of the receive buffer while its ring is empty
 //!   (one copy fewer, no ring record; other subscriptions get theirs in their
@@ -53,9 +58,49 @@ const SPIN_BEFORE_BLOCK: Duration = Duration::ZERO;
 /// ...for at most this long at a time (and never past a protocol timer).
 const MAX_BLOCK: Duration = Duration::from_millis(10);
 
-struct Tx {
+pub(crate) struct Tx {
     agent: SenderAgent,
     next_control: Instant,
+}
+
+/// A claim in the datagram being built (inline threading): the sender's lock is held
+/// until it is committed or dropped; dropped, it publishes nothing.
+pub(crate) struct DirectClaim<'a> {
+    tx: Option<MutexGuard<'a, Tx>>,
+    room: std::ops::Range<usize>,
+    now: Instant,
+    /// `now` in ns since the inline epoch.
+    t: u64,
+    inline: &'a Inline,
+    shared: &'a Shared,
+}
+
+impl DirectClaim<'_> {
+    /// The payload bytes to fill.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.tx {
+            Some(tx) => tx.agent.claimed_ref(self.room.clone()),
+            None => &[],
+        }
+    }
+
+    /// The same, writable.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.tx {
+            Some(tx) => tx.agent.claimed(self.room.clone()),
+            None => &mut [],
+        }
+    }
+}
+
+impl Drop for DirectClaim<'_> {
+    /// An abandoned claim: nothing is numbered or sent (the frame head written past
+    /// the datagram's end is overwritten by the next message).
+    fn drop(&mut self) {
+        if self.tx.take().is_some() {
+            self.inline.released(self.shared);
+        }
+    }
 }
 
 /// The agents of an inline node, driven by whichever thread calls in.
@@ -97,8 +142,12 @@ impl Inline {
         }
     }
 
-    fn note_call(&self, now: Instant) {
-        self.last_call.store(ns(self.epoch, now), Ordering::Relaxed);
+    /// Notes that the application called in at `now`; returns `now` in ns since
+    /// the epoch.
+    fn note_call(&self, now: Instant) -> u64 {
+        let t = ns(self.epoch, now);
+        self.last_call.store(t, Ordering::Relaxed);
+        t
     }
 
     /// A lock that is never waited on; a poisoned one (a cycle panicked) stops the node.
@@ -119,9 +168,8 @@ impl Inline {
     /// After a commit: send now unless a burst holds the message for the next datagram.
     #[inline]
     pub(crate) fn offered(&self, shared: &Shared) {
-        let now = Instant::now();
-        self.note_call(now);
-        if ns(self.epoch, now) < self.hold_until.load(Ordering::Relaxed) {
+        let t = self.note_call(Instant::now());
+        if t < self.hold_until.load(Ordering::Relaxed) {
             self.tx_held.store(true, Ordering::Relaxed);
             return;
         }
@@ -137,11 +185,53 @@ impl Inline {
             return false;
         };
         let now = Instant::now();
-        self.note_call(now);
+        let t = self.note_call(now);
         if !tx.agent.offer_direct(shared, topic, payload, now) {
             return false;
         }
-        if ns(self.epoch, now) < self.hold_until.load(Ordering::Relaxed) {
+        self.sent_direct(shared, tx, now, t);
+        true
+    }
+
+    /// `try_claim` from a publisher whose ring is empty: room for the message in the
+    /// datagram being built, held under the sender's lock until the claim is
+    /// committed ([`commit_direct`](Self::commit_direct)) or dropped. `None` when the
+    /// caller is to claim in its ring instead.
+    pub(crate) fn claim_direct<'a>(
+        &'a self,
+        shared: &'a Shared,
+        topic: &str,
+        len: usize,
+    ) -> Option<DirectClaim<'a>> {
+        let mut tx = Self::try_lock(shared, &self.tx)?;
+        let now = Instant::now();
+        let t = self.note_call(now);
+        let room = tx.agent.claim_direct(shared, topic, len, now)?;
+        Some(DirectClaim {
+            tx: Some(tx),
+            room,
+            now,
+            t,
+            inline: self,
+            shared,
+        })
+    }
+
+    /// Numbers a direct claim's message, then sends as `offer_direct` does.
+    pub(crate) fn commit_direct(mut claim: DirectClaim<'_>) {
+        if let Some(mut tx) = claim.tx.take() {
+            tx.agent.commit_claim(claim.room.clone());
+            claim
+                .inline
+                .sent_direct(claim.shared, tx, claim.now, claim.t);
+        }
+    }
+
+    /// After a message went into the datagram being built: it goes on the wire now
+    /// unless a burst holds it; then the sender is released, and another thread's
+    /// wish for a cycle meanwhile is honoured.
+    fn sent_direct(&self, shared: &Shared, mut tx: MutexGuard<'_, Tx>, now: Instant, t: u64) {
+        if t < self.hold_until.load(Ordering::Relaxed) {
             // The datagram being built waits for the next call (or the backstop).
             self.tx_held.store(true, Ordering::Relaxed);
         } else {
@@ -156,12 +246,16 @@ impl Inline {
             }
         }
         drop(tx);
-        // A thread that found the sender taken meanwhile left its work to us.
+        self.released(shared);
+    }
+
+    /// The sender's lock was just released: a thread that found it taken meanwhile
+    /// left its work to us.
+    fn released(&self, shared: &Shared) {
         fence(Ordering::SeqCst);
         if self.tx_wanted.load(Ordering::SeqCst) {
             self.drive_tx(shared, false);
         }
-        true
     }
 
     /// Whether records or a datagram being built wait for the next sender cycle.

@@ -23,7 +23,7 @@ use crate::ring::{Consumer, Producer};
 use crate::stats::Counters;
 
 pub(crate) use idle::{Idler, Wait};
-pub(crate) use inline::Inline;
+pub(crate) use inline::{DirectClaim, Inline};
 pub use receiver::topic_matches;
 pub(crate) use receiver::{Direct, ReceiverAgent};
 pub(crate) use sender::SenderAgent;

@@ -230,24 +230,65 @@ impl SenderAgent {
         payload: &[u8],
         now: Instant,
     ) -> bool {
-        self.commands(shared);
-        if self.backend.is_none() {
-            return false;
-        }
-        // Each round either takes the message or sends a batch; a message needs at most
-        // one round per datagram it spans (datagrams carry at least MIN_PAYLOAD bytes,
-        // a fragment well over 256 of them), plus the batch ahead of it.
+        // A message needs at most one round per datagram it spans (datagrams carry at
+        // least MIN_PAYLOAD bytes, a fragment well over 256 of them), plus the batch
+        // ahead of it.
         let rounds = payload.len() / 256 + 4;
+        self.direct(shared, now, rounds, |m| {
+            m.offer(now, topic, payload).map(Some)
+        })
+        .is_some()
+    }
+
+    /// Inline `try_claim` from a publisher whose ring is empty: room for a whole
+    /// message of `len` bytes in the datagram being built (see
+    /// [`Publisher::claim`]); `None` when the caller is to claim in its ring instead.
+    pub(crate) fn claim_direct(
+        &mut self,
+        shared: &Shared,
+        topic: &str,
+        len: usize,
+        now: Instant,
+    ) -> Option<std::ops::Range<usize>> {
+        self.direct(shared, now, 4, |m| m.claim(now, topic, len))
+    }
+
+    /// The payload bytes of a direct claim.
+    pub(crate) fn claimed(&mut self, room: std::ops::Range<usize>) -> &mut [u8] {
+        self.machine.claimed(room)
+    }
+
+    /// The same, read-only.
+    pub(crate) fn claimed_ref(&self, room: std::ops::Range<usize>) -> &[u8] {
+        self.machine.claimed_ref(room)
+    }
+
+    /// Numbers a direct claim's message.
+    pub(crate) fn commit_claim(&mut self, room: std::ops::Range<usize>) {
+        self.machine.commit_claim(room);
+    }
+
+    /// Runs `attempt` on the machine, transmitting the batches it asks for, up to
+    /// `rounds` times; `None` when it did not succeed (or there is no backend yet).
+    fn direct<T>(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        rounds: usize,
+        mut attempt: impl FnMut(&mut Publisher) -> Result<Option<T>, Blocked>,
+    ) -> Option<T> {
+        self.commands(shared);
+        self.backend.as_ref()?;
         for _ in 0..rounds {
-            match self.machine.offer(now, topic, payload) {
-                Ok(()) => return true,
+            match attempt(&mut self.machine) {
+                Ok(v) => return v,
                 Err(Blocked::Transmit) => {
                     transmit(&mut self.machine, &mut self.backend, now);
                 }
-                Err(Blocked::FlowControl | Blocked::RateLimit) => return false,
+                Err(Blocked::FlowControl | Blocked::RateLimit) => return None,
             }
         }
-        false
+        None
     }
 
     /// Sends what the machine holds (after direct offers) and mirrors the counters.

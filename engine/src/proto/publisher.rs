@@ -436,29 +436,12 @@ impl Publisher {
             // Not the message being fragmented (a caller bug): start over with it.
             self.frag = None;
         }
-        for _ in 0..2 {
-            if self.pool[self.head].is_empty() {
-                if !self.window_allows(1) {
-                    return Err(Blocked::FlowControl);
-                }
-                self.rate_allows(now)?;
-            }
-            match self
-                .stream
-                .append(&mut self.pool[self.head], topic, payload)
-            {
-                Append::Done => {
-                    bump(&mut self.counters.messages, 1);
-                    return Ok(());
-                }
-                Append::Full => {
-                    self.seal();
-                    if self.needs_transmit() {
-                        return Err(Blocked::Transmit);
-                    }
-                }
-                Append::TooLarge => break,
-            }
+        if let Some(room) = self.room_for(now, topic, payload.len())? {
+            self.pool[self.head]
+                .room(room.clone())
+                .copy_from_slice(payload);
+            self.commit_claim(room);
+            return Ok(());
         }
         // Larger than a datagram (or, which cannot happen, not fitting an empty one).
         self.seal();
@@ -478,6 +461,74 @@ impl Publisher {
         }
         self.rate_allows(now)?;
         self.fragment_from(topic, payload, 0)
+    }
+
+    /// Room for a whole message of `len` bytes in the datagram being built (sealing
+    /// a full one first), within the windows and the rate limit; `None` when it does
+    /// not fit a datagram whole.
+    fn room_for(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        len: usize,
+    ) -> Result<Option<std::ops::Range<usize>>, Blocked> {
+        for _ in 0..2 {
+            if self.pool[self.head].is_empty() {
+                if !self.window_allows(1) {
+                    return Err(Blocked::FlowControl);
+                }
+                self.rate_allows(now)?;
+            }
+            match self.stream.begin(&mut self.pool[self.head], topic, len) {
+                Ok(room) => return Ok(Some(room)),
+                Err(Append::Full) => {
+                    self.seal();
+                    if self.needs_transmit() {
+                        return Err(Blocked::Transmit);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims room for a whole message of `len` bytes in the datagram being built, to
+    /// be filled in place through [`claimed`](Self::claimed) and then numbered by
+    /// [`commit_claim`](Self::commit_claim); a claim never committed publishes
+    /// nothing (call nothing else on the machine in between). The same rules as
+    /// [`offer`](Self::offer) decide; `Ok(None)` when the message cannot be claimed in
+    /// place — wider than a datagram, or a fragmented message is half sent — and is to
+    /// be offered as a whole instead.
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        len: usize,
+    ) -> Result<Option<std::ops::Range<usize>>, Blocked> {
+        if self.needs_transmit() {
+            return Err(Blocked::Transmit);
+        }
+        if self.frag.is_some() {
+            return Ok(None);
+        }
+        self.room_for(now, topic, len)
+    }
+
+    /// The payload bytes of a claim.
+    pub fn claimed(&mut self, room: std::ops::Range<usize>) -> &mut [u8] {
+        self.pool[self.head].room(room)
+    }
+
+    /// The same, read-only.
+    pub fn claimed_ref(&self, room: std::ops::Range<usize>) -> &[u8] {
+        self.pool[self.head].room_ref(room)
+    }
+
+    /// Numbers the message of a claim (its payload filled).
+    pub fn commit_claim(&mut self, room: std::ops::Range<usize>) {
+        self.stream.commit(&mut self.pool[self.head], room);
+        bump(&mut self.counters.messages, 1);
     }
 
     fn fragment_from(
@@ -754,6 +805,31 @@ mod tests {
         assert_eq!(p.counters().messages, 9);
         assert_eq!(p.counters().datagrams, 5);
         assert!(!p.has_transmit());
+    }
+
+    #[test]
+    fn a_claim_is_written_in_place_and_an_abandoned_one_publishes_nothing() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(cfg(), t0);
+        let room = p.claim(t0, "/t", 3).unwrap().unwrap();
+        p.claimed(room.clone()).copy_from_slice(b"abc");
+        assert_eq!(p.claimed_ref(room.clone()), b"abc");
+        p.commit_claim(room);
+        // abandoned: claimed and filled, never committed
+        let room = p.claim(t0, "/t", 3).unwrap().unwrap();
+        p.claimed(room).copy_from_slice(b"zzz");
+        p.offer(t0, "/u", b"de").unwrap();
+        let out = drain(&mut p, t0);
+        let (h, frames) = Frames::decode(&out[0].1[0], 1 << 20).unwrap();
+        assert_eq!((h.seq, h.msg_seq, h.count), (0, 0, 2));
+        let got: Vec<(&str, &[u8])> = frames.map(|f| (f.topic, f.payload)).collect();
+        assert_eq!(got, vec![("/t", &b"abc"[..]), ("/u", &b"de"[..])]);
+        assert_eq!(p.counters().messages, 2);
+        // wider than a datagram: not claimable in place, offered whole instead
+        assert_eq!(p.claim(t0, "/t", 1000), Ok(None));
+        // the windows hold a claim back as they hold an offer
+        status(&mut p, t0, 1, 1, 0);
+        assert_eq!(p.claim(t0, "/t", 3), Err(Blocked::FlowControl));
     }
 
     #[test]

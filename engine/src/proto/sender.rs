@@ -2,7 +2,8 @@
 //! splits messages too large for one datagram into fragments. No I/O, no clock.
 
 use crate::wire::{
-    encode_frame, frame_len, Fragment, Header, Kind, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN, HEADER_LEN,
+    encode_frame, encode_frame_head, frame_len, Fragment, Header, Kind, FRAGMENT_EXT_LEN,
+    FRAME_HEADER_LEN, HEADER_LEN,
 };
 
 /// A reusable datagram buffer being filled with frames.
@@ -40,6 +41,16 @@ impl DatagramBuf {
     /// The encoded datagram (valid after [`SenderStream::seal`]).
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    /// Bytes of the buffer (a claimed payload, see [`SenderStream::begin`]).
+    pub fn room(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.buf[r]
+    }
+
+    /// The same, read-only.
+    pub fn room_ref(&self, r: std::ops::Range<usize>) -> &[u8] {
+        &self.buf[r]
     }
 
     /// Empties the buffer for reuse.
@@ -122,25 +133,48 @@ impl SenderStream {
 
     /// Appends a whole message to `d`, numbering it.
     pub fn append(&mut self, d: &mut DatagramBuf, topic: &str, payload: &[u8]) -> Append {
-        if payload.len() > self.max_whole_payload(topic.len()) {
-            return Append::TooLarge;
-        }
-        let limit = self.max_payload.min(d.buf.len());
-        if d.len + frame_len(topic.len(), payload.len(), false) > limit || d.count == u16::MAX {
-            return Append::Full;
-        }
-        match encode_frame(&mut d.buf[d.len..limit], topic, payload, None) {
-            Some(n) => {
-                if d.count == 0 {
-                    d.msg_seq = self.next_msg_seq;
-                }
-                d.len += n;
-                d.count += 1;
-                self.next_msg_seq += 1;
+        match self.begin(d, topic, payload.len()) {
+            Ok(room) => {
+                d.buf[room.clone()].copy_from_slice(payload);
+                self.commit(d, room);
                 Append::Done
             }
-            None => Append::Full,
+            Err(a) => a,
         }
+    }
+
+    /// Starts a whole message of `len` bytes in `d`: writes its frame head and returns
+    /// where its payload goes. Nothing counts until [`commit`](Self::commit) (a claim
+    /// that is never committed leaves `d` as it was); `Err` is `Full` or `TooLarge`
+    /// as for [`append`](Self::append).
+    pub fn begin(
+        &mut self,
+        d: &mut DatagramBuf,
+        topic: &str,
+        len: usize,
+    ) -> Result<std::ops::Range<usize>, Append> {
+        if len > self.max_whole_payload(topic.len()) {
+            return Err(Append::TooLarge);
+        }
+        let limit = self.max_payload.min(d.buf.len());
+        if d.len + frame_len(topic.len(), len, false) > limit || d.count == u16::MAX {
+            return Err(Append::Full);
+        }
+        match encode_frame_head(&mut d.buf[d.len..limit], topic, len, None) {
+            Some((at, need)) => Ok(d.len + at..d.len + need),
+            None => Err(Append::Full),
+        }
+    }
+
+    /// Numbers the message [`begin`](Self::begin) started in `d` (its payload at
+    /// `room`, now filled).
+    pub fn commit(&mut self, d: &mut DatagramBuf, room: std::ops::Range<usize>) {
+        if d.count == 0 {
+            d.msg_seq = self.next_msg_seq;
+        }
+        d.len = room.end;
+        d.count += 1;
+        self.next_msg_seq += 1;
     }
 
     /// Writes the fragment of `payload` that starts at `offset` into the empty

@@ -51,8 +51,23 @@ pub fn encode_frame(
     payload: &[u8],
     fragment: Option<Fragment>,
 ) -> Option<usize> {
-    let need = frame_len(topic.len(), payload.len(), fragment.is_some());
-    let len = u32::try_from(payload.len()).ok()?;
+    let (at, need) = encode_frame_head(out, topic, payload.len(), fragment)?;
+    out[at..need].copy_from_slice(payload);
+    Some(need)
+}
+
+/// Encodes the head of a frame carrying `payload_len` bytes (everything but the
+/// payload) at the start of `out`. Returns where the payload goes and the frame's
+/// whole length, or `None` as [`encode_frame`] does. A claim writes the payload in
+/// place afterwards.
+pub fn encode_frame_head(
+    out: &mut [u8],
+    topic: &str,
+    payload_len: usize,
+    fragment: Option<Fragment>,
+) -> Option<(usize, usize)> {
+    let need = frame_len(topic.len(), payload_len, fragment.is_some());
+    let len = u32::try_from(payload_len).ok()?;
     let topic_len = u16::try_from(topic.len()).ok()?;
     let out = out.get_mut(..need)?;
     let flags = match fragment {
@@ -79,8 +94,7 @@ pub fn encode_frame(
     }
     out[pos..pos + topic.len()].copy_from_slice(topic.as_bytes());
     pos += topic.len();
-    out[pos..].copy_from_slice(payload);
-    Some(need)
+    Some((pos, need))
 }
 
 /// Parses one frame at `pos` of `body`; returns it and the position after it.

@@ -24,7 +24,8 @@ mod header;
 
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
 pub use frame::{
-    encode_frame, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
+    encode_frame, encode_frame_head, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN,
+    FRAME_HEADER_LEN,
 };
 pub use header::{Header, Kind, HEADER_LEN, MAX_SEQ};
 
