@@ -96,6 +96,9 @@ pub enum Params {
         max_payload: Option<usize>,
         /// NAK repair on (default) or best effort.
         reliable: bool,
+        /// Bytes a publisher keeps for retransmission; `None` = the engine's default.
+        #[serde(default)]
+        retransmit_window: Option<usize>,
     },
     Aeron {
         /// Media driver and client conductor in INVOKER mode: their duty cycles run in

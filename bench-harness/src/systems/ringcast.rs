@@ -16,6 +16,8 @@
 //! * `best-effort` — repair off (the cost of reliability is default vs best-effort);
 //! * `io_uring`, `fallback` — the backend forced with `RINGCAST_BACKEND=uring|mmsg`
 //!   on the child processes;
+//! * `window16m` — a 16 MiB retransmit window (the default before 4 MiB): what a
+//!   window that no longer fits the caches costs at full speed;
 //! * `mtu1472`, `mtu1408` — datagram payload capped at 1472 bytes (Ethernet) or
 //!   1408 bytes (Aeron's default MTU, for the comparison at equal datagram size).
 //!
@@ -56,6 +58,7 @@ struct Cfg {
     backend: Option<&'static str>,
     max_payload: Option<usize>,
     reliable: bool,
+    retransmit_window: Option<usize>,
     primary: bool,
 }
 
@@ -66,6 +69,7 @@ const BASE: Cfg = Cfg {
     backend: None,
     max_payload: None,
     reliable: true,
+    retransmit_window: None,
     primary: false,
 };
 
@@ -83,6 +87,7 @@ pub fn variants() -> Vec<Variant> {
             backend: c.backend.map(str::to_owned),
             max_payload: c.max_payload,
             reliable: c.reliable,
+            retransmit_window: c.retransmit_window,
         },
     };
     let dedicated = Cfg {
@@ -150,6 +155,13 @@ pub fn variants() -> Vec<Variant> {
             "fallback",
             Cfg {
                 backend: Some("mmsg"),
+                ..BASE
+            },
+        ),
+        mk(
+            "window16m",
+            Cfg {
+                retransmit_window: Some(16 << 20),
                 ..BASE
             },
         ),
@@ -273,6 +285,7 @@ mod imp {
             spin_poll,
             max_payload,
             reliable,
+            retransmit_window,
             ..
         } = spec.variant.params.clone()
         else {
@@ -289,6 +302,9 @@ mod imp {
             .reliable(reliable);
         if let Some(m) = max_payload {
             b = b.max_payload(m);
+        }
+        if let Some(w) = retransmit_window {
+            b = b.retransmit_window(w);
         }
         if busy_spin {
             b = b.idle(IdleStrategy::BusySpin);

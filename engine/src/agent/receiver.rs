@@ -586,6 +586,18 @@ fn session_event(from: SessionKey, state: SessionState) -> Pending {
     })
 }
 
+/// Bytes a receiver lets pass between two status messages to a sending publisher at
+/// most (a quarter of its window when that is less). Publishers keep
+/// `retransmit_window` bytes (4 MiB by default) and never run further ahead of their
+/// slowest receiver than that: the status must come well before.
+const STATUS_EVERY_BYTES: usize = 512 << 10;
+
+/// [`STATUS_EVERY_BYTES`] in datagrams of `max_payload` (publishers count their
+/// window in datagrams of the same size).
+fn status_every(max_payload: usize) -> u32 {
+    u32::try_from((STATUS_EVERY_BYTES / max_payload.max(1)).max(2)).unwrap_or(u32::MAX)
+}
+
 pub(crate) struct ReceiverAgent {
     backend: Option<Box<dyn RxBackend>>,
     control: Option<Socket>,
@@ -616,6 +628,7 @@ impl ReceiverAgent {
                 nak_retries: config.nak_retries,
                 seed: super::random_u64(),
                 publisher_timeout: config.publisher_timeout,
+                status_every: status_every(max_payload),
                 ..Default::default()
             }),
             subs: Vec::new(),

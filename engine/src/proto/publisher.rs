@@ -82,7 +82,7 @@ impl PublisherConfig {
             max_payload,
             reliable: true,
             batch: 32,
-            retransmit_window: 16 << 20,
+            retransmit_window: 4 << 20,
             retransmit_budget: MAX_BATCH,
             retransmit_linger: Duration::from_micros(500),
             heartbeat_interval: Duration::from_millis(1),

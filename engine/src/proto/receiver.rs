@@ -89,6 +89,10 @@ pub struct ReceiverConfig {
     pub seed: u64,
     /// A session not heard (data or heartbeat) for this long is declared gone.
     pub publisher_timeout: Duration,
+    /// A sending session gets a status at least every this many datagrams, however
+    /// wide the window: a publisher that keeps fewer datagrams than the window is
+    /// held by what it keeps, and must hear the position move before it runs out.
+    pub status_every: u32,
 }
 
 impl Default for ReceiverConfig {
@@ -104,6 +108,7 @@ impl Default for ReceiverConfig {
             reorder_limit: 8192,
             seed: 0x5eed,
             publisher_timeout: Duration::from_secs(2),
+            status_every: u32::MAX,
         }
     }
 }
@@ -863,7 +868,8 @@ impl Receiver {
 
     /// Calls `out(session, next_seq, window)` for every session that is owed a status
     /// now: a new session at once, then whenever the position moved a quarter of
-    /// `window` past the last report, or `STATUS_INTERVAL` passed while it was sending.
+    /// `window` (or [`ReceiverConfig::status_every`] datagrams, if fewer) past the last
+    /// report, or `STATUS_INTERVAL` passed while it was sending.
     /// `window` is shared among the sessions heard recently.
     pub fn poll_status(
         &mut self,
@@ -878,6 +884,7 @@ impl Receiver {
             .count()
             .max(1);
         let share = (window / live as u32).max(1);
+        let every = (share / 4).min(self.cfg.status_every).max(1);
         for (key, s) in self.sessions.iter_mut() {
             if now.saturating_duration_since(s.last_seen) >= SESSION_QUIET {
                 continue;
@@ -885,7 +892,7 @@ impl Receiver {
             let due = match s.reported {
                 None => true,
                 Some(pos) => {
-                    s.next_seq.saturating_sub(pos) >= u64::from(share / 4).max(1)
+                    s.next_seq.saturating_sub(pos) >= u64::from(every)
                         || (now.saturating_duration_since(s.last_status) >= STATUS_INTERVAL
                             && pos != s.next_seq)
                         || now.saturating_duration_since(s.last_status) >= STATUS_INTERVAL * 20

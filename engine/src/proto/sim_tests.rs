@@ -250,6 +250,32 @@ proptest! {
     }
 }
 
+/// A receiver with a wide window still reports its position every `status_every`
+/// datagrams (a publisher that keeps fewer than the window waits on it).
+#[test]
+fn status_comes_every_few_datagrams_however_wide_the_window() {
+    let msgs: Vec<(String, Vec<u8>)> = (0..30u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
+    let d = send_all(132, &msgs);
+    assert_eq!(d.len(), 15);
+    let statuses = |every: u32| {
+        let mut rx = Receiver::new(ReceiverConfig {
+            status_every: every,
+            ..ReceiverConfig::default()
+        });
+        let now = Instant::now();
+        let mut at = Vec::new();
+        for dg in &d {
+            let _ = rx.handle_datagram(now, SRC, dg, &mut |_| {});
+            rx.poll_status(now, 10_000, &mut |_, next_seq, _| at.push(next_seq));
+        }
+        at
+    };
+    // at once for a new session, then each time the position moved `every`
+    assert_eq!(statuses(4), vec![1, 5, 9, 13]);
+    // without the cap a quarter of the window (2,500 datagrams) would pass first
+    assert_eq!(statuses(u32::MAX), vec![1]);
+}
+
 #[test]
 fn gap_reports_exact_message_range() {
     let msgs: Vec<(String, Vec<u8>)> = (0..30u8).map(|i| ("/t".to_string(), vec![i; 40])).collect();
