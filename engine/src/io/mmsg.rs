@@ -280,9 +280,9 @@ pub struct MmsgRx {
     offload: Offload,
     /// The socket's `SO_RCVTIMEO` as last set.
     timeout: Option<Duration>,
-    /// Buffers offered to a blocking receive: 1 while wake-ups bring one datagram
-    /// (the kernel then does not look for a second before returning), doubled while
-    /// they fill what was offered.
+    /// Buffers offered to the next receive: 1 while receives bring one datagram (the
+    /// kernel then does not look for a second before returning), doubled while they
+    /// fill what was offered.
     wait_batch: usize,
 }
 
@@ -346,7 +346,28 @@ impl MmsgRx {
         budget: usize,
         f: &mut dyn FnMut(&[u8], SocketAddrV4),
     ) -> Result<usize, IoError> {
-        self.recv_into(n, budget, libc::MSG_DONTWAIT, f)
+        self.recv_adaptive(n, budget, libc::MSG_DONTWAIT, f)
+    }
+
+    /// `recv_into` offering as many buffers as the last receives filled: one while
+    /// each brings one datagram (so the kernel does not look for a second, which a
+    /// spinning or waking poller pays on every message), doubling while they fill up.
+    fn recv_adaptive(
+        &mut self,
+        n: usize,
+        budget: usize,
+        flags: libc::c_int,
+        f: &mut dyn FnMut(&[u8], SocketAddrV4),
+    ) -> Result<usize, IoError> {
+        let offered = self.wait_batch.clamp(1, n);
+        let received = self.recv_into(offered, budget, flags, f)?;
+        let came = self.cursor.count;
+        self.wait_batch = if came >= offered {
+            (offered * 2).min(n)
+        } else {
+            came.max(1)
+        };
+        Ok(received)
     }
 
     /// One `recvmmsg` of up to `n` buffers with `flags`, then delivery of up to
@@ -430,15 +451,7 @@ impl MmsgRx {
                 .map_err(|e| IoError::sys("setsockopt(SO_RCVTIMEO)", e))?;
             self.timeout = Some(timeout);
         }
-        let offered = self.wait_batch.clamp(1, n);
-        let received = self.recv_into(offered, budget, libc::MSG_WAITFORONE, f)?;
-        let came = self.cursor.count;
-        self.wait_batch = if came >= offered {
-            (offered * 2).min(n)
-        } else {
-            came.max(1)
-        };
-        Ok(received)
+        self.recv_adaptive(n, budget, libc::MSG_WAITFORONE, f)
     }
 
     /// Delivers up to `budget` datagrams from the buffers of the last `recvmmsg` not
