@@ -554,6 +554,14 @@ fn slow_subscriber_under_each_policy_across_hosts() {
                 fc.to_str().unwrap(),
             ],
         );
+        // Under back-pressure twice the others' rate, so the slow subscriber's backlog
+        // outgrows everything that can hold it on the way (windows, rings) within the
+        // run and `offer` must refuse (as in the CLI test of the same name).
+        let rate = if policy == "back-pressure" {
+            "4000"
+        } else {
+            "2000"
+        };
         let s = lab
             .send(
                 A,
@@ -567,7 +575,7 @@ fn slow_subscriber_under_each_policy_across_hosts() {
                     "--repeat",
                     &n,
                     "--rate",
-                    "2000",
+                    rate,
                     "--size",
                     "8000",
                     "--autonumber",
