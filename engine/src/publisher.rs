@@ -144,10 +144,10 @@ impl Publisher {
 
     /// Copies `payload` into the ring for sending.
     pub fn offer(&mut self, payload: &[u8]) -> Result<(), PublishError> {
+        self.check(payload.len())?;
         if let Some(i) = self.shared.inline.get() {
             // Inline, with nothing of ours queued ahead: straight into the datagram
             // being built (one copy fewer, no ring record).
-            self.check(payload.len())?;
             if self.ring.is_empty() && i.offer_direct(&self.shared, &self.topic, payload) {
                 return Ok(());
             }

@@ -255,6 +255,25 @@ fn publisher_errors_are_typed() {
         })
     );
     assert!(node.publisher(&"x".repeat(300)).is_err());
+    // The same with agent threads (offer's size check is not the inline path's).
+    let agents = Node::new(
+        config(24, BackendChoice::Mmsg, "mmsg")
+            .max_message(1000)
+            .threading(ThreadingMode::Dedicated)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut q = agents.publisher("/e").unwrap();
+    assert_eq!(
+        q.offer(&[0u8; 1001]),
+        Err(PublishError::TooLarge {
+            len: 1001,
+            max: 1000
+        })
+    );
+    drop(q);
+    drop(agents);
     // Hammer a 4 KiB ring: every refusal is BackPressured and counted.
     let mut refused = 0u64;
     for _ in 0..20_000 {
