@@ -237,16 +237,24 @@ impl Inline {
         } else {
             let sent_before = shared.counters.tx.datagrams.get();
             tx.agent.send_pending(shared, now);
-            if shared.counters.tx.datagrams.get() != sent_before {
-                let end = Instant::now();
-                let cost = end.saturating_duration_since(now).min(MAX_HOLD);
-                self.hold_until
-                    .store(ns(self.epoch, end + cost), Ordering::Relaxed);
-                shared.counters.tx.max_cycle_ns.max(ns(now, end));
-            }
+            self.note_send(shared, now, sent_before);
         }
         drop(tx);
         self.released(shared);
+    }
+
+    /// After a sender cycle that began at `start`: if it sent datagrams (the counter
+    /// moved past `sent_before`), what the send cost is how long the next offers wait
+    /// to share a datagram (at most [`MAX_HOLD`]).
+    fn note_send(&self, shared: &Shared, start: Instant, sent_before: u64) {
+        if shared.counters.tx.datagrams.get() == sent_before {
+            return;
+        }
+        let end = Instant::now();
+        let cost = end.saturating_duration_since(start).min(MAX_HOLD);
+        self.hold_until
+            .store(ns(self.epoch, end + cost), Ordering::Relaxed);
+        shared.counters.tx.max_cycle_ns.max(ns(start, end));
     }
 
     /// The sender's lock was just released: a thread that found it taken meanwhile
@@ -283,14 +291,7 @@ impl Inline {
             }
             let sent_before = shared.counters.tx.datagrams.get();
             let w = tx.agent.cycle(shared, read);
-            if shared.counters.tx.datagrams.get() != sent_before {
-                // What this send cost is how long the next offers wait to share one.
-                let end = Instant::now();
-                let cost = end.saturating_duration_since(start).min(MAX_HOLD);
-                self.hold_until
-                    .store(ns(self.epoch, end + cost), Ordering::Relaxed);
-                shared.counters.tx.max_cycle_ns.max(ns(start, end));
-            }
+            self.note_send(shared, start, sent_before);
             work += w;
             drop(tx);
             fence(Ordering::SeqCst);
