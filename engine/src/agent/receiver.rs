@@ -262,6 +262,12 @@ const PENDING_FOLD: usize = 1024;
 /// anyway. Under drop, conflate and disconnect the ring is what keeps a slow
 /// application from slowing anyone else (the backstop goes on receiving into it),
 /// so those keep it.
+///
+/// And only for [`DIRECT_BUDGET`] of a cycle: a slow callback must not keep the
+/// receiver from its timers and status messages for long (a publisher forgets a
+/// receiver silent for a second, and would run past it). Past the budget the rest
+/// goes to the ring, which the application then reads outside the receiver's cycle
+/// while the backstop keeps the status going.
 pub(crate) struct Direct<'a> {
     /// The subscription it is (its `closed` flag identifies it).
     pub(crate) sub: &'a Arc<AtomicBool>,
@@ -273,8 +279,15 @@ pub(crate) struct Direct<'a> {
     pub(crate) taken: usize,
     /// Still taking events directly in this cycle.
     open: bool,
+    /// When this cycle began taking events directly.
+    opened: Option<Instant>,
     pub(crate) f: &'a mut dyn FnMut(Event<'_>),
 }
+
+/// How long one receiver cycle hands events to a direct poller at most.
+const DIRECT_BUDGET: Duration = Duration::from_millis(1);
+/// The budget is looked at every this many events (one clock read per batch).
+const DIRECT_BUDGET_EVERY: usize = 8;
 
 impl<'a> Direct<'a> {
     pub(crate) fn new(
@@ -289,8 +302,15 @@ impl<'a> Direct<'a> {
             limit,
             taken: 0,
             open: false,
+            opened: None,
             f,
         }
+    }
+
+    /// A cycle starts: take events directly if the poller's ring is empty.
+    fn open(&mut self) {
+        self.open = (self.ring_empty)();
+        self.opened = self.open.then(Instant::now);
     }
 
     /// Whether `s` is this poller's subscription; if so and it may take the event now,
@@ -306,6 +326,11 @@ impl<'a> Direct<'a> {
         {
             (self.f)(ev);
             self.taken += 1;
+            if self.taken % DIRECT_BUDGET_EVERY == 0
+                && self.opened.is_some_and(|t| t.elapsed() > DIRECT_BUDGET)
+            {
+                self.open = false;
+            }
             return true;
         }
         self.open = false;
@@ -742,7 +767,7 @@ impl ReceiverAgent {
         }
         work += adopt(&mut self.subs, shared);
         if let Some(d) = direct.as_deref_mut() {
-            d.open = (d.ring_empty)();
+            d.open();
         }
         if self.backend.is_none() {
             if let Some(d) = block {
