@@ -200,8 +200,8 @@ impl Subscriber {
     /// socket itself first (unless another thread is doing so). Under the default
     /// back-pressure policy, while nothing of this subscription waits in its ring, `f`
     /// then gets the messages straight out of the receive buffer, inside the
-    /// receiver's cycle: no copy, no ring record (a slow `f` holds the receiver back,
-    /// as a full ring would). Under the other policies they always go through the
+    /// receiver's cycle: no copy, no ring record (for up to 1 ms of a cycle, so a slow
+    /// `f` holds the receiver back only briefly; the rest goes through the ring). Under the other policies they always go through the
     /// ring, so a slow application slows nobody else.
     pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
         let taken = self.inline_cycle(limit, &mut f, |i, shared, direct| {
