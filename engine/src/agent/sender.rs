@@ -234,7 +234,7 @@ impl SenderAgent {
         // least MIN_PAYLOAD bytes, a fragment well over 256 of them), plus the batch
         // ahead of it.
         let rounds = payload.len() / 256 + 4;
-        self.direct(shared, now, rounds, |m| {
+        self.direct(shared, now, rounds, |m, now| {
             m.offer(now, topic, payload).map(Some)
         })
         .is_some()
@@ -250,7 +250,7 @@ impl SenderAgent {
         len: usize,
         now: Instant,
     ) -> Option<std::ops::Range<usize>> {
-        self.direct(shared, now, 4, |m| m.claim(now, topic, len))
+        self.direct(shared, now, 4, |m, now| m.claim(now, topic, len))
     }
 
     /// The payload bytes of a direct claim.
@@ -273,22 +273,30 @@ impl SenderAgent {
     fn direct<T>(
         &mut self,
         shared: &Shared,
-        now: Instant,
+        mut now: Instant,
         rounds: usize,
-        mut attempt: impl FnMut(&mut Publisher) -> Result<Option<T>, Blocked>,
+        mut attempt: impl FnMut(&mut Publisher, Instant) -> Result<Option<T>, Blocked>,
     ) -> Option<T> {
         self.commands(shared);
         self.backend.as_ref()?;
         for _ in 0..rounds {
-            match attempt(&mut self.machine) {
+            match attempt(&mut self.machine, now) {
                 Ok(v) => return v,
                 Err(Blocked::Transmit) => {
+                    // The caller's time may be the last one it read (see
+                    // `mid_datagram`): what follows a transmit reads the clock.
+                    now = Instant::now();
                     transmit(&mut self.machine, &mut self.backend, now);
                 }
                 Err(Blocked::FlowControl | Blocked::RateLimit) => return None,
             }
         }
         None
+    }
+
+    /// See [`Publisher::mid_datagram`].
+    pub(crate) fn mid_datagram(&self) -> bool {
+        self.machine.mid_datagram()
     }
 
     /// Sends what the machine holds (after direct offers) and mirrors the counters.

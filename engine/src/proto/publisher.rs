@@ -376,6 +376,13 @@ impl Publisher {
         self.stream.next_seq() - self.unsent as u64
     }
 
+    /// Whether the next whole message that fits goes into a datagram already begun:
+    /// such an offer reads no clock (only a new datagram consults the rate limit),
+    /// so an inline caller may pass the time it last read.
+    pub fn mid_datagram(&self) -> bool {
+        !self.pool[self.head].is_empty() && self.frag.is_none() && !self.needs_transmit()
+    }
+
     fn needs_transmit(&self) -> bool {
         self.unsent >= self.batch || (self.head == 0 && self.unsent > 0)
     }
