@@ -297,3 +297,59 @@ fn auto_threading_is_resolved_and_explained() {
         spin.stats().threading_reason
     );
 }
+
+/// An inline application that offers and then only polls in a loop (a subscription of
+/// its own, on another topic) still has its publisher's NAKs answered and its tail
+/// heartbeats sent: the backstop runs the sender's cycles when the application does
+/// not, however busy the application is on the receiving side.
+#[test]
+fn an_inline_publisher_whose_application_only_polls_still_repairs() {
+    const N: u64 = 200;
+    for (backend, name) in BACKENDS {
+        let a = Node::new(
+            config(66, backend, name)
+                .threading(ThreadingMode::Inline)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let b = Node::new(
+            config(66, backend, name)
+                .threading(ThreadingMode::Dedicated)
+                .inject_faults(ringcast::FaultConfig {
+                    seed: 66,
+                    loss: 0.3,
+                    ..ringcast::FaultConfig::default()
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut got_b = b.subscriber(&["/repair"]).unwrap();
+        let mut own = a.subscriber(&["/elsewhere"]).unwrap();
+        let mut publ = a.publisher("/repair").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let collector =
+            std::thread::spawn(move || collect(&mut got_b, N as usize, Duration::from_secs(20)));
+        for i in 0..N {
+            publ.offer_blocking(&payload(i), Duration::from_secs(5))
+                .unwrap();
+            // One datagram each: losses fall all along the stream, the tail included.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // From here the application only polls, without ever blocking (a busy
+        // application: it never leaves the backstop an "away" gap on its own).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !collector.is_finished() && Instant::now() < deadline {
+            own.poll(64, |_| {});
+        }
+        let (msgs, losses) = collector.join().unwrap();
+        check_exact(&msgs, N, name);
+        assert_eq!(losses, 0, "[{name}] losses");
+        let s = a.stats();
+        assert!(
+            s.naks_received > 0 && s.retransmits > 0,
+            "[{name}] repairs came from the polling node: {s:?}"
+        );
+    }
+}

@@ -44,19 +44,24 @@ const MAX_HOLD: Duration = Duration::from_micros(20);
 /// time comes). Status and NAKs are millisecond-scale; a sender held by a
 /// receiver's window reads it on every cycle.
 const CONTROL_EVERY: Duration = Duration::from_micros(50);
-/// The backstop runs the cycles after the application was away this long, and looks
-/// this often while there is traffic...
+/// The backstop runs a side's cycles after the application has not run them for
+/// this long, and looks this often while there is traffic...
 const BACKSTOP_MIN: Duration = Duration::from_millis(1);
-/// ...and backs off to this while the node is idle (≤ 100 wake-ups a second).
-const BACKSTOP_MAX: Duration = Duration::from_millis(10);
+/// ...and backs off to this while the node is idle (no datagram sent or received),
+/// never past a protocol timer (an idle publisher's heartbeat, a receiver's status
+/// or liveness timer): an idle node wakes a few times a second.
+const BACKSTOP_MAX: Duration = Duration::from_millis(250);
+/// The shortest the backstop parks (a timer due at once is run after this).
+const BACKSTOP_FLOOR: Duration = Duration::from_micros(100);
 /// Cycles one backstop turn runs at most before it looks at the clock again.
 const BACKSTOP_CYCLES: usize = 64;
 /// A parking poller blocks in the kernel at once (a poller that spins between
 /// messages costs a core: `BusySpin` is for that; this is the place to add a spin
 /// phase if a host's wake-ups prove slow)...
 const SPIN_BEFORE_BLOCK: Duration = Duration::ZERO;
-/// ...for at most this long at a time (and never past a protocol timer).
-const MAX_BLOCK: Duration = Duration::from_millis(10);
+/// ...for at most this long at a time (and never past a protocol timer: a datagram
+/// ends the block at once, so this only bounds an idle poller's wake-ups).
+const MAX_BLOCK: Duration = Duration::from_millis(250);
 
 pub(crate) struct Tx {
     agent: SenderAgent,
@@ -156,10 +161,21 @@ pub(crate) struct Inline {
     clock: Clock,
     /// Until when (ns since `epoch`) an offer joins the next datagram.
     hold_until: AtomicU64,
-    /// When the application last called in (ns since `epoch`).
-    last_call: AtomicU64,
+    /// When a sender cycle last ran for the application (an offer, `flush`,
+    /// `do_work`), on the inline clock.
+    last_tx: AtomicU64,
+    /// When a receiver cycle last ran for the application (`poll`, `do_work`).
+    last_rx: AtomicU64,
     /// How an application thread waits in `poll_timeout`, `recv` and `flush`.
     idle: IdleStrategy,
+}
+
+/// Datagrams sent and received so far: whether the node has traffic.
+fn activity(shared: &Shared) -> (u64, u64) {
+    (
+        shared.counters.tx.datagrams.get(),
+        shared.counters.rx.datagrams.get(),
+    )
 }
 
 fn ns(d: Duration) -> u64 {
@@ -179,17 +195,24 @@ impl Inline {
             tx_held: AtomicBool::new(false),
             clock: Clock::new(),
             hold_until: AtomicU64::new(0),
-            last_call: AtomicU64::new(0),
+            last_tx: AtomicU64::new(0),
+            last_rx: AtomicU64::new(0),
             idle,
         }
     }
 
-    /// Notes that the application called in; returns the time on the inline clock.
+    /// Notes that the application runs the sender; returns the time on the inline
+    /// clock.
     #[inline]
-    fn note_call(&self) -> u64 {
+    fn note_tx(&self) -> u64 {
         let t = self.clock.now();
-        self.last_call.store(t, Ordering::Relaxed);
+        self.last_tx.store(t, Ordering::Relaxed);
         t
+    }
+
+    /// Notes that the application runs the receiver.
+    fn note_rx(&self) {
+        self.last_rx.store(self.clock.now(), Ordering::Relaxed);
     }
 
     /// A lock that is never waited on; a poisoned one (a cycle panicked) stops the node.
@@ -210,7 +233,7 @@ impl Inline {
     /// After a commit: send now unless a burst holds the message for the next datagram.
     #[inline]
     pub(crate) fn offered(&self, shared: &Shared) {
-        let t = self.note_call();
+        let t = self.note_tx();
         if t < self.hold_until.load(Ordering::Relaxed) {
             self.tx_held.store(true, Ordering::Relaxed);
             return;
@@ -226,7 +249,7 @@ impl Inline {
         let Some(mut tx) = Self::try_lock(shared, &self.tx) else {
             return false;
         };
-        let t = self.note_call();
+        let t = self.note_tx();
         let (now, fresh) = tx.offer_time();
         if !tx.agent.offer_direct(shared, topic, payload, now) {
             return false;
@@ -246,7 +269,7 @@ impl Inline {
         len: usize,
     ) -> Option<DirectClaim<'a>> {
         let mut tx = Self::try_lock(shared, &self.tx)?;
-        let t = self.note_call();
+        let t = self.note_tx();
         let (now, fresh) = tx.offer_time();
         let room = tx.agent.claim_direct(shared, topic, len, now)?;
         Some(DirectClaim {
@@ -285,6 +308,11 @@ impl Inline {
             // The datagram being built waits for the next call (or the backstop).
             self.tx_held.store(true, Ordering::Relaxed);
         } else {
+            if t >= tx.next_control {
+                // Status and NAKs while the application offers (as `drive_tx` does).
+                tx.next_control = t.saturating_add(ns(CONTROL_EVERY));
+                tx.agent.read_status(shared, false);
+            }
             let now = if fresh { now } else { Instant::now() };
             let sent_before = shared.counters.tx.datagrams.get();
             tx.agent.send_pending(shared, now);
@@ -358,7 +386,7 @@ impl Inline {
     /// burst left records waiting. A `direct` poller takes its own events straight
     /// from the receive buffer.
     pub(crate) fn poll(&self, shared: &Shared, direct: Option<&mut Direct<'_>>) -> usize {
-        self.note_call();
+        self.note_rx();
         let mut work = 0;
         if self.tx_held.load(Ordering::Relaxed) {
             work += self.drive_tx(shared, false);
@@ -390,7 +418,7 @@ impl Inline {
             IdleStrategy::Yield => thread::yield_now(),
             IdleStrategy::Park if waited < SPIN_BEFORE_BLOCK => std::hint::spin_loop(),
             IdleStrategy::Park => {
-                self.note_call();
+                self.note_rx();
                 if self.tx_held.load(Ordering::Relaxed) {
                     self.drive_tx(shared, false);
                 }
@@ -415,7 +443,8 @@ impl Inline {
     /// `Node::do_work` and `flush`: both cycles, with timers, and the control socket
     /// when its [`CONTROL_EVERY`] is due.
     pub(crate) fn do_work(&self, shared: &Shared) -> usize {
-        self.note_call();
+        self.note_tx();
+        self.note_rx();
         let mut work = self.drive_tx(shared, false);
         if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
             work += rx.do_work(shared, None);
@@ -423,41 +452,73 @@ impl Inline {
         work
     }
 
-    /// The backstop thread's loop: parked, it runs the cycles when the application
-    /// has been away for its period.
+    /// The backstop thread's loop: parked, it runs a side's cycles when the
+    /// application has not run them for its period — so an application that only
+    /// polls still has its publishers' heartbeats sent and NAKs answered, and one
+    /// that only offers still has its receivers' status sent. The period is short
+    /// while datagrams flow and backs off while the node is idle, up to the next
+    /// protocol timer.
     pub(crate) fn backstop(&self, shared: &Shared) {
         let mut period = BACKSTOP_MIN;
+        let mut seen = activity(shared);
         while !shared.stopped() {
-            thread::park_timeout(period);
+            let (tx_timer, rx_timer) = self.timers();
+            let start = Instant::now();
+            let park = [tx_timer, rx_timer]
+                .into_iter()
+                .flatten()
+                .fold(period, |p, t| p.min(t.saturating_duration_since(start)));
+            thread::park_timeout(park.max(BACKSTOP_FLOOR));
             if shared.stopped() {
                 break;
             }
-            let away = self
-                .clock
-                .now()
-                .saturating_sub(self.last_call.load(Ordering::Relaxed));
+            let woke = Instant::now();
+            let now = self.clock.now();
+            let p = ns(period);
             let held = self.tx_held.load(Ordering::Relaxed);
-            if u128::from(away) < period.as_nanos() && !held {
-                period = BACKSTOP_MIN;
-                continue;
-            }
+            // A side is due when the application has not run it for the period, or
+            // its machine's timer has come (run whoever else is about).
+            let tx_due = held
+                || now.saturating_sub(self.last_tx.load(Ordering::Relaxed)) >= p
+                || tx_timer.is_some_and(|t| t <= woke);
+            let rx_due = now.saturating_sub(self.last_rx.load(Ordering::Relaxed)) >= p
+                || rx_timer.is_some_and(|t| t <= woke);
             let mut work = 0;
             for _ in 0..BACKSTOP_CYCLES {
-                let mut w = self.drive_tx(shared, true);
-                if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
-                    w += rx.do_work(shared, None);
+                if !(tx_due || rx_due) {
+                    break;
+                }
+                let mut w = 0;
+                if tx_due {
+                    w += self.drive_tx(shared, true);
+                }
+                if rx_due {
+                    if let Some(mut rx) = Self::try_lock(shared, &self.rx) {
+                        w += rx.do_work(shared, None);
+                    }
                 }
                 work += w;
                 if w == 0 {
                     break;
                 }
             }
-            period = if work > 0 {
+            let now_seen = activity(shared);
+            let traffic = held || work > 0 || now_seen != seen;
+            seen = now_seen;
+            period = if traffic {
                 BACKSTOP_MIN
             } else {
                 (period * 2).min(BACKSTOP_MAX)
             };
         }
+    }
+
+    /// The two machines' next timers (`None` for a side busy on another thread: it
+    /// runs its own).
+    fn timers(&self) -> (Option<Instant>, Option<Instant>) {
+        let tx = self.tx.try_lock().ok().and_then(|t| t.agent.next_timeout());
+        let rx = self.rx.try_lock().ok().and_then(|r| r.next_timeout());
+        (tx, rx)
     }
 
     /// At node drop, after the backstop stopped: sends what publishers queued.

@@ -294,6 +294,12 @@ impl SenderAgent {
         None
     }
 
+    /// When the machine's next timer (heartbeat, receiver expiry, retransmit budget,
+    /// rate limit) is due.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.machine.poll_timeout()
+    }
+
     /// See [`Publisher::mid_datagram`].
     pub(crate) fn mid_datagram(&self) -> bool {
         self.machine.mid_datagram()

@@ -25,7 +25,10 @@ const TX_STALL_LIMIT: Duration = Duration::from_secs(5);
 const MIN_BLOCKING_WAIT: Duration = Duration::from_micros(100);
 /// `SO_RCVTIMEO` takes one of these values (the longest not above the wait), so a
 /// run of waits of about the same length sets it once.
-const TIMEOUT_STEPS: [Duration; 7] = [
+const TIMEOUT_STEPS: [Duration; 10] = [
+    Duration::from_millis(250),
+    Duration::from_millis(100),
+    Duration::from_millis(30),
     Duration::from_millis(10),
     Duration::from_millis(5),
     Duration::from_millis(2),
