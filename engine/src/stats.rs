@@ -152,6 +152,12 @@ pub struct Stats {
     /// Live receivers of this node's publishers (heard within 1 s); under flow control
     /// `Min` each of them holds the publishers back.
     pub receivers: u64,
+    /// The publishing session's position: the sequence number its next message gets
+    /// (messages sent so far).
+    pub position: u64,
+    /// Up to where every receiver that paces the session has everything (`None`
+    /// when none paces it).
+    pub acked_position: Option<u64>,
     /// Live receivers this node's publishers are currently leaving behind: they have
     /// sent past those receivers' windows (flow control `Max` or `Tagged`).
     pub left_behind: u64,
@@ -263,6 +269,9 @@ impl Stats {
             ("control_malformed", self.control_malformed),
             ("flow_blocked", self.flow_blocked),
             ("receivers", self.receivers),
+            ("position", self.position),
+            // u64::MAX: no receiver paces the session.
+            ("acked_position", self.acked_position.unwrap_or(u64::MAX)),
             ("left_behind", self.left_behind),
             ("rate_limited", self.rate_limited),
             ("naks_received", self.naks_received),
@@ -336,6 +345,8 @@ impl Counters {
             control_malformed: self.tx.control_malformed.get(),
             flow_blocked: self.tx.flow_blocked.get(),
             receivers: self.tx.receivers.get(),
+            position: self.tx.next_seq.get(),
+            acked_position: Some(self.tx.acked.get()).filter(|&a| a != u64::MAX),
             left_behind: self.tx.left_behind.get(),
             rate_limited: self.tx.rate_limited.get(),
             naks_received: self.tx.naks_received.get(),

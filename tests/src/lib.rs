@@ -93,13 +93,33 @@ pub struct Finished {
 
 impl Proc {
     /// Starts `cmd` with piped stdout/stderr.
-    pub fn spawn(mut cmd: Command) -> Proc {
+    pub fn spawn(cmd: Command) -> Proc {
+        Self::spawn_with(cmd, None)
+    }
+
+    /// Starts `cmd` with `input` on its standard input (written from a thread, then
+    /// closed) and piped stdout/stderr.
+    pub fn spawn_with_input(cmd: Command, input: Vec<u8>) -> Proc {
+        Self::spawn_with(cmd, Some(input))
+    }
+
+    fn spawn_with(mut cmd: Command, input: Option<Vec<u8>>) -> Proc {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn ringcast");
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            thread::spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(&bytes);
+            });
+        }
         let err = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -145,6 +165,16 @@ impl Proc {
                 }
             }
         }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last stderr line seen by [`wait_for_stderr`](Self::wait_for_stderr).
+    pub fn last_stderr(&self) -> &str {
+        self.stderr_seen.last().map_or("", String::as_str)
     }
 
     /// Sends SIGINT (Ctrl-C) to the child.

@@ -504,16 +504,25 @@ fn stat_reads_counters_of_running_nodes() {
     // the listener's counters are refreshed every 100 ms
     let deadline = std::time::Instant::now() + WAIT;
     let text = loop {
-        let mut stat = ringcast("uring", &["stat", "--dir", stats_dir.to_str().unwrap()]);
+        let mut stat = ringcast(
+            "uring",
+            &[
+                "stat",
+                "--interval",
+                "0.1",
+                "--dir",
+                stats_dir.to_str().unwrap(),
+            ],
+        );
         stat.env_remove("RINGCAST_STATS_DIR");
         let f = Proc::spawn(stat).finish(WAIT);
         assert!(f.status.success(), "{}", f.stderr);
         let text = String::from_utf8_lossy(&f.stdout).to_string();
-        if text.contains("messages_received")
-            && text
-                .lines()
-                .any(|l| l.trim() == "messages_received                      50")
-        {
+        // `  messages_received   50   <per second>`
+        if text.lines().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some("messages_received") && w.next() == Some("50")
+        }) {
             break text;
         }
         assert!(
@@ -553,12 +562,14 @@ fn stat_reads_counters_of_running_nodes() {
 fn slow_listener_under_each_policy() {
     const N: usize = 4000;
     let backend = BACKENDS[0];
-    for (i, policy) in ["drop", "conflate", "disconnect", "back-pressure"]
+    // `default`: no --slow-consumer at all. A diagnostic listener that cannot keep up
+    // must not hold a production group back: it behaves as `drop`.
+    for (i, policy) in ["drop", "conflate", "disconnect", "back-pressure", "default"]
         .into_iter()
         .enumerate()
     {
         let dir = TempDir::new(&format!("slow-{policy}"));
-        let g = group(40 + i as u8, backend).to_string();
+        let g = group(if i < 4 { 40 + i as u8 } else { 46 }, backend).to_string();
         let (fast_out, slow_out) = (dir.file("fast"), dir.file("slow"));
         let n = N.to_string();
         let fast = start_listener(
@@ -572,23 +583,23 @@ fn slow_listener_under_each_policy() {
                 fast_out.to_str().unwrap(),
             ],
         );
-        let slow = start_listener(
-            backend,
-            &[
-                "--group",
-                &g,
-                "--count",
-                &n,
-                "--timeout",
-                "3",
-                "--slow-consumer",
-                policy,
-                "--handler-delay-us",
-                "1000",
-                "--output",
-                slow_out.to_str().unwrap(),
-            ],
-        );
+        let slow_out_s = slow_out.to_str().unwrap();
+        let mut args = vec![
+            "--group",
+            &g,
+            "--count",
+            &n,
+            "--timeout",
+            "3",
+            "--handler-delay-us",
+            "1000",
+            "--output",
+            slow_out_s,
+        ];
+        if policy != "default" {
+            args.extend(["--slow-consumer", policy]);
+        }
+        let slow = start_listener(backend, &args);
         // Under back-pressure the publisher goes at twice the others' rate, so the
         // slow listener's backlog outgrows everything that can hold it on the way (the
         // receivers' windows, the rings) within the run, whatever their sizes: offer
@@ -626,7 +637,7 @@ fn slow_listener_under_each_policy() {
         );
         let s = slow.finish(WAIT);
         check_slow(
-            policy,
+            if policy == "default" { "drop" } else { policy },
             &s,
             &line_numbers(&std::fs::read(&slow_out).unwrap(), "m"),
             N as u64,
@@ -699,4 +710,435 @@ fn tagged_flow_control_and_rate_limit_from_the_cli() {
         .unwrap();
         assert_eq!(o.status.code(), Some(2), "{bad} accepted");
     }
+}
+
+/// `send --stamp` from standard input, `listen --format json --latency`: every line is
+/// a JSON object with the documented fields; a non-UTF-8 payload comes as base64;
+/// `--format hex` prints payloads in hex; `--stdin-raw` takes length-framed records.
+#[test]
+fn listen_formats_json_and_hex_and_the_latency_of_stamped_messages() {
+    let backend = BACKENDS[0];
+    let g = group(47, backend).to_string();
+    let l = start_listener(
+        backend,
+        &[
+            "--group",
+            &g,
+            "--format",
+            "json",
+            "--latency",
+            "--count",
+            "4",
+        ],
+    );
+    let h = start_listener(backend, &["--group", &g, "--format", "hex", "--count", "4"]);
+    // Three lines, then (framed) one binary record.
+    let sent = Proc::spawn_with_input(
+        ringcast(
+            backend,
+            &["send", "--group", &g, "--topic", "/j/x", "--stamp"],
+        ),
+        b"alpha\nbeta\r\ngamma\n".to_vec(),
+    )
+    .finish(WAIT);
+    assert!(sent.status.success(), "{}", sent.stderr);
+    let mut framed = 2u32.to_be_bytes().to_vec();
+    framed.extend_from_slice(&[0xff, 0x00]);
+    let sent = Proc::spawn_with_input(
+        ringcast(
+            backend,
+            &["send", "--group", &g, "--topic", "/j/y", "--stdin-raw"],
+        ),
+        framed,
+    )
+    .finish(WAIT);
+    assert!(sent.status.success(), "{}", sent.stderr);
+
+    let f = l.finish(WAIT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&f.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for (i, (v, want)) in lines.iter().zip(["alpha", "beta", "gamma"]).enumerate() {
+        assert_eq!(v["topic"], "/j/x");
+        assert_eq!(v["payload"], want, "{v}");
+        assert_eq!(v["encoding"], "utf-8");
+        assert_eq!(v["seq"], i as u64);
+        let session = v["session"].as_str().unwrap();
+        assert!(
+            session.len() == 8 && u32::from_str_radix(session, 16).is_ok(),
+            "{v}"
+        );
+        let source: std::net::SocketAddrV4 = v["source"].as_str().unwrap().parse().unwrap();
+        assert_eq!(*source.ip(), Ipv4Addr::LOCALHOST);
+        let (recv, sent, lat) = (
+            v["recv_ns"].as_u64().unwrap(),
+            v["sent_ns"].as_u64().unwrap(),
+            v["latency_ns"].as_u64().unwrap(),
+        );
+        assert!(sent <= recv && lat == recv - sent, "{v}");
+    }
+    let bin = &lines[3];
+    assert_eq!(bin["topic"], "/j/y");
+    assert_eq!(bin["encoding"], "base64");
+    assert_eq!(bin["payload"], "/wA=");
+    assert!(bin.get("latency_ns").is_none(), "no stamp: {bin}");
+    assert!(
+        f.stderr.contains("latency: 3 stamped messages (1 without)"),
+        "{}",
+        f.stderr
+    );
+
+    let f = h.finish(WAIT);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&f.stdout),
+        "616c706861\n62657461\n67616d6d61\nff00\n"
+    );
+}
+
+/// Acceptance: `send` of 10,000 lines from standard input arrives complete and in
+/// order; a truncated framed record is refused with exit code 2.
+#[test]
+fn send_from_standard_input_ten_thousand_lines() {
+    const N: usize = 10_000;
+    let backend = BACKENDS[1];
+    let dir = TempDir::new("stdin");
+    let out = dir.file("F");
+    let g = group(48, backend).to_string();
+    let l = start_listener(
+        backend,
+        &[
+            "--group",
+            &g,
+            "--count",
+            &N.to_string(),
+            "--slow-consumer",
+            "back-pressure",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let input = numbered("line", N);
+    let s = Proc::spawn_with_input(
+        ringcast(backend, &["send", "--group", &g, "--topic", "/in"]),
+        input.clone().into_bytes(),
+    )
+    .finish(WAIT);
+    assert!(s.status.success(), "{}", s.stderr);
+    assert!(
+        s.stderr.contains(&format!("sent {N} messages")),
+        "{}",
+        s.stderr
+    );
+    let f = l.finish(WAIT);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), input);
+
+    let f = Proc::spawn_with_input(
+        ringcast(
+            backend,
+            &["send", "--group", &g, "--topic", "/in", "--stdin-raw"],
+        ),
+        vec![0, 0, 0, 9, b'x'],
+    )
+    .finish(WAIT);
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert!(f.stderr.contains("ends inside a record"), "{}", f.stderr);
+}
+
+/// In reliable mode `send` waits for its receivers and exits 1 when one did not
+/// acknowledge everything in time (here a listener cut off after a few datagrams,
+/// still alive and sending status).
+#[test]
+fn send_fails_when_a_receiver_does_not_acknowledge() {
+    let backend = BACKENDS[0];
+    let g = group(49, backend).to_string();
+    let _l = start_listener(
+        backend,
+        &[
+            "--group",
+            &g,
+            "--inject-faults",
+            "blackout=5:60s",
+            "--timeout",
+            "30",
+        ],
+    );
+    let f = Proc::spawn(ringcast(
+        backend,
+        &[
+            "send",
+            "--group",
+            &g,
+            "--topic",
+            "/ack",
+            "--repeat",
+            "40",
+            "--rate",
+            "200",
+            "--ack-timeout",
+            "0.5",
+            "m",
+        ],
+    ))
+    .finish(WAIT);
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("receivers did not acknowledge everything"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// `ringcast ping` against a `ringcast pong`: every round trip answered, percentiles
+/// printed; without a pong, ping says so and exits 1.
+#[test]
+fn ping_and_pong_print_round_trip_percentiles() {
+    let backend = BACKENDS[1];
+    let g = group(50, backend).to_string();
+    let mut pong = Proc::spawn(ringcast(
+        backend,
+        &["pong", "--group", &g, "--count", "300"],
+    ));
+    pong.wait_for_stderr("pong: echoing", WAIT);
+    let f = Proc::spawn(ringcast(
+        backend,
+        &[
+            "ping", "--group", &g, "--count", "200", "--warmup", "100", "--rate", "2000",
+        ],
+    ))
+    .finish(WAIT);
+    let out = String::from_utf8_lossy(&f.stdout);
+    assert!(f.status.success(), "{out} {}", f.stderr);
+    assert!(
+        out.contains("200 round trips, 200 answered, 0 missing"),
+        "{out}"
+    );
+    for p in ["min ", "p50 ", "p90 ", "p99 ", "p99.9 ", "max "] {
+        assert!(out.contains(p), "{p} in {out}");
+    }
+    let p = pong.finish(WAIT);
+    assert!(p.status.success(), "{}", p.stderr);
+    assert!(p.stderr.contains("pong: echoed 300"), "{}", p.stderr);
+
+    let g2 = group(51, backend).to_string();
+    let f = Proc::spawn(ringcast(
+        backend,
+        &["ping", "--group", &g2, "--count", "5", "--timeout", "0.3"],
+    ))
+    .finish(WAIT);
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains("no pong answered"), "{}", f.stderr);
+}
+
+/// Checks Prometheus text against the exposition format's rules: every sample's
+/// family has `# HELP` and `# TYPE` lines before it, names are valid, counters end in
+/// `_total`, values are numbers, label values are quoted.
+fn check_prometheus_rules(text: &str) {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut typed = std::collections::HashMap::new();
+    let mut helped = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            typed.insert(name.to_owned(), kind.to_owned());
+        } else {
+            assert!(!line.starts_with('#'), "{line}");
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("value of {line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(valid_name(name), "{line}");
+            assert!(helped.contains(name), "no HELP before {line}");
+            let kind = typed
+                .get(name)
+                .unwrap_or_else(|| panic!("no TYPE before {line}"));
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                    for kv in inner.unwrap_or_else(|| panic!("{line}")).split(',') {
+                        let (k, v) = kv.split_once('=').unwrap();
+                        assert!(valid_name(k), "{line}");
+                        assert!(
+                            v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                            "{line}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `stat --json` is one JSON document with each node's counters, rates and publisher
+/// positions; `stat --prometheus` (printed, and served over HTTP) parses as the
+/// Prometheus text format, with the same counts.
+#[test]
+fn stat_json_and_prometheus() {
+    let backend = BACKENDS[0];
+    let dir = TempDir::new("stat-json");
+    let stats_dir = dir.file("shm");
+    std::fs::create_dir_all(&stats_dir).unwrap();
+    let d = stats_dir.to_str().unwrap();
+    let g = group(52, backend).to_string();
+    let mut listen = ringcast(
+        backend,
+        &["listen", "--group", &g, "--count", "100", "--timeout", "30"],
+    );
+    listen.env("RINGCAST_STATS_DIR", &stats_dir);
+    let mut l = Proc::spawn(listen);
+    l.wait_for_stderr("listening on", WAIT);
+    send(
+        backend,
+        &["--group", &g, "--topic", "/st", "--repeat", "60", "m"],
+    );
+    let deadline = Instant::now() + WAIT;
+    let doc = loop {
+        let f = Proc::spawn(ringcast(
+            backend,
+            &["stat", "--json", "--interval", "0.1", "--dir", d],
+        ))
+        .finish(WAIT);
+        assert!(f.status.success(), "{}", f.stderr);
+        let doc: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+        if doc["nodes"][0]["counters"]["messages_received"] == 60 {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "{doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let node = &doc["nodes"][0];
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(node["alive"], true);
+    assert!(node["pid"].as_u64().unwrap() > 0);
+    assert!(
+        node["rates_per_second"]["messages_received"].is_number(),
+        "{node}"
+    );
+    assert!(
+        node["rates_per_second"].get("receivers").is_none(),
+        "gauges have no rate"
+    );
+    assert_eq!(
+        node["publisher"]["position"], 0,
+        "the listener publishes nothing"
+    );
+    assert_eq!(node["counters"]["gaps"], 0);
+
+    let f = Proc::spawn(ringcast(backend, &["stat", "--prometheus", "--dir", d])).finish(WAIT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let text = String::from_utf8(f.stdout).unwrap();
+    check_prometheus_rules(&text);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let got = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ringcast_messages_received_total")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        matches!(got.value, prometheus_parse::Value::Counter(v) if v == 60.0),
+        "{got:?}"
+    );
+    assert_eq!(got.labels.get("backend"), Some("io_uring"), "{got:?}");
+
+    // The same over HTTP (loopback only; port chosen by the kernel).
+    let mut serve = Proc::spawn(ringcast(
+        backend,
+        &["stat", "--prometheus", "--serve", "127.0.0.1:0", "--dir", d],
+    ));
+    serve.wait_for_stderr("serving Prometheus metrics on http://", WAIT);
+    let addr = {
+        // The line just seen: "serving Prometheus metrics on http://127.0.0.1:PORT/metrics".
+        let line = serve.last_stderr().to_owned();
+        line.split("http://")
+            .nth(1)
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .unwrap()
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+    };
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    check_prometheus_rules(body);
+    assert!(body.contains("ringcast_messages_received_total{"), "{body}");
+    drop(serve);
+    drop(l);
+}
+
+/// Acceptance: an idle `listen` (default configuration, no traffic) over 5 s uses at
+/// most 1 % of a core and at most 100 voluntary context switches a second, all its
+/// threads counted.
+#[test]
+fn an_idle_listen_costs_almost_nothing() {
+    let backend = BACKENDS[1];
+    let g = group(53, backend).to_string();
+    let l = start_listener(backend, &["--group", &g]);
+    let pid = l.pid();
+    let read = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').unwrap().1;
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f[11] + f[12];
+        let mut switches = 0u64;
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let status =
+                std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
+            switches += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        (ticks, switches, Instant::now())
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let (t0, s0, i0) = read();
+    std::thread::sleep(Duration::from_secs(5));
+    let (t1, s1, i1) = read();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let secs = (i1 - i0).as_secs_f64();
+    let cpu = (t1 - t0) as f64 / hz / secs;
+    let per_sec = (s1 - s0) as f64 / secs;
+    l.interrupt();
+    let f = l.finish(WAIT);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(
+        cpu <= 0.01,
+        "idle listen used {:.2} % of a core",
+        cpu * 100.0
+    );
+    assert!(
+        per_sec <= 100.0,
+        "idle listen: {per_sec:.0} voluntary switches/s"
+    );
+    eprintln!(
+        "idle listen: {:.2} % of a core, {per_sec:.0} voluntary switches/s",
+        cpu * 100.0
+    );
 }

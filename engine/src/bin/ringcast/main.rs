@@ -1,0 +1,195 @@
+//! `ringcast`: send, listen, measure and check a host from the command line.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ringcast::{Config, FlowControlStrategy, ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE};
+
+mod doctor;
+mod listen;
+mod ping;
+mod send;
+mod stamp;
+mod stat;
+
+#[derive(Parser)]
+#[command(
+    name = "ringcast",
+    version,
+    about = "Brokerless UDP multicast pub/sub",
+    after_help = "Exit codes: 0 success; 1 the run went wrong (loss, receivers that did not \
+                  acknowledge, missing pongs, an unhealthy host); 2 bad arguments or an error.\n\
+                  Data goes to the group's port, control (status, NAKs) to port + 1: a \
+                  firewall must pass both."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish messages on a topic: MESSAGE, or each line (or length-framed record) of
+    /// standard input or a file.
+    #[command(after_help = send::EXAMPLES)]
+    Send(send::SendArgs),
+    /// Print messages whose topic starts with one of the prefixes, as they arrive.
+    #[command(after_help = listen::EXAMPLES)]
+    Listen(listen::ListenArgs),
+    /// Measure round-trip latency against a `ringcast pong` (percentiles).
+    #[command(after_help = ping::PING_EXAMPLES)]
+    Ping(ping::PingArgs),
+    /// Echo what `ringcast ping` sends, until interrupted.
+    #[command(after_help = ping::PONG_EXAMPLES)]
+    Pong(ping::PongArgs),
+    /// Check whether this host can run ringcast, and how.
+    #[command(after_help = doctor::EXAMPLES)]
+    Doctor(doctor::DoctorArgs),
+    /// Show the counters of every ringcast node on this host, with rates.
+    #[command(after_help = stat::EXAMPLES)]
+    Stat(stat::StatArgs),
+}
+
+/// Where a node sends and listens, shared by the subcommands that make one.
+#[derive(Args)]
+struct Net {
+    /// Turn repair off: gaps are reported as loss at once, NAKs are not answered.
+    #[arg(long)]
+    best_effort: bool,
+    /// Multicast group ADDR:PORT (control goes to PORT + 1).
+    #[arg(long, default_value = DEFAULT_GROUP)]
+    group: SocketAddrV4,
+    /// Interface name or address.
+    #[arg(long, default_value = DEFAULT_IFACE)]
+    iface: String,
+    /// Which threads run the engine: `auto` (chosen for this host's cores, see
+    /// `ringcast doctor`), `dedicated`, `shared` or `inline`.
+    #[arg(long, value_enum, default_value_t = Threading::Auto)]
+    threading: Threading,
+}
+
+/// `--threading` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Threading {
+    /// Chosen for the host.
+    Auto,
+    /// A sender and a receiver agent thread.
+    Dedicated,
+    /// One agent thread.
+    Shared,
+    /// No agent threads: this program's calls run the engine.
+    Inline,
+}
+
+impl From<Threading> for ThreadingMode {
+    fn from(t: Threading) -> Self {
+        match t {
+            Threading::Auto => ThreadingMode::Auto,
+            Threading::Dedicated => ThreadingMode::Dedicated,
+            Threading::Shared => ThreadingMode::Shared,
+            Threading::Inline => ThreadingMode::Inline,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(a) => send::run(a),
+        Command::Listen(a) => listen::run(a),
+        Command::Ping(a) => ping::ping(a),
+        Command::Pong(a) => ping::pong(a),
+        Command::Doctor(a) => doctor::run(a),
+        Command::Stat(a) => stat::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringcast: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Res = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// Set by SIGINT/SIGTERM: a long-running command stops at its next look and prints
+/// its summary.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM end a command cleanly instead of killing it.
+fn on_interrupt() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); the
+        // sigaction struct is zeroed and then filled as sigaction(2) requires.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = note_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
+    let mut b = Config::builder()
+        .group(net.group)
+        .iface(net.iface.clone())
+        .reliable(!net.best_effort)
+        .threading(net.threading.into());
+    if let Some(t) = ttl {
+        b = b.ttl(t);
+    }
+    b
+}
+
+fn parse_flow(s: &str) -> Result<FlowControlStrategy, String> {
+    match s {
+        "min" => Ok(FlowControlStrategy::Min),
+        "max" => Ok(FlowControlStrategy::Max),
+        _ => s
+            .strip_prefix("tagged:")
+            .and_then(|t| t.parse().ok())
+            .filter(|&t| t != 0)
+            .map(FlowControlStrategy::Tagged)
+            .ok_or_else(|| "expected min, max or tagged:N (N > 0)".to_string()),
+    }
+}
+
+/// Percentiles of a latency histogram (ns), in µs, for a summary line.
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
+    let us = |ns: u64| ns as f64 / 1e3;
+    format!(
+        "min {:.1} p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} µs",
+        us(h.min()),
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.9)),
+        us(h.value_at_quantile(0.99)),
+        us(h.value_at_quantile(0.999)),
+        us(h.max())
+    )
+}
+
+/// A latency histogram: 1 ns to 100 s, 3 significant digits.
+fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .expect("constant histogram bounds are valid")
+}
