@@ -56,12 +56,18 @@ pub enum ThreadingMode {
 pub enum SlowConsumerPolicy {
     /// Hold back: the receiver leaves datagrams in the socket and its status messages
     /// stop the publishers (flow control) until the subscriber catches up. Lossless;
-    /// the slowest back-pressure subscriber on a node sets the pace for that node.
-    #[default]
+    /// the slowest back-pressure subscriber on a node sets the pace for that node, and
+    /// under `Min` flow control for every publisher it hears. Ask for it where a
+    /// subscriber must see everything and may hold the group back to get it.
     BackPressure,
     /// Drop the message for this subscription only, count it, and hand the
     /// subscriber an explicit [`Loss`](crate::Loss) with reason `SlowConsumer`.
-    /// Never slows the publisher or the other subscriptions.
+    /// Never slows the publisher or the other subscriptions. The default: only a
+    /// subscriber that asked to pace publishers ([`BackPressure`](Self::BackPressure))
+    /// can, as with ZeroMQ (PUB drops at the high-water mark) and Aeron (multicast
+    /// flow control leaves slow receivers behind by default). Network loss is still
+    /// repaired (NAKs) under every policy; this is only about a slow application.
+    #[default]
     Drop,
     /// Keep only the newest undelivered message per topic (and publishing session)
     /// while the ring is full, and deliver those, oldest update first, as room

@@ -177,7 +177,11 @@ impl Node {
     }
 
     /// A subscriber to every topic starting with one of `prefixes` (`""` matches
-    /// all). The first subscriber joins the group.
+    /// all), with the configured slow-consumer policy (default
+    /// [`SlowConsumerPolicy::Drop`](crate::SlowConsumerPolicy::Drop): it never holds a
+    /// publisher back; ask for `BackPressure` with
+    /// [`subscriber_with_policy`](Self::subscriber_with_policy) to be lossless). The
+    /// first subscriber joins the group.
     pub fn subscriber<S: AsRef<str>>(&self, prefixes: &[S]) -> Result<Subscriber, Error> {
         self.subscriber_with_policy(prefixes, self.config.slow_consumer)
     }

@@ -53,8 +53,20 @@ pub const LIB_BACKENDS: [(ringcast::BackendChoice, &str); 2] = [
 ];
 
 /// A node configuration on `lo` for test `test_id` with `backend` (`name` from
-/// [`LIB_BACKENDS`]).
+/// [`LIB_BACKENDS`]). Its subscribers are lossless (`BackPressure`): these tests check
+/// exact delivery at full speed, which the default `Drop` gives only to a subscriber
+/// that keeps up ([`lo_config_default_policy`] keeps the default).
 pub fn lo_config(
+    test_id: u8,
+    backend: ringcast::BackendChoice,
+    name: &str,
+) -> ringcast::ConfigBuilder {
+    lo_config_default_policy(test_id, backend, name)
+        .slow_consumer(ringcast::SlowConsumerPolicy::BackPressure)
+}
+
+/// [`lo_config`] with the library's default slow-consumer policy.
+pub fn lo_config_default_policy(
     test_id: u8,
     backend: ringcast::BackendChoice,
     name: &str,

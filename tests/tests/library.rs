@@ -373,3 +373,50 @@ fn back_pressure_reaches_the_publisher_and_loses_nothing() {
         assert_eq!(rx.stats().gaps, 0);
     }
 }
+
+/// The library's default policy is `Drop`: a subscriber that does not keep up (here it
+/// does not poll at all while 8 MB go by, twice the publisher's retransmit window, which
+/// bounds what a pacing receiver lets it send ahead) never holds the publisher back —
+/// the publisher finishes — and is told exactly what it missed. The same stream to a
+/// `BackPressure` subscriber that never polls cannot finish.
+#[test]
+fn a_default_subscriber_never_holds_the_publisher_back() {
+    const N: u64 = 8000;
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            ringcast_e2e::lo_config_default_policy(26, backend, name)
+                .subscriber_ring(64 * 1024)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(config(26, backend, name).build().unwrap()).unwrap();
+        let mut sub = rx.subscriber(&["/dflt"]).unwrap();
+        let mut publ = tx.publisher("/dflt").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let payload = [5u8; 1000];
+        for i in 0..N {
+            publ.offer_blocking(&payload, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("[{name}] held back at {i}: {e}"));
+        }
+        publ.flush(Duration::from_secs(10)).unwrap();
+        // Everything was received (what the network lost, repaired)...
+        let s = ringcast_e2e::settled(&rx, |s| s.messages_received >= N);
+        assert_eq!(s.messages_received, N, "[{name}] {s:?}");
+        // ...and what the ring could not hold is reported, exactly, as slow-consumer loss.
+        let (mut got, mut lost) = (0u64, 0u64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got + lost < N && Instant::now() < deadline {
+            sub.poll(1024, |ev| match ev {
+                Event::Message(_) => got += 1,
+                Event::Loss(l) => {
+                    assert_eq!(l.reason, LossReason::SlowConsumer, "[{name}]");
+                    lost += l.count();
+                }
+                Event::Session(_) => {}
+            });
+        }
+        assert_eq!(got + lost, N, "[{name}] got {got} lost {lost}");
+        assert!(lost > 0, "[{name}] a 64 KiB ring held 8 MB");
+    }
+}

@@ -458,7 +458,10 @@ mod imp {
 
     pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
         let node = node(spec)?;
-        let sub = node.subscriber(&[topic(spec)])?;
+        // Lossless, as every system here is configured (ZeroMQ HWM=0, nng's and
+        // Aeron's defaults): the subscriber paces the publisher.
+        let sub = node
+            .subscriber_with_policy(&[topic(spec)], ringcast::SlowConsumerPolicy::BackPressure)?;
         let s = settings(spec);
         Ok(Box::new(RcSubscriber {
             sub,
