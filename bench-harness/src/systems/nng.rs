@@ -30,7 +30,10 @@ pub fn variants() -> Vec<Variant> {
 }
 
 #[cfg(not(feature = "nng"))]
-pub const UNAVAILABLE: Option<&str> = Some("not built: cargo feature `nng` is off");
+pub const UNAVAILABLE: Option<&str> = Some(
+    "not built: its C library needs cmake at build time (apt-get install cmake, then add \
+     --features nng; tests/run and .ci/run do this themselves as root)",
+);
 #[cfg(feature = "nng")]
 pub const UNAVAILABLE: Option<&str> = None;
 
