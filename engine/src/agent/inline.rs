@@ -221,10 +221,7 @@ impl Inline {
             Ok(g) => Some(g),
             Err(TryLockError::WouldBlock) => None,
             Err(TryLockError::Poisoned(_)) => {
-                let _ = shared
-                    .failure
-                    .set("an inline duty cycle panicked".to_string());
-                shared.stop.store(true, Ordering::Release);
+                shared.fail("an inline duty cycle panicked".to_string());
                 None
             }
         }
@@ -308,15 +305,16 @@ impl Inline {
             // The datagram being built waits for the next call (or the backstop).
             self.tx_held.store(true, Ordering::Relaxed);
         } else {
-            if t >= tx.next_control {
-                // Status and NAKs while the application offers (as `drive_tx` does).
-                tx.next_control = t.saturating_add(ns(CONTROL_EVERY));
-                tx.agent.read_status(shared, false);
-            }
             let now = if fresh { now } else { Instant::now() };
             let sent_before = shared.counters.tx.datagrams.get();
             tx.agent.send_pending(shared, now);
             self.note_send(shared, &mut tx, t, sent_before);
+            if t >= tx.next_control {
+                // Status and NAKs while the application offers (as `drive_tx` does),
+                // after the message went: the look costs a syscall.
+                tx.next_control = t.saturating_add(ns(CONTROL_EVERY));
+                tx.agent.read_status(shared, false);
+            }
         }
         drop(tx);
         self.released(shared);
