@@ -51,8 +51,8 @@ fn choose_backend(choice: BackendChoice, inline: bool) -> Result<BackendReport, 
     let probe = io::probe::run();
     let report = match choice {
         BackendChoice::Auto => probe.choose_for(inline)?,
-        BackendChoice::Uring => probe.choose_with(Some("uring"))?,
-        BackendChoice::Mmsg => probe.choose_with(Some("mmsg"))?,
+        BackendChoice::Uring => probe.choose_in_code(io::probe::BackendKind::Uring)?,
+        BackendChoice::Mmsg => probe.choose_in_code(io::probe::BackendKind::Mmsg)?,
     };
     Ok(report)
 }
@@ -356,6 +356,8 @@ impl Drop for HandlerGuard {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // Handles that outlive the node are told so.
+        let _ = self.shared.failure.set("the node was dropped".to_string());
         self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.shared.sender_thread.get() {
             t.unpark();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::agent::{delivery, Direct, Inline, Shared};
+use crate::error::Error;
 use crate::publisher::backoff;
 use crate::ring;
 
@@ -188,6 +189,23 @@ impl Subscriber {
         }
     }
 
+    /// Why this subscriber's node stopped, if it did: an agent failed (say it
+    /// panicked), or the node was dropped. After a `poll_timeout` or `recv` that brought
+    /// nothing, `None` means the time ran out with the node alive. What was already in
+    /// the ring is still handed out by `poll` after the node stopped.
+    pub fn error(&self) -> Option<Error> {
+        if !self.shared.stopped() {
+            return None;
+        }
+        Some(Error::Stopped(
+            self.shared
+                .failure
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "the node stopped".to_string()),
+        ))
+    }
+
     /// Hands up to `limit` queued events to `f`, without blocking. Returns how many.
     ///
     /// Under [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy::Disconnect),
@@ -197,7 +215,7 @@ impl Subscriber {
     /// the live position.
     ///
     /// In [`ThreadingMode::Inline`](crate::ThreadingMode::Inline) this call reads the
-    /// socket itself first (unless another thread is doing so). Under the default
+    /// socket itself first (unless another thread is doing so). Under the
     /// back-pressure policy, while nothing of this subscription waits in its ring, `f`
     /// then gets the messages straight out of the receive buffer, inside the
     /// receiver's cycle: no copy, no ring record (for up to 1 ms of a cycle, so a slow

@@ -420,3 +420,63 @@ fn a_default_subscriber_never_holds_the_publisher_back() {
         assert!(lost > 0, "[{name}] a 64 KiB ring held 8 MB");
     }
 }
+
+/// An agent that fails (here the receiver agent panics, by fault injection) stops the
+/// node, and every handle says so: the subscriber's `error()` (a timeout before, with
+/// the node alive, says `None`), a publisher's `offer`, new handles. Handles that
+/// outlive their node are told the same.
+#[test]
+fn an_agent_failure_and_a_dropped_node_reach_every_handle() {
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            config(27, backend, name)
+                .threading(ringcast::ThreadingMode::Dedicated)
+                .inject_faults(ringcast::FaultConfig {
+                    panic_after: Some(3),
+                    ..ringcast::FaultConfig::default()
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(config(27, backend, name).build().unwrap()).unwrap();
+        let mut sub = rx.subscriber(&["/fail"]).unwrap();
+        let mut own = rx.publisher("/own").unwrap();
+        // Alive and idle: a timeout, no error.
+        assert_eq!(sub.poll_timeout(16, Duration::from_millis(20), |_| {}), 0);
+        assert!(sub.error().is_none(), "[{name}]");
+        let mut publ = tx.publisher("/fail").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sub.error().is_none() && Instant::now() < deadline {
+            let _ = publ.offer(b"x");
+            let _ = publ.flush(Duration::from_millis(100));
+            sub.poll_timeout(16, Duration::from_millis(10), |_| {});
+        }
+        match sub.error() {
+            Some(ringcast::Error::Stopped(why)) => {
+                assert!(
+                    why.contains("receiver agent") && why.contains("injected fault"),
+                    "[{name}] {why}"
+                );
+            }
+            other => panic!("[{name}] the failure did not reach the subscriber: {other:?}"),
+        }
+        assert_eq!(own.offer(b"y"), Err(PublishError::Stopped), "[{name}]");
+        assert!(
+            matches!(rx.publisher("/new"), Err(ringcast::Error::Stopped(_))),
+            "[{name}]"
+        );
+        // Handles outliving a (healthy) node.
+        let mut late = tx.subscriber(&["/late"]).unwrap();
+        drop(publ);
+        let mut orphan = tx.publisher("/orphan").unwrap();
+        drop(tx);
+        match late.error() {
+            Some(ringcast::Error::Stopped(why)) => assert!(why.contains("dropped"), "{why}"),
+            other => panic!("[{name}] {other:?}"),
+        }
+        // Polling a dead node's subscriber is safe (what its ring held is handed out).
+        let _ = late.poll(16, |_| {});
+        assert_eq!(orphan.offer(b"z"), Err(PublishError::Stopped), "[{name}]");
+    }
+}

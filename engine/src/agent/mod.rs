@@ -191,6 +191,16 @@ impl Shared {
     pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
+
+    /// Stops the node for `why` (the first reason given is kept).
+    pub(crate) fn fail(&self, why: String) {
+        tracing::error!(%why, "node stopped");
+        let _ = self.failure.set(why);
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.sender_thread.get() {
+            t.unpark();
+        }
+    }
 }
 
 /// A random 64-bit id (session and receiver ids), from the std hasher's random keys.
@@ -350,7 +360,7 @@ pub(crate) fn start(
                 .name("ringcast-sender".into())
                 .spawn(move || {
                     pin(c);
-                    run_sender(&s, tx, i);
+                    guarded(&s, "sender agent", || run_sender(&s, tx, i));
                 })?;
             let _ = shared.sender_thread.set(h.thread().clone());
             handles.push(h);
@@ -360,7 +370,7 @@ pub(crate) fn start(
                     .name("ringcast-receiver".into())
                     .spawn(move || {
                         pin(c);
-                        run_receiver(&s, rx, i);
+                        guarded(&s, "receiver agent", || run_receiver(&s, rx, i));
                     })?,
             );
         }
@@ -370,7 +380,7 @@ pub(crate) fn start(
                 .name("ringcast-agent".into())
                 .spawn(move || {
                     pin(c);
-                    run_shared(&s, tx, rx, i);
+                    guarded(&s, "agent", || run_shared(&s, tx, rx, i));
                 })?;
             let _ = shared.sender_thread.set(h.thread().clone());
             handles.push(h);
@@ -383,7 +393,7 @@ pub(crate) fn start(
                 .spawn(move || {
                     pin(c);
                     if let Some(i) = s.inline.get() {
-                        i.backstop(&s);
+                        guarded(&s, "backstop", || i.backstop(&s));
                     }
                 })?;
             let _ = shared.sender_thread.set(h.thread().clone());
@@ -391,6 +401,20 @@ pub(crate) fn start(
         }
     }
     Ok(handles)
+}
+
+/// Runs an agent's loop; if it panics, the node stops and every handle learns why
+/// (`Error::Stopped`, `PublishError::Stopped`, [`Subscriber::error`](crate::Subscriber::error))
+/// instead of going on as if the agent were alive.
+fn guarded(shared: &Shared, who: &str, run: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        shared.fail(format!("the {who} failed: {what}"));
+    }
 }
 
 /// How long `flush`-style waits sleep between checks once spinning stops paying.

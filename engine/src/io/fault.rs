@@ -35,6 +35,9 @@ pub struct FaultConfig {
     pub blackout_after: Option<u64>,
     /// Length of the blackout.
     pub blackout_for: Duration,
+    /// Tests of agent failure only: the receiving thread panics at this datagram, as a
+    /// bug in an agent would (the node must then stop and tell every handle).
+    pub panic_after: Option<u64>,
 }
 
 impl Default for FaultConfig {
@@ -48,6 +51,7 @@ impl Default for FaultConfig {
             delay_for: Duration::from_millis(1),
             blackout_after: None,
             blackout_for: Duration::ZERO,
+            panic_after: None,
         }
     }
 }
@@ -76,8 +80,8 @@ impl FromStr for FaultConfig {
     type Err = FaultSpecError;
 
     /// `key=value` pairs separated by commas: `loss=P`, `dup=P`, `reorder=P`,
-    /// `delay=P:DURATION`, `blackout=AFTER:DURATION`, `seed=N`; durations in `us`,
-    /// `ms` or `s`.
+    /// `delay=P:DURATION`, `blackout=AFTER:DURATION`, `seed=N`, `panic=AFTER` (tests
+    /// of agent failure); durations in `us`, `ms` or `s`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let err = |why: &str| FaultSpecError {
             spec: spec.to_string(),
@@ -109,6 +113,7 @@ impl FromStr for FaultConfig {
                     c.blackout_for = duration(d).ok_or_else(|| err("bad duration"))?;
                 }
                 "seed" => c.seed = v.parse().map_err(|_| err("bad seed"))?,
+                "panic" => c.panic_after = Some(v.parse().map_err(|_| err("bad count"))?),
                 _ => return Err(err("unknown key")),
             }
         }
@@ -229,6 +234,9 @@ impl RxBackend for FaultyRx {
         } = self;
         inner.recv_batch(max, wait, &mut |bytes, source| {
             *seen += 1;
+            if cfg.panic_after == Some(*seen) {
+                panic!("injected fault: the receiver panics at datagram {seen}");
+            }
             let now = Instant::now();
             if cfg.blackout_after == Some(*seen) {
                 *blackout_until = Some(now + cfg.blackout_for);

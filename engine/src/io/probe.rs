@@ -200,17 +200,32 @@ impl Probe {
     /// [`Probe::choose`] with the environment value passed in (`None` = unset).
     pub fn choose_with(&self, forced: Option<&str>) -> Result<BackendReport, IoError> {
         let forced = forced.map(str::trim).filter(|s| !s.is_empty());
+        self.choose_by(forced.map(|v| (v, format!("{BACKEND_ENV}={v}"))))
+    }
+
+    /// The backend the application's code asked for (`Config::backend`), said so in
+    /// the reason (not as if the environment had forced it).
+    pub fn choose_in_code(&self, kind: BackendKind) -> Result<BackendReport, IoError> {
+        let v = match kind {
+            BackendKind::Uring => "uring",
+            BackendKind::Mmsg => "mmsg",
+        };
+        self.choose_by(Some((v, format!("Config::backend({kind})"))))
+    }
+
+    /// `forced`: the backend's name and who forced it.
+    fn choose_by(&self, forced: Option<(&str, String)>) -> Result<BackendReport, IoError> {
         let report = match forced {
-            Some(v) => match v.parse::<BackendKind>()? {
+            Some((v, by)) => match v.parse::<BackendKind>()? {
                 BackendKind::Mmsg => BackendReport {
                     kind: BackendKind::Mmsg,
-                    reason: format!("forced by {BACKEND_ENV}={v}"),
+                    reason: format!("forced by {by}"),
                     multishot: false,
                     offload: Default::default(),
                 },
                 BackendKind::Uring if self.uring_ok => BackendReport {
                     kind: BackendKind::Uring,
-                    reason: format!("forced by {BACKEND_ENV}={v} ({})", self.uring_detail()),
+                    reason: format!("forced by {by} ({})", self.uring_detail()),
                     multishot: self.multishot(),
                     offload: Default::default(),
                 },
@@ -218,7 +233,7 @@ impl Probe {
                     return Err(IoError::Unavailable {
                         kind: BackendKind::Uring,
                         reason: format!(
-                            "forced by {BACKEND_ENV}={v} but {}",
+                            "forced by {by} but {}",
                             self.uring_error
                                 .as_deref()
                                 .unwrap_or("io_uring is unusable")
@@ -378,6 +393,22 @@ mod tests {
             assert_eq!(r.kind, BackendKind::Mmsg);
             assert!(!r.reason.starts_with("inline threading"), "{}", r.reason);
         }
+    }
+
+    #[test]
+    fn a_backend_chosen_in_code_says_so() {
+        let p = fake(true, true);
+        let r = p.choose_in_code(BackendKind::Mmsg).expect("mmsg");
+        assert_eq!(r.kind, BackendKind::Mmsg);
+        assert!(!r.reason.contains(BACKEND_ENV), "{}", r.reason);
+        assert!(
+            r.reason.starts_with("forced by Config::backend("),
+            "{}",
+            r.reason
+        );
+        let r = p.choose_in_code(BackendKind::Uring).expect("uring");
+        assert_eq!(r.kind, BackendKind::Uring);
+        assert!(!r.reason.contains(BACKEND_ENV), "{}", r.reason);
     }
 
     #[test]
