@@ -7,7 +7,39 @@
 //! fragments and fills each [`Subscriber`]'s ring. Loss is never silent: a gap is
 //! handed to subscribers as an explicit [`Loss`] event and counted in [`Stats`].
 //!
-//! See the README for an example.
+//! ```
+//! use std::time::Duration;
+//! use ringcast::{Config, Event, Node, SlowConsumerPolicy};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Loopback and TTL 0 are the defaults: nothing leaves this host.
+//! let node = Node::new(Config::builder().group("239.255.42.43:41990".parse()?).build()?)?;
+//! // The default policy (Drop) never holds a publisher back; this subscriber asks to be
+//! // lossless instead, and paces the publishers it hears.
+//! let mut prices = node.subscriber_with_policy(&["/md/"], SlowConsumerPolicy::BackPressure)?;
+//! let mut publisher = node.publisher("/md/eurusd")?;
+//! publisher.offer(b"1.0842")?;
+//! publisher.flush(Duration::from_secs(5))?;
+//!
+//! let mut got = None;
+//! while got.is_none() {
+//!     prices.poll_timeout(16, Duration::from_secs(5), |event| {
+//!         if let Event::Message(m) = event {
+//!             got = Some((m.topic().to_owned(), m.payload().to_vec(), m.seq()));
+//!         }
+//!     });
+//!     if let Some(e) = prices.error() {
+//!         return Err(e.into()); // the node stopped
+//!     }
+//! }
+//! assert_eq!(got, Some(("/md/eurusd".to_owned(), b"1.0842".to_vec(), 0)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The README has the rest: threading, handlers, policies, flow control, the CLI.
+
+#![warn(missing_docs)]
 
 mod agent;
 mod config;
