@@ -167,6 +167,7 @@ fn subscriber(o: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 expected = l.to_seq;
             }
             Event::Session(_) => {}
+            _ => {}
         });
         if n > 0 {
             let now = Instant::now();

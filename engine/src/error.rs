@@ -4,6 +4,7 @@ use crate::io::IoError;
 
 /// Errors creating or running a node, publisher or subscriber.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A setting is invalid.
     #[error("invalid configuration: {0}")]
@@ -24,6 +25,7 @@ pub enum Error {
 
 /// Why a message was not accepted by a publisher.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The publisher's ring is full: the sender agent has not caught up. Retry later;
     /// nothing was queued. Counted in `Stats::back_pressure`.

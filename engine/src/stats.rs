@@ -121,6 +121,7 @@ pub(crate) struct Counters {
 
 /// A snapshot of a node's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// The I/O backend in use.
     pub backend: BackendKind,

@@ -72,6 +72,7 @@ pub struct OwnedMessage {
 
 /// Why messages were lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LossReason {
     /// Datagrams never arrived (a gap in the publisher's sequence).
     Network,
@@ -121,6 +122,7 @@ pub struct SessionEvent {
 
 /// See [`SessionEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionState {
     /// First heard (a new publisher, or a publisher restarted under a new session
     /// id), or heard again after it was declared gone.
@@ -133,6 +135,7 @@ pub enum SessionState {
 
 /// What a subscriber receives, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A message on a matching topic.
     Message(Message<'a>),
@@ -144,6 +147,7 @@ pub enum Event<'a> {
 
 /// An owned [`Event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OwnedEvent {
     /// A message.
     Message(OwnedMessage),

@@ -27,6 +27,7 @@ fn collect(sub: &mut ringcast::Subscriber, want: usize, timeout: Duration) -> Co
             )),
             Event::Loss(l) => losses.push(l),
             Event::Session(_) => {}
+            _ => {}
         });
     }
     (msgs, losses)
@@ -133,6 +134,7 @@ fn slow_subscriber_gets_explicit_losses_and_does_not_deafen_others() {
                     seen.push((l.from_seq, l.to_seq, true));
                 }
                 Event::Session(_) => {}
+                _ => {}
             });
             if n == 0 && seen.last().is_some_and(|r| r.1 == N) {
                 break;
@@ -360,6 +362,7 @@ fn back_pressure_reaches_the_publisher_and_loses_nothing() {
                 }
                 Event::Loss(_) => losses += 1,
                 Event::Session(_) => {}
+                _ => {}
             });
         }
         assert_eq!(
@@ -414,6 +417,7 @@ fn a_default_subscriber_never_holds_the_publisher_back() {
                     lost += l.count();
                 }
                 Event::Session(_) => {}
+                _ => {}
             });
         }
         assert_eq!(got + lost, N, "[{name}] got {got} lost {lost}");

@@ -53,6 +53,7 @@ fn run(test_id: u8, gso: bool, gro: bool) {
                 }
                 Event::Loss(l) => panic!("{what} loss {l:?}"),
                 Event::Session(_) => {}
+                _ => {}
             });
         }
         let t = tx.stats();

@@ -78,6 +78,7 @@ fn poll_into(sub: &mut Subscriber, log: &mut Log, limit: usize) -> usize {
         }
         Event::Loss(l) => log.ranges.push((l.from_seq, l.to_seq, Some(l.reason))),
         Event::Session(e) => log.sessions.push((e.session, e.state)),
+        _ => {}
     })
 }
 

@@ -23,6 +23,7 @@ fn collect(
             Event::Message(m) => msgs.push((m.seq(), m.payload().to_vec())),
             Event::Loss(_) => losses += 1,
             Event::Session(_) => {}
+            _ => {}
         });
     }
     (msgs, losses)
@@ -147,6 +148,7 @@ fn an_inline_poller_takes_its_messages_directly_and_in_order() {
                 Event::Message(m) => got.push((m.seq(), m.payload().to_vec())),
                 Event::Loss(_) => losses += 1,
                 Event::Session(_) => joined += 1,
+                _ => {}
             });
             if joined > 0 {
                 limit = 3;

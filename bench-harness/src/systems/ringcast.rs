@@ -501,6 +501,7 @@ mod imp {
                 *lost += l.count();
             }
             Event::Session(_) => {}
+            _ => {}
         }
     }
 

@@ -181,6 +181,7 @@ impl fmt::Display for BusyPoll {
 
 /// What a node's sockets use, and what the offloads did (a snapshot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct OffloadReport {
     /// UDP GSO on the transmit socket.
     pub gso: OffloadStatus,

@@ -224,6 +224,7 @@ pub fn run(a: ListenArgs) -> Res {
                 match e.state {
                     SessionState::Joined => "joined",
                     SessionState::Gone => "gone",
+                    _ => "changed",
                 }
             ),
             Event::Loss(l) => {
@@ -234,6 +235,7 @@ pub fn run(a: ListenArgs) -> Res {
                     l.session, l.source, l.from_seq, l.to_seq, l.reason
                 );
             }
+            _ => {}
         });
         if let Some(e) = write_err.take() {
             if e.kind() == io::ErrorKind::BrokenPipe {
