@@ -1,7 +1,7 @@
 //! `ringcast send`.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -159,7 +159,12 @@ pub fn run(a: SendArgs) -> Res {
     let reader: Option<Box<dyn Read>> = match (&a.message, &a.file) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(Box::new(File::open(path)?)),
-        (None, None) => Some(Box::new(io::stdin().lock())),
+        (None, None) => {
+            if io::stdin().is_terminal() {
+                eprintln!("reading messages from standard input, one per line (Ctrl-D ends)");
+            }
+            Some(Box::new(io::stdin().lock()))
+        }
     };
     if reader.is_some() && a.repeat != 1 {
         return Err("--repeat applies to MESSAGE, not to standard input or --file".into());
