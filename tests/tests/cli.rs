@@ -1142,3 +1142,64 @@ fn an_idle_listen_costs_almost_nothing() {
         cpu * 100.0
     );
 }
+
+/// Acceptance (issue 9, 2): the two-terminal demo through a pipe. Each message's line
+/// comes out of `listen`'s standard output (a pipe, read line by line) before the next
+/// message is sent; SIGINT then ends it with its summary and exit code 0.
+#[test]
+fn listen_to_a_pipe_shows_each_message_before_the_next_is_sent() {
+    use std::io::BufRead;
+    let backend = BACKENDS[0];
+    let g = group(54, backend).to_string();
+    let mut child = ringcast(backend, &["listen", "--group", &g, "--topic", "/demo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (etx, errs) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if etx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    while !errs
+        .recv_timeout(Duration::from_millis(100))
+        .is_ok_and(|l| l.contains("listening on"))
+    {
+        assert!(Instant::now() < deadline, "listen never joined");
+    }
+    for i in 0..5 {
+        let msg = format!("hello{i}");
+        send(backend, &["--group", &g, "--topic", "/demo", &msg]);
+        let line = lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("no line for {msg}: {e}"));
+        assert_eq!(line, msg, "line {i}, before message {} is sent", i + 1);
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok);
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = errs.iter().collect();
+    assert!(status.success(), "{status:?} {rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("received 5 messages, gaps 0")),
+        "summary after SIGINT: {rest:?}"
+    );
+}
