@@ -73,7 +73,7 @@ fn run_mode(
     let plot = match mode[1] {
         "full" => "throughput.svg",
         "rtt" => "latency-percentiles-rtt.svg",
-        _ => "latency-vs-rate.svg",
+        _ => "latency-vs-rate-spin.svg",
     };
     for f in ["results.json", "RESULTS.md", plot] {
         assert!(out.join(f).exists(), "{f} missing");

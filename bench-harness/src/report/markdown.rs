@@ -271,12 +271,17 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
         let _ = writeln!(s, "### Every configuration\n");
         s.push_str(&table(rate.iter().copied(), true));
         s.push('\n');
-        embed(
-            &mut s,
-            plots,
-            "latency-vs-rate.svg",
-            "Latency vs offered rate",
-        );
+        for w in [None, Some("spin"), Some("sleep")] {
+            embed(
+                &mut s,
+                plots,
+                &super::plots::latency_vs_rate_file(w),
+                &format!(
+                    "Latency vs offered rate{}",
+                    w.map_or(String::new(), |w| format!(", {w}"))
+                ),
+            );
+        }
     }
     let rtt = section_rows(doc, "rtt");
     if !rtt.is_empty() {

@@ -3,8 +3,8 @@
 //! * `throughput.svg` — sender vs receiver msg/s per configuration (full speed);
 //! * `latency-percentiles-full.svg` (and `-rate-<R>.svg`) — latency by percentile;
 //! * `latency-vs-count.svg` — mean and p99 latency against run length;
-//! * `latency-vs-rate.svg` — p50 and p99 latency against offered rate (one series
-//!   per configuration and waiting style);
+//! * `latency-vs-rate-<wait>.svg` — p50 and p99 latency against offered rate, one
+//!   plot per waiting style of the publisher (one series per configuration);
 //! * `latency-percentiles-rate-<R>-<wait>.svg` — latency by percentile at one rate
 //!   and waiting style;
 //! * `latency-percentiles-rtt.svg` — round-trip time by percentile.
@@ -45,13 +45,19 @@ pub fn write_all(dir: &Path, doc: &Document, merged: &Merged) -> Vec<String> {
     }
     let rate: Vec<&Row> = doc.medians().filter(|r| r.mode == "rate").collect();
     if !rate.is_empty() {
-        attempt("latency-vs-rate.svg".into(), &|p| latency_vs_rate(p, &rate));
         let mut rates: Vec<u64> = rate.iter().filter_map(|r| r.rate).collect();
         rates.sort_unstable();
         rates.dedup();
         let mut waits: Vec<Option<String>> = rate.iter().map(|r| r.wait.clone()).collect();
         waits.sort();
         waits.dedup();
+        // One plot per waiting style: half the series each, so a reader can follow a line.
+        for w in &waits {
+            let at: Vec<&Row> = rate.iter().copied().filter(|x| x.wait == *w).collect();
+            attempt(latency_vs_rate_file(w.as_deref()), &|p| {
+                latency_vs_rate(p, &at, w.as_deref())
+            });
+        }
         for r in rates {
             for w in &waits {
                 let at: Vec<&Row> = rate
@@ -415,10 +421,25 @@ fn latency_vs_count(path: &Path, rows: &[&Row]) -> PlotResult {
     )
 }
 
-fn latency_vs_rate(path: &Path, rows: &[&Row]) -> PlotResult {
+/// The file of the latency-vs-rate plot for one waiting style.
+pub fn latency_vs_rate_file(wait: Option<&str>) -> String {
+    match wait {
+        Some(w) => format!("latency-vs-rate-{w}.svg"),
+        None => "latency-vs-rate.svg".to_string(),
+    }
+}
+
+fn latency_vs_rate(path: &Path, rows: &[&Row], wait: Option<&str>) -> PlotResult {
+    let title = match wait {
+        Some(w) => format!(
+            "Latency vs offered rate, publisher waits by {w} (thin: p50, thick: p99; red cross: FAILED)"
+        ),
+        None => "Latency vs offered rate, open loop (thin: p50, thick: p99; red cross: FAILED)"
+            .to_string(),
+    };
     two_metric_plot(
         path,
-        "Latency vs offered rate, open loop (thin: p50, thick: p99; red cross: FAILED)",
+        &title,
         "offered msg/s (log)",
         rows,
         |r| r.rate.map(|v| v as f64),
