@@ -118,6 +118,25 @@ impl Tally {
     }
 }
 
+/// One end: a node publishing on `PREFIX/send` and subscribed (lossless) to
+/// `PREFIX/listen`.
+fn endpoint(
+    net: &Net,
+    ttl: Option<u32>,
+    spin: bool,
+    prefix: &str,
+    send: &str,
+    listen: &str,
+) -> Result<(Node, ringcast::Publisher, ringcast::Subscriber), Box<dyn std::error::Error>> {
+    let node = Node::new(builder(net, ttl).idle(idle(spin)).build()?)?;
+    let publ = node.publisher(&format!("{prefix}/{send}"))?;
+    let sub = node.subscriber_with_policy(
+        &[format!("{prefix}/{listen}")],
+        SlowConsumerPolicy::BackPressure,
+    )?;
+    Ok((node, publ, sub))
+}
+
 fn idle(spin: bool) -> IdleStrategy {
     if spin {
         IdleStrategy::BusySpin
@@ -144,12 +163,8 @@ pub fn ping(a: PingArgs) -> Res {
     if !a.rate.is_finite() || a.rate <= 0.0 {
         return Err("--rate must be positive".into());
     }
-    let node = Node::new(builder(&a.net, a.ttl).idle(idle(a.busy_spin)).build()?)?;
-    let mut publ = node.publisher(&format!("{}/ping", a.topic))?;
-    let mut sub = node.subscriber_with_policy(
-        &[format!("{}/pong", a.topic)],
-        SlowConsumerPolicy::BackPressure,
-    )?;
+    let (_node, mut publ, mut sub) =
+        endpoint(&a.net, a.ttl, a.busy_spin, &a.topic, "ping", "pong")?;
     on_interrupt();
     let epoch = Instant::now();
     let clock = || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -229,12 +244,7 @@ pub fn ping(a: PingArgs) -> Res {
 }
 
 pub fn pong(a: PongArgs) -> Res {
-    let node = Node::new(builder(&a.net, a.ttl).idle(idle(a.busy_spin)).build()?)?;
-    let mut publ = node.publisher(&format!("{}/pong", a.topic))?;
-    let mut sub = node.subscriber_with_policy(
-        &[format!("{}/ping", a.topic)],
-        SlowConsumerPolicy::BackPressure,
-    )?;
+    let (node, mut publ, mut sub) = endpoint(&a.net, a.ttl, a.busy_spin, &a.topic, "pong", "ping")?;
     on_interrupt();
     eprintln!(
         "pong: echoing {}/ping on {} via {}",
