@@ -202,6 +202,7 @@ impl Node {
         let (producer, consumer) = byte_ring(self.config.subscriber_ring);
         let closed = Arc::new(AtomicBool::new(false));
         let resync = Arc::new(AtomicBool::new(false));
+        let notify = self.shared.new_notify();
         self.shared.new_subscriptions.push(SubscriptionEntry {
             prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
             policy,
@@ -209,12 +210,14 @@ impl Node {
             closed: closed.clone(),
             resync: resync.clone(),
             handler: None,
+            notify: notify.clone(),
         });
         Ok(Subscriber::new(
             consumer,
             self.shared.clone(),
             closed,
             resync,
+            notify,
         ))
     }
 
@@ -247,6 +250,7 @@ impl Node {
             closed: closed.clone(),
             resync: Arc::new(AtomicBool::new(false)),
             handler: Some(Box::new(handler)),
+            notify: Arc::default(),
         });
         Ok(HandlerGuard { closed })
     }
@@ -362,6 +366,7 @@ impl Drop for Node {
         if let Some(t) = self.shared.sender_thread.get() {
             t.unpark();
         }
+        self.shared.wake_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

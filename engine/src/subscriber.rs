@@ -5,8 +5,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::agent::notify::Notify;
 use crate::agent::{delivery, Direct, Inline, Shared};
 use crate::error::Error;
 use crate::publisher::backoff;
@@ -169,6 +171,13 @@ pub struct Subscriber {
     /// What a resync turned the discarded backlog into (losses, and the loss and
     /// session events it held), handed out before anything newer.
     resynced: VecDeque<Event<'static>>,
+    /// Wakes this subscriber's async task.
+    notify: Arc<Notify>,
+    /// Polled from async code at least once (counted in `Shared::async_subscribers`).
+    is_async: bool,
+    /// The stream handed out the node's stop as its last item.
+    #[cfg(feature = "stream")]
+    ended: bool,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -183,6 +192,7 @@ impl Subscriber {
         shared: Arc<Shared>,
         closed: Arc<AtomicBool>,
         resync: Arc<AtomicBool>,
+        notify: Arc<Notify>,
     ) -> Self {
         Subscriber {
             ring,
@@ -190,6 +200,10 @@ impl Subscriber {
             closed,
             resync,
             resynced: VecDeque::new(),
+            notify,
+            is_async: false,
+            #[cfg(feature = "stream")]
+            ended: false,
         }
     }
 
@@ -381,13 +395,7 @@ impl Subscriber {
     /// Waits up to `timeout` for the next event and returns an owned copy.
     pub fn recv(&mut self, timeout: Duration) -> Option<OwnedEvent> {
         let mut out = None;
-        self.poll_timeout(1, timeout, |ev| {
-            out = Some(match ev {
-                Event::Message(m) => OwnedEvent::Message(m.to_owned()),
-                Event::Loss(l) => OwnedEvent::Loss(l),
-                Event::Session(e) => OwnedEvent::Session(e),
-            })
-        });
+        self.poll_timeout(1, timeout, |ev| out = Some(owned(ev)));
         out
     }
 
@@ -395,10 +403,121 @@ impl Subscriber {
     pub fn iter(&mut self, idle: Duration) -> impl Iterator<Item = OwnedEvent> + '_ {
         std::iter::from_fn(move || self.recv(idle))
     }
+
+    /// The next event for async code, or `Pending` with `cx`'s waker registered: the
+    /// thread that runs the receiver wakes the task when the next event is in the
+    /// ring. No thread polls for it: with agent threads the receiver agent wakes it;
+    /// in [`ThreadingMode::Inline`](crate::ThreadingMode::Inline), while the node has
+    /// async subscribers, its backstop thread waits for datagrams in the kernel (as a
+    /// receiver agent does) instead of parking. Works with any executor.
+    ///
+    /// `Err(Error::Stopped)` once the node stopped (an agent failed, or the node was
+    /// dropped) and what was queued before has been handed out.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<OwnedEvent, Error>> {
+        if !self.is_async {
+            self.is_async = true;
+            self.shared.async_subscribers.fetch_add(1, Ordering::SeqCst);
+        }
+        let mut armed = false;
+        loop {
+            if let Some(ev) = self.take_one() {
+                if armed {
+                    self.notify.disarm();
+                }
+                return Poll::Ready(Ok(ev));
+            }
+            if let Some(e) = self.error() {
+                // Stopped: one more look, for what the last cycle committed.
+                return match self.take_one() {
+                    Some(ev) => Poll::Ready(Ok(ev)),
+                    None => Poll::Ready(Err(e)),
+                };
+            }
+            if armed {
+                return Poll::Pending;
+            }
+            // Armed, then one more look (a cycle that committed before the arm was
+            // visible to it did not wake us).
+            self.notify.arm(cx.waker());
+            armed = true;
+            if self.shared.inline.get().is_some() && !self.shared.rx_waiting.load(Ordering::SeqCst)
+            {
+                // The backstop may be parked for its idle period: it is to wait on
+                // the socket for us now.
+                if let Some(t) = self.shared.sender_thread.get() {
+                    t.unpark();
+                }
+            }
+        }
+    }
+
+    /// Waits for the next event without blocking the thread: `poll_recv` as a future.
+    /// `Err(Error::Stopped)` once the node stopped and its queued events are out.
+    ///
+    /// ```no_run
+    /// # async fn consume(node: &ringcast::Node) -> Result<(), ringcast::Error> {
+    /// let mut sub = node.subscriber(&["/prices/"])?;
+    /// loop {
+    ///     match sub.recv_async().await? {
+    ///         ringcast::OwnedEvent::Message(m) => println!("{} {:?}", m.topic, m.payload),
+    ///         ringcast::OwnedEvent::Loss(l) => eprintln!("lost {} messages", l.count()),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// With the `stream` feature the subscriber is also a `futures_core::Stream` of
+    /// `Result<OwnedEvent, Error>` (the stop is its last item).
+    pub async fn recv_async(&mut self) -> Result<OwnedEvent, Error> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// One event if one is ready: the ring first, then (inline) a receiver cycle run
+    /// here without blocking.
+    fn take_one(&mut self) -> Option<OwnedEvent> {
+        let mut out = None;
+        let mut own = |ev: Event<'_>| out = Some(owned(ev));
+        if self.read(1, &mut own) == 0 && self.shared.inline.get().is_some() {
+            self.poll(1, &mut own);
+        }
+        out
+    }
+}
+
+/// An owned copy of an event.
+fn owned(ev: Event<'_>) -> OwnedEvent {
+    match ev {
+        Event::Message(m) => OwnedEvent::Message(m.to_owned()),
+        Event::Loss(l) => OwnedEvent::Loss(l),
+        Event::Session(e) => OwnedEvent::Session(e),
+    }
+}
+
+/// With the `stream` feature: the subscriber's events as a [`futures_core::Stream`],
+/// awaited without a polling thread (see [`Subscriber::poll_recv`]). The node's stop
+/// is the last item (`Err(Error::Stopped)`), then the stream ends.
+#[cfg(feature = "stream")]
+impl futures_core::Stream for Subscriber {
+    type Item = Result<OwnedEvent, Error>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        this.poll_recv(cx).map(|r| {
+            this.ended = r.is_err();
+            Some(r)
+        })
+    }
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
+        if self.is_async {
+            self.shared.async_subscribers.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }

@@ -466,7 +466,12 @@ impl Inline {
                 .into_iter()
                 .flatten()
                 .fold(period, |p, t| p.min(t.saturating_duration_since(start)));
-            thread::park_timeout(park.max(BACKSTOP_FLOOR));
+            let park = park.max(BACKSTOP_FLOOR);
+            if shared.async_subscribers.load(Ordering::Relaxed) > 0 {
+                self.wait_for_async(shared, park);
+            } else {
+                thread::park_timeout(park);
+            }
             if shared.stopped() {
                 break;
             }
@@ -508,6 +513,22 @@ impl Inline {
             } else {
                 (period * 2).min(BACKSTOP_MAX)
             };
+        }
+    }
+
+    /// The backstop's park while the node has async subscribers: a receive that
+    /// blocks in the kernel for up to `park` (a datagram ends it at once; the
+    /// receiver's cycle then wakes the tasks whose rings it filled), so an awaiting
+    /// task gets its message at the kernel's wake-up latency, with no thread polling.
+    /// An application thread already in the receiver reads for everyone.
+    fn wait_for_async(&self, shared: &Shared, park: Duration) {
+        match Self::try_lock(shared, &self.rx) {
+            Some(mut rx) => {
+                shared.rx_waiting.store(true, Ordering::SeqCst);
+                rx.do_work(shared, Some(park));
+                shared.rx_waiting.store(false, Ordering::SeqCst);
+            }
+            None => thread::park_timeout(park.min(super::POLL_SLEEP)),
         }
     }
 

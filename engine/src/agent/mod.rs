@@ -6,12 +6,13 @@
 pub(crate) mod delivery;
 mod idle;
 mod inline;
+pub(crate) mod notify;
 mod receiver;
 mod sender;
 pub(crate) mod threading;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub(crate) struct SubscriptionEntry {
     /// A handler subscription: called on the receiving thread with each event,
     /// borrowed from the receive buffer (the ring is then unused).
     pub handler: Option<EventHandler>,
+    /// Wakes the subscriber's async task (see [`notify`]).
+    pub notify: Arc<notify::Notify>,
 }
 
 /// The application's callback of a handler subscription.
@@ -97,6 +100,16 @@ pub(crate) struct Shared {
     pub heard_naks: ArrayQueue<HeardNak>,
     /// The agents themselves in inline threading (no agent threads).
     pub inline: OnceLock<Inline>,
+    /// Subscribers polled from async code (`poll_recv`) still alive: while there are
+    /// any, the receiver wakes armed ones after each cycle, and in inline threading
+    /// the backstop waits in the kernel for datagrams instead of parking.
+    pub async_subscribers: AtomicUsize,
+    /// Inline: the backstop is blocked in a receive for async subscribers (an arming
+    /// task need not wake it).
+    pub rx_waiting: AtomicBool,
+    /// Every subscription's waker, to wake them all when the node stops (touched when
+    /// a subscriber is created and at the stop, never per message).
+    pub notifies: Mutex<Vec<Weak<notify::Notify>>>,
 }
 
 /// A NAK heard on the control port, for NAK suppression.
@@ -135,6 +148,9 @@ impl Shared {
             rcvbuf: std::sync::atomic::AtomicUsize::new(0),
             heard_naks: ArrayQueue::new(HEARD_NAKS),
             inline: OnceLock::new(),
+            async_subscribers: AtomicUsize::new(0),
+            rx_waiting: AtomicBool::new(false),
+            notifies: Mutex::new(Vec::new()),
         }
     }
 
@@ -199,6 +215,28 @@ impl Shared {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.sender_thread.get() {
             t.unpark();
+        }
+        self.wake_all();
+    }
+
+    /// A new subscription's waker, registered to be woken at the stop.
+    pub(crate) fn new_notify(&self) -> Arc<notify::Notify> {
+        let n = Arc::new(notify::Notify::default());
+        if let Ok(mut all) = self.notifies.lock() {
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&n));
+        }
+        n
+    }
+
+    /// Wakes every waiting async subscriber (the node stopped: they learn why).
+    pub(crate) fn wake_all(&self) {
+        let all = match self.notifies.lock() {
+            Ok(all) => all.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for n in all.iter().filter_map(Weak::upgrade) {
+            n.wake();
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::delivery;
+use super::{delivery, notify};
 use super::{ReceiverCommand, Shared, SubscriptionEntry};
 use crate::config::SlowConsumerPolicy;
 use crate::io::RxBackend;
@@ -834,6 +834,17 @@ impl ReceiverAgent {
         for s in self.subs.iter_mut().filter(|s| s.has_backlog()) {
             s.flush();
         }
+        if shared.async_subscribers.load(Ordering::Relaxed) > 0 {
+            // What this cycle committed is visible before we look who waits (see
+            // `notify`).
+            notify::before_wakes();
+            for s in &self.subs {
+                let n = &s.entry.notify;
+                if n.armed() && !s.entry.ring.is_empty() {
+                    n.wake();
+                }
+            }
+        }
         let before = self.subs.len();
         self.subs
             .retain(|s| !s.entry.closed.load(Ordering::Acquire));
@@ -986,6 +997,7 @@ mod tests {
         let (producer, consumer) = crate::ring::byte_ring(ring);
         let closed = Arc::new(AtomicBool::new(false));
         let resync = Arc::new(AtomicBool::new(false));
+        let notify = Arc::new(super::super::notify::Notify::default());
         let sub = Subscription::new(SubscriptionEntry {
             prefixes: vec![String::new()],
             policy,
@@ -993,8 +1005,9 @@ mod tests {
             closed: closed.clone(),
             resync: resync.clone(),
             handler: None,
+            notify: notify.clone(),
         });
-        let subscriber = crate::Subscriber::new(consumer, shared.clone(), closed, resync);
+        let subscriber = crate::Subscriber::new(consumer, shared.clone(), closed, resync, notify);
         (sub, subscriber, shared)
     }
 
