@@ -55,8 +55,8 @@ mod subscriber;
 mod wire;
 
 pub use config::{
-    BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, SlowConsumerPolicy,
-    ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE,
+    BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, Origin,
+    SlowConsumerPolicy, ThreadingMode, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,
 };
 pub use error::{Error, PublishError};
 pub use io::fault::{FaultConfig, FaultCounts};
@@ -69,6 +69,11 @@ pub use subscriber::{
     Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, SessionEvent, SessionState,
     Subscriber,
 };
+
+/// The settings' syntax and table (`ringcast config`, the README's table).
+pub mod settings {
+    pub use crate::config::{markdown_table, parse_duration, parse_size, unknown_env_vars};
+}
 
 /// Reading other processes' counters (`ringcast stat`).
 pub mod stat {

@@ -10,7 +10,7 @@ use crate::agent::StatsBase;
 use crate::agent::{
     self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
 };
-use crate::config::{BackendChoice, Config, SlowConsumerPolicy};
+use crate::config::{BackendChoice, Config, Origin, SlowConsumerPolicy};
 use crate::error::Error;
 use crate::io::{self, BackendKind, BackendReport, Interface, SocketConfig, SocketInfo};
 use crate::publisher::Publisher;
@@ -47,12 +47,25 @@ impl std::fmt::Debug for Node {
     }
 }
 
-fn choose_backend(choice: BackendChoice, inline: bool) -> Result<BackendReport, Error> {
+/// The backend for `config`, the reason saying who chose it: `RINGCAST_BACKEND`, a
+/// configuration file, the application's code, or the probe.
+fn choose_backend(config: &Config, inline: bool) -> Result<BackendReport, Error> {
+    use io::probe::BackendKind;
     let probe = io::probe::run();
-    let report = match choice {
-        BackendChoice::Auto => probe.choose_for(inline)?,
-        BackendChoice::Uring => probe.choose_in_code(io::probe::BackendKind::Uring)?,
-        BackendChoice::Mmsg => probe.choose_in_code(io::probe::BackendKind::Mmsg)?,
+    let kind = match config.backend {
+        BackendChoice::Auto => None,
+        BackendChoice::Uring => Some(BackendKind::Uring),
+        BackendChoice::Mmsg => Some(BackendKind::Mmsg),
+    };
+    let report = match (config.origin("backend"), kind) {
+        // The environment's value, as the probe reads and names it.
+        (Some(Origin::Env(_)), _) => probe.choose_for(inline)?,
+        (Some(Origin::File(f)), Some(k)) => {
+            probe.choose_named(k, format!("{}: backend = \"{k}\"", f.display()))?
+        }
+        (_, Some(k)) => probe.choose_named(k, format!("Config::backend({k})"))?,
+        // Auto from the code, a file or the default: the probe alone.
+        (_, None) => probe.choose_for_with(inline, None)?,
     };
     Ok(report)
 }
@@ -81,10 +94,7 @@ impl Node {
         if let Some(w) = &threading.warning {
             tracing::warn!("{w}");
         }
-        let backend = choose_backend(
-            config.backend,
-            threading.mode == crate::ThreadingMode::Inline,
-        )?;
+        let backend = choose_backend(&config, threading.mode == crate::ThreadingMode::Inline)?;
         tracing::info!(backend = %backend.kind, reason = %backend.reason, "ringcast backend");
         let socket = SocketConfig {
             group: config.group,
@@ -97,6 +107,8 @@ impl Node {
             batch: config.batch,
             gso: config.gso,
             gro: config.gro,
+            gso_from_env: matches!(config.origin("gso"), Some(Origin::Env(_))),
+            gro_from_env: matches!(config.origin("gro"), Some(Origin::Env(_))),
             busy_poll: config.busy_poll,
             offload: backend.offload.clone(),
         };

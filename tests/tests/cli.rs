@@ -1203,3 +1203,116 @@ fn listen_to_a_pipe_shows_each_message_before_the_next_is_sent() {
         "summary after SIGINT: {rest:?}"
     );
 }
+
+/// Configuration from a file and the environment reaches the CLI's nodes, flags win
+/// over both, and `ringcast config` says who set what: a listener whose group comes
+/// from a TOML file (`RINGCAST_CONFIG`) and a sender whose group comes from
+/// `RINGCAST_GROUP` meet on it; a wrong group in the environment is overridden by
+/// `--group`; a bad value is an error naming the variable.
+#[test]
+fn configuration_from_a_file_and_the_environment_reaches_the_nodes() {
+    for backend in BACKENDS {
+        let dir = TempDir::new(&format!("config-{backend}"));
+        let g = group(55, backend).to_string();
+        let file = dir.file("node.toml");
+        std::fs::write(&file, format!("group = \"{g}\"\nbatch = 16\n")).unwrap();
+        let out = dir.file("out");
+        let mut listen = ringcast(
+            backend,
+            &[
+                "listen",
+                "--topic",
+                "/cfg",
+                "--count",
+                "20",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        listen.env("RINGCAST_CONFIG", &file);
+        let mut l = Proc::spawn(listen);
+        // On the file's group.
+        l.wait_for_stderr(&format!("listening on {g}"), Duration::from_secs(20));
+        let mut s = ringcast(
+            backend,
+            &[
+                "send",
+                "--topic",
+                "/cfg",
+                "--repeat",
+                "10",
+                "--autonumber",
+                "env",
+            ],
+        );
+        s.env("RINGCAST_GROUP", &g);
+        let f = Proc::spawn(s).finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        // A wrong group in the environment, the right one as a flag: the flag wins.
+        let mut s = ringcast(
+            backend,
+            &[
+                "send",
+                "--group",
+                &g,
+                "--topic",
+                "/cfg",
+                "--repeat",
+                "10",
+                "--autonumber",
+                "flag",
+            ],
+        );
+        s.env("RINGCAST_GROUP", group(56, backend).to_string());
+        let f = Proc::spawn(s).finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        let f = l.finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        let want = numbered("env", 10) + &numbered("flag", 10);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "[{backend}]");
+
+        // `config`: the file, the environment and the defaults, each named.
+        let mut c = ringcast(
+            backend,
+            &["config", "--json", "--config", file.to_str().unwrap()],
+        );
+        c.env("RINGCAST_BATCH", "64")
+            .env("RINGCAST_NAK_DELY", "1ms");
+        let f = Proc::spawn(c).finish(WAIT);
+        assert!(f.status.success(), "[{backend}] {}", f.stderr);
+        let doc: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+        let find = |k: &str| {
+            doc["settings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["key"] == k)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(find("group")["value"], g.as_str());
+        assert!(find("group")["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("file "));
+        assert_eq!(
+            find("batch")["value"],
+            "64",
+            "the environment wins over the file"
+        );
+        assert_eq!(find("batch")["origin"], "env RINGCAST_BATCH");
+        assert_eq!(find("backend")["origin"], "env RINGCAST_BACKEND");
+        assert_eq!(find("nak_delay")["origin"], "default");
+        assert_eq!(doc["unknown_env"], serde_json::json!(["RINGCAST_NAK_DELY"]));
+
+        let mut c = ringcast(backend, &["listen", "--timeout", "0.1"]);
+        c.env("RINGCAST_RETRANSMIT_WINDOW", "lots");
+        let f = Proc::spawn(c).finish(WAIT);
+        assert_eq!(f.status.code(), Some(2), "[{backend}] {}", f.stderr);
+        assert!(
+            f.stderr.contains("RINGCAST_RETRANSMIT_WINDOW") && f.stderr.contains("lots"),
+            "[{backend}] {}",
+            f.stderr
+        );
+    }
+}

@@ -113,7 +113,10 @@ pub fn open_tx(
     cfg: &SocketConfig,
 ) -> Result<(Box<dyn TxBackend>, SocketInfo), IoError> {
     let (sock, info) = socket::open_tx_socket(cfg)?;
-    let env = std::env::var(offload::GSO_ENV).ok();
+    let env = cfg
+        .gso_from_env
+        .then(|| std::env::var(offload::GSO_ENV).ok())
+        .flatten();
     let gso = offload::wanted(cfg.gso, env.as_deref()).unwrap_or_else(|| {
         match socket::probe_gso(&sock) {
             // io_uring carries the segment size only in a SendMsg's control message.
@@ -149,7 +152,10 @@ pub fn open_rx(
     cfg: &SocketConfig,
 ) -> Result<(Box<dyn RxBackend>, SocketInfo), IoError> {
     let (sock, info) = socket::open_rx_socket(cfg)?;
-    let env = std::env::var(offload::GRO_ENV).ok();
+    let env = cfg
+        .gro_from_env
+        .then(|| std::env::var(offload::GRO_ENV).ok())
+        .flatten();
     let gro =
         offload::wanted(cfg.gro, env.as_deref()).unwrap_or_else(|| {
             match socket::enable_gro(&sock) {

@@ -299,13 +299,13 @@ impl Offload {
 /// Decides whether an offload is wanted: the configuration, then the environment
 /// variable (`0`, `off`, `false` or `no` turn it off). `None` = wanted.
 pub(crate) fn wanted(config: bool, env_value: Option<&str>) -> Option<OffloadStatus> {
-    if !config {
-        return Some(OffloadStatus::Disabled);
-    }
     let off = env_value
         .map(|v| v.trim().to_ascii_lowercase())
         .is_some_and(|v| matches!(v.as_str(), "0" | "off" | "false" | "no"));
-    off.then_some(OffloadStatus::DisabledByEnv)
+    if off {
+        return Some(OffloadStatus::DisabledByEnv);
+    }
+    (!config).then_some(OffloadStatus::Disabled)
 }
 
 /// Whether GSO may be used with multicast loop on the kernel `release` (`uname -r`):

@@ -206,11 +206,17 @@ impl Probe {
     /// The backend the application's code asked for (`Config::backend`), said so in
     /// the reason (not as if the environment had forced it).
     pub fn choose_in_code(&self, kind: BackendKind) -> Result<BackendReport, IoError> {
+        self.choose_named(kind, format!("Config::backend({kind})"))
+    }
+
+    /// The backend `by` asked for (a configuration file, the code), named so in the
+    /// reason: "forced by {by}".
+    pub fn choose_named(&self, kind: BackendKind, by: String) -> Result<BackendReport, IoError> {
         let v = match kind {
             BackendKind::Uring => "uring",
             BackendKind::Mmsg => "mmsg",
         };
-        self.choose_by(Some((v, format!("Config::backend({kind})"))))
+        self.choose_by(Some((v, by)))
     }
 
     /// `forced`: the backend's name and who forced it.

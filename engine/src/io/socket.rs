@@ -37,6 +37,11 @@ pub struct SocketConfig {
     pub gso: bool,
     /// Use UDP GRO on the receive socket where the kernel allows it.
     pub gro: bool,
+    /// `gso` came from `RINGCAST_GSO` (the builder did not override it): an "off"
+    /// there is reported as the environment's doing.
+    pub gso_from_env: bool,
+    /// The same for `gro` and `RINGCAST_GRO`.
+    pub gro_from_env: bool,
     /// `SO_BUSY_POLL` on the receive socket (`None`: not set).
     pub busy_poll: Option<std::time::Duration>,
     /// Where the backends report what the offloads do (shared with the node's stats).
@@ -298,6 +303,8 @@ pub(crate) mod tests {
             batch: 64,
             gso: false,
             gro: false,
+            gso_from_env: false,
+            gro_from_env: false,
             busy_poll: None,
             offload: Default::default(),
         }

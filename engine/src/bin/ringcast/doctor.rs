@@ -120,6 +120,16 @@ fn examine(iface: &str) -> Report {
     if let Some(w) = spin {
         r.warnings.push(format!("busy-spinning agents: {w}"));
     }
+    for v in ringcast::settings::unknown_env_vars() {
+        r.warnings.push(format!(
+            "{v} is set but is no ringcast setting (a typo? `ringcast config` lists them)"
+        ));
+    }
+    if let Err(e) = Config::builder().build() {
+        r.healthy = false;
+        r.warnings
+            .push(format!("the configuration does not load: {e}"));
+    }
     r.line("udp gso", probe.gso_summary());
     r.line("udp gro", probe.gro_summary());
     r.line("busy poll", probe.busy_poll_summary());

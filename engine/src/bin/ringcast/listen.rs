@@ -49,8 +49,8 @@ pub struct ListenArgs {
     /// a publisher back: what does not fit is dropped and reported as loss.
     /// `back-pressure` is lossless, and paces every publisher on the group to this
     /// listener (their flow control permitting).
-    #[arg(long, value_enum, default_value_t = Policy::Drop)]
-    slow_consumer: Policy,
+    #[arg(long, value_enum)]
+    slow_consumer: Option<Policy>,
     /// Sleep this many microseconds after each message: an application slower than
     /// the stream, to see the slow-consumer policies at work.
     #[arg(long, default_value_t = 0)]
@@ -60,12 +60,12 @@ pub struct ListenArgs {
     #[arg(long)]
     inject_faults: Option<ringcast::FaultConfig>,
     /// Tag this listener's status messages carry (for `send --flow-control tagged:N`).
-    #[arg(long, default_value_t = 0)]
-    receiver_tag: u32,
+    #[arg(long)]
+    receiver_tag: Option<u32>,
     /// Declare a publisher gone after this many seconds without a datagram or
-    /// heartbeat from it.
-    #[arg(long, default_value_t = 2.0)]
-    publisher_timeout: f64,
+    /// heartbeat from it [default: 2].
+    #[arg(long)]
+    publisher_timeout: Option<f64>,
 }
 
 /// `--format` values.
@@ -163,27 +163,37 @@ fn write_message(
 }
 
 pub fn run(a: ListenArgs) -> Res {
-    let mut b = builder(&a.net, None)
-        .receiver_tag(a.receiver_tag)
-        .publisher_timeout(Duration::from_secs_f64(a.publisher_timeout.max(0.01)));
+    let mut b = builder(&a.net, None);
+    if let Some(t) = a.receiver_tag {
+        b = b.receiver_tag(t);
+    }
+    if let Some(t) = a.publisher_timeout {
+        b = b.publisher_timeout(Duration::from_secs_f64(t.max(0.01)));
+    }
     if let Some(f) = a.inject_faults.clone() {
         b = b.inject_faults(f);
     }
-    let node = Node::new(b.build()?)?;
+    let config = b.build()?;
+    let (group, iface) = (config.group(), config.iface().to_string());
+    let reliable = config.reliable();
+    let node = Node::new(config)?;
     let topics = if a.topics.is_empty() {
         vec![String::new()]
     } else {
         a.topics.clone()
     };
-    let mut sub = node.subscriber_with_policy(&topics, a.slow_consumer.into())?;
+    let mut sub = match a.slow_consumer {
+        Some(p) => node.subscriber_with_policy(&topics, p.into())?,
+        None => node.subscriber(&topics)?,
+    };
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(BufWriter::new(File::create(p)?)),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
     eprintln!(
         "listening on {} via {} ({} backend), topics {:?}",
-        a.net.group,
-        a.net.iface,
+        group,
+        iface,
         node.backend(),
         topics
     );
@@ -287,7 +297,7 @@ pub fn run(a: ListenArgs) -> Res {
             );
         }
     }
-    if s.gaps > 0 && a.net.best_effort {
+    if s.gaps > 0 && !reliable {
         eprintln!("unrecoverable gaps: best effort, nothing was asked for again");
     } else if s.gaps > 0 {
         eprintln!(

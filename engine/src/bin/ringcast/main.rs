@@ -5,8 +5,9 @@ use std::net::SocketAddrV4;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ringcast::{Config, FlowControlStrategy, ThreadingMode, DEFAULT_GROUP, DEFAULT_IFACE};
+use ringcast::{Config, FlowControlStrategy, ThreadingMode};
 
+mod config;
 mod doctor;
 mod listen;
 mod ping;
@@ -47,27 +48,37 @@ enum Command {
     /// Check whether this host can run ringcast, and how.
     #[command(after_help = doctor::EXAMPLES)]
     Doctor(doctor::DoctorArgs),
+    /// Show every setting's value and where it came from (default, file, environment).
+    #[command(after_help = config::EXAMPLES)]
+    Config(config::ConfigArgs),
     /// Show the counters of every ringcast node on this host, with rates.
     #[command(after_help = stat::EXAMPLES)]
     Stat(stat::StatArgs),
 }
 
-/// Where a node sends and listens, shared by the subcommands that make one.
+/// Where a node sends and listens, shared by the subcommands that make one. A flag
+/// given wins over the configuration file and the `RINGCAST_*` environment (see
+/// `ringcast config`); a flag not given leaves their value.
 #[derive(Args)]
 struct Net {
     /// Turn repair off: gaps are reported as loss at once, NAKs are not answered.
     #[arg(long)]
     best_effort: bool,
-    /// Multicast group ADDR:PORT (control goes to PORT + 1).
-    #[arg(long, default_value = DEFAULT_GROUP)]
-    group: SocketAddrV4,
-    /// Interface name or address.
-    #[arg(long, default_value = DEFAULT_IFACE)]
-    iface: String,
+    /// Multicast group ADDR:PORT (control goes to PORT + 1) [default: RINGCAST_GROUP,
+    /// else 239.255.0.1:40456].
+    #[arg(long)]
+    group: Option<SocketAddrV4>,
+    /// Interface name or address [default: RINGCAST_IFACE, else lo].
+    #[arg(long)]
+    iface: Option<String>,
     /// Which threads run the engine: `auto` (chosen for this host's cores, see
-    /// `ringcast doctor`), `dedicated`, `shared` or `inline`.
-    #[arg(long, value_enum, default_value_t = Threading::Auto)]
-    threading: Threading,
+    /// `ringcast doctor`), `dedicated`, `shared` or `inline` [default: auto].
+    #[arg(long, value_enum)]
+    threading: Option<Threading>,
+    /// A TOML configuration file (keys as in `ringcast config`) [default:
+    /// RINGCAST_CONFIG]. The environment wins over it, flags over both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 /// `--threading` values.
@@ -110,6 +121,7 @@ fn main() -> ExitCode {
         Command::Pong(a) => ping::pong(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Stat(a) => stat::run(a),
+        Command::Config(a) => config::run(a),
     };
     match result {
         Ok(code) => code,
@@ -149,12 +161,25 @@ fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The node's configuration: the defaults, the file (`--config` or
+/// `RINGCAST_CONFIG`), the environment, then the flags given.
 fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
-    let mut b = Config::builder()
-        .group(net.group)
-        .iface(net.iface.clone())
-        .reliable(!net.best_effort)
-        .threading(net.threading.into());
+    let mut b = match &net.config {
+        Some(f) => Config::builder_from_file(f),
+        None => Config::builder(),
+    };
+    if let Some(g) = net.group {
+        b = b.group(g);
+    }
+    if let Some(i) = &net.iface {
+        b = b.iface(i.clone());
+    }
+    if net.best_effort {
+        b = b.reliable(false);
+    }
+    if let Some(t) = net.threading {
+        b = b.threading(t.into());
+    }
     if let Some(t) = ttl {
         b = b.ttl(t);
     }
@@ -162,16 +187,7 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
 }
 
 fn parse_flow(s: &str) -> Result<FlowControlStrategy, String> {
-    match s {
-        "min" => Ok(FlowControlStrategy::Min),
-        "max" => Ok(FlowControlStrategy::Max),
-        _ => s
-            .strip_prefix("tagged:")
-            .and_then(|t| t.parse().ok())
-            .filter(|&t| t != 0)
-            .map(FlowControlStrategy::Tagged)
-            .ok_or_else(|| "expected min, max or tagged:N (N > 0)".to_string()),
-    }
+    s.parse()
 }
 
 /// Percentiles of a latency histogram (ns), in µs, for a summary line.

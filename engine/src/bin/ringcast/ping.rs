@@ -119,7 +119,9 @@ impl Tally {
 }
 
 /// One end: a node publishing on `PREFIX/send` and subscribed (lossless) to
-/// `PREFIX/listen`.
+/// `PREFIX/listen`, and where it is ("GROUP via IFACE").
+type Endpoint = (Node, ringcast::Publisher, ringcast::Subscriber, String);
+
 fn endpoint(
     net: &Net,
     ttl: Option<u32>,
@@ -127,22 +129,20 @@ fn endpoint(
     prefix: &str,
     send: &str,
     listen: &str,
-) -> Result<(Node, ringcast::Publisher, ringcast::Subscriber), Box<dyn std::error::Error>> {
-    let node = Node::new(builder(net, ttl).idle(idle(spin)).build()?)?;
+) -> Result<Endpoint, Box<dyn std::error::Error>> {
+    let mut b = builder(net, ttl);
+    if spin {
+        b = b.idle(IdleStrategy::BusySpin);
+    }
+    let config = b.build()?;
+    let at = format!("{} via {}", config.group(), config.iface());
+    let node = Node::new(config)?;
     let publ = node.publisher(&format!("{prefix}/{send}"))?;
     let sub = node.subscriber_with_policy(
         &[format!("{prefix}/{listen}")],
         SlowConsumerPolicy::BackPressure,
     )?;
-    Ok((node, publ, sub))
-}
-
-fn idle(spin: bool) -> IdleStrategy {
-    if spin {
-        IdleStrategy::BusySpin
-    } else {
-        IdleStrategy::Park
-    }
+    Ok((node, publ, sub, at))
 }
 
 fn offer(p: &mut ringcast::Publisher, payload: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
@@ -163,7 +163,7 @@ pub fn ping(a: PingArgs) -> Res {
     if !a.rate.is_finite() || a.rate <= 0.0 {
         return Err("--rate must be positive".into());
     }
-    let (_node, mut publ, mut sub) =
+    let (_node, mut publ, mut sub, at) =
         endpoint(&a.net, a.ttl, a.busy_spin, &a.topic, "ping", "pong")?;
     on_interrupt();
     let epoch = Instant::now();
@@ -180,8 +180,8 @@ pub fn ping(a: PingArgs) -> Res {
     let wait = Duration::from_secs_f64(a.timeout.max(0.1));
     let interval = Duration::from_secs_f64(1.0 / a.rate);
     eprintln!(
-        "ping: {} round trips ({} warm-up) at {}/s, {} bytes, on {} via {}",
-        a.count, a.warmup, a.rate, a.size, a.net.group, a.net.iface
+        "ping: {} round trips ({} warm-up) at {}/s, {} bytes, on {at}",
+        a.count, a.warmup, a.rate, a.size
     );
     let start = Instant::now();
     for i in 0..total {
@@ -244,12 +244,10 @@ pub fn ping(a: PingArgs) -> Res {
 }
 
 pub fn pong(a: PongArgs) -> Res {
-    let (node, mut publ, mut sub) = endpoint(&a.net, a.ttl, a.busy_spin, &a.topic, "pong", "ping")?;
+    let (node, mut publ, mut sub, at) =
+        endpoint(&a.net, a.ttl, a.busy_spin, &a.topic, "pong", "ping")?;
     on_interrupt();
-    eprintln!(
-        "pong: echoing {}/ping on {} via {}",
-        a.topic, a.net.group, a.net.iface
-    );
+    eprintln!("pong: echoing {}/ping on {at}", a.topic);
     let mut echoed = 0u64;
     let mut err = None;
     while !interrupted() && a.count.is_none_or(|c| echoed < c) {

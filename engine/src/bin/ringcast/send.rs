@@ -53,8 +53,8 @@ pub struct SendArgs {
     /// Whose status messages pace this publisher: `min` (the slowest receiver that
     /// paces, i.e. listens with back-pressure), `max` (the fastest; slower ones are
     /// left behind) or `tagged:N` (receivers listening with `--receiver-tag N`).
-    #[arg(long, default_value = "min", value_parser = parse_flow)]
-    flow_control: FlowControlStrategy,
+    #[arg(long, value_parser = parse_flow)]
+    flow_control: Option<FlowControlStrategy>,
     /// Cap the publisher at this many bytes per second (on the wire).
     #[arg(long)]
     rate_limit: Option<u64>,
@@ -175,12 +175,16 @@ pub fn run(a: SendArgs) -> Res {
         (Some(r), _) => Source::Lines(Box::new(BufReader::new(r))),
         (None, None) => unreachable!("no message means a reader"),
     };
-    let node = Node::new(
-        builder(&a.net, a.ttl)
-            .flow_control(a.flow_control)
-            .rate_limit(a.rate_limit)
-            .build()?,
-    )?;
+    let mut b = builder(&a.net, a.ttl);
+    if let Some(f) = a.flow_control {
+        b = b.flow_control(f);
+    }
+    if let Some(r) = a.rate_limit {
+        b = b.rate_limit(Some(r));
+    }
+    let config = b.build()?;
+    let reliable = config.reliable();
+    let node = Node::new(config)?;
     let mut publisher = node.publisher(&a.topic)?;
     let mut input = Vec::new();
     let mut payload = Vec::with_capacity(a.size.unwrap_or(0).max(64));
@@ -229,7 +233,7 @@ pub fn run(a: SendArgs) -> Res {
     let secs = start.elapsed().as_secs_f64();
     // Reliable mode: stay to answer NAKs until the receivers we know of have
     // everything.
-    let acked = a.net.best_effort
+    let acked = !reliable
         || node.wait_acknowledged(
             Duration::from_millis(50),
             Duration::from_secs_f64(a.ack_timeout.max(0.0)),

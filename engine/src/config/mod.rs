@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+mod settings;
+pub use settings::{
+    markdown_table, parse_duration, parse_size, unknown_env_vars, Origin, CONFIG_ENV,
+};
+use settings::{Layered, SETTINGS};
+
 /// Default multicast group and port.
 pub const DEFAULT_GROUP: &str = "239.255.0.1:40456";
 /// Default interface: loopback, so nothing leaves the host unless asked.
@@ -159,6 +165,8 @@ pub struct Config {
     pub(crate) gso: bool,
     pub(crate) gro: bool,
     pub(crate) busy_poll: Option<Duration>,
+    /// Where each value that is not a default came from (set by `build`).
+    pub(crate) origins: Vec<(&'static str, Origin)>,
 }
 
 impl Default for Config {
@@ -192,21 +200,63 @@ impl Default for Config {
             nak_retries: 20,
             publisher_timeout: Duration::from_secs(2),
             faults: None,
-            stats_dir: Some(crate::stats_file::default_dir()),
+            stats_dir: Some(std::path::PathBuf::from("/dev/shm")),
             flow_control: FlowControlStrategy::default(),
             receiver_tag: 0,
             rate_limit: None,
             gso: true,
             gro: true,
             busy_poll: None,
+            origins: Vec::new(),
         }
     }
 }
 
 impl Config {
-    /// A builder starting from the defaults (group 239.255.0.1:40456 on `lo`, TTL 0).
+    /// A builder starting from the defaults (group 239.255.0.1:40456 on `lo`, TTL 0),
+    /// then the TOML file `RINGCAST_CONFIG` names (if set), then the `RINGCAST_<KEY>`
+    /// environment variables: every setting can come from the environment or a file,
+    /// and the builder's setters win over both (see the README's configuration
+    /// table, or `ringcast config`). A bad value or file is reported by
+    /// [`build`](ConfigBuilder::build), naming the variable or key.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder(Config::default())
+        let file = std::env::var_os(CONFIG_ENV).filter(|f| !f.is_empty());
+        ConfigBuilder::layered(file.as_deref().map(std::path::Path::new), true)
+    }
+
+    /// Like [`builder`](Self::builder), with `path` as the TOML file (the
+    /// environment still wins over it, and the setters over both).
+    pub fn builder_from_file(path: impl AsRef<std::path::Path>) -> ConfigBuilder {
+        ConfigBuilder::layered(Some(path.as_ref()), true)
+    }
+
+    /// A builder from the built-in defaults alone: no file, no environment.
+    pub fn builder_ignoring_env() -> ConfigBuilder {
+        ConfigBuilder::layered(None, false)
+    }
+
+    /// Where the setting `key` (a TOML key, e.g. `"nak_delay"`) got its value.
+    /// `None` for an unknown key.
+    pub fn origin(&self, key: &str) -> Option<Origin> {
+        let s = settings::find(key)?;
+        Some(
+            self.origins
+                .iter()
+                .find(|(k, _)| *k == s.key)
+                .map_or(Origin::Default, |(_, o)| o.clone()),
+        )
+    }
+
+    /// Every setting: key, environment variable, value as the settings write it,
+    /// and where it came from (what `ringcast config` prints).
+    pub fn settings(&self) -> Vec<(&'static str, String, String, Origin)> {
+        SETTINGS
+            .iter()
+            .map(|s| {
+                let origin = self.origin(s.key).unwrap_or(Origin::Default);
+                (s.key, s.env(), (s.get)(self), origin)
+            })
+            .collect()
     }
 
     /// The multicast group.
@@ -219,6 +269,11 @@ impl Config {
         &self.iface
     }
 
+    /// Whether repair (NAKs, retransmission) is on.
+    pub fn reliable(&self) -> bool {
+        self.reliable
+    }
+
     /// Largest message accepted and reassembled.
     pub fn max_message(&self) -> usize {
         self.max_message
@@ -227,9 +282,44 @@ impl Config {
 
 /// Builds a [`Config`]; every setter is optional.
 #[derive(Debug, Clone)]
-pub struct ConfigBuilder(Config);
+pub struct ConfigBuilder(Config, Layers);
+
+/// What the builder started from: the file and environment layers' values (to tell
+/// the setters' changes from them), where those came from, and a layer's error.
+#[derive(Debug, Clone)]
+struct Layers {
+    start: Box<Config>,
+    origins: Vec<(&'static str, Origin)>,
+    error: Option<String>,
+}
 
 impl ConfigBuilder {
+    fn layered(file: Option<&std::path::Path>, env: bool) -> Self {
+        let mut l = Layered {
+            config: Config::default(),
+            origins: Vec::new(),
+        };
+        let mut result = Ok(());
+        if let Some(f) = file {
+            result = settings::apply_file(&mut l, f);
+        }
+        if env && result.is_ok() {
+            result = settings::apply_env(&mut l, &|k| std::env::var(k).ok());
+        }
+        let error = result.err().map(|e| match e {
+            Error::Config(why) => why,
+            other => other.to_string(),
+        });
+        ConfigBuilder(
+            l.config.clone(),
+            Layers {
+                start: Box::new(l.config),
+                origins: l.origins,
+                error,
+            },
+        )
+    }
+
     /// Multicast group `ADDR:PORT` (must be an IPv4 multicast address).
     pub fn group(mut self, group: SocketAddrV4) -> Self {
         self.0.group = group;
@@ -435,7 +525,17 @@ impl ConfigBuilder {
 
     /// Checks the settings.
     pub fn build(self) -> Result<Config, Error> {
-        let c = self.0;
+        let ConfigBuilder(mut c, layers) = self;
+        if let Some(why) = layers.error {
+            return Err(Error::Config(why));
+        }
+        let mut origins = layers.origins;
+        for s in SETTINGS {
+            if (s.get)(&c) != (s.get)(&layers.start) {
+                settings::set_origin(&mut origins, s.key, Origin::Code);
+            }
+        }
+        c.origins = origins;
         if c.rate_limit == Some(0) {
             return Err(Error::Config("rate limit must be at least 1 byte/s".into()));
         }
@@ -502,5 +602,64 @@ impl ConfigBuilder {
     pub fn busy_poll(mut self, d: Option<Duration>) -> Self {
         self.0.busy_poll = d;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file sets what it names, the code wins over it, and each value says where it
+    /// came from; a broken file fails `build`, naming the file.
+    #[test]
+    fn the_builder_wins_over_the_file_and_origins_say_who_set_what() {
+        let dir = std::env::temp_dir().join(format!("ringcast-layers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("node.toml");
+        std::fs::write(
+            &f,
+            "batch = 64\nsubscriber_ring = \"16MiB\"\nidle = \"busy-spin\"\n",
+        )
+        .unwrap();
+        let c = Config::builder_from_file(&f)
+            .batch(128)
+            .max_sessions(7)
+            .build()
+            .unwrap();
+        assert_eq!(c.batch, 128);
+        assert_eq!(c.subscriber_ring, 16 << 20);
+        assert_eq!(c.idle, IdleStrategy::BusySpin);
+        assert_eq!(c.max_sessions, 7);
+        assert_eq!(c.origin("batch"), Some(Origin::Code));
+        assert_eq!(c.origin("max_sessions"), Some(Origin::Code));
+        assert_eq!(c.origin("subscriber_ring"), Some(Origin::File(f.clone())));
+        assert_eq!(c.origin("nak_delay"), Some(Origin::Default));
+        assert_eq!(c.origin("no_such_key"), None);
+        // A setter that leaves the file's value as it was does not claim it.
+        let c = Config::builder_from_file(&f).batch(64).build().unwrap();
+        assert_eq!(c.origin("batch"), Some(Origin::File(f.clone())));
+        std::fs::write(&f, "batch = 0\n").unwrap();
+        assert!(
+            Config::builder_from_file(&f).build().is_err(),
+            "batch 0 is checked"
+        );
+        std::fs::write(&f, "retransmit_window = \"lots\"\n").unwrap();
+        let e = Config::builder_from_file(&f)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("node.toml") && e.contains("retransmit_window"),
+            "{e}"
+        );
+        let e = Config::builder_from_file(dir.join("missing.toml"))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        // Without file or environment: the defaults, every origin the default.
+        let c = Config::builder_ignoring_env().build().unwrap();
+        assert!(c.settings().iter().all(|s| s.3 == Origin::Default));
     }
 }
