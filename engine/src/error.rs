@@ -21,6 +21,21 @@ pub enum Error {
     /// The node has stopped (an agent hit a fatal error, or the node was dropped).
     #[error("node stopped: {0}")]
     Stopped(String),
+    /// A wait ran out of time ([`Node::wait_for_receivers`](crate::Node::wait_for_receivers)).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// [`Node::shutdown`](crate::Node::shutdown) ran out of time before everything
+    /// was sent and acknowledged (the node stopped all the same).
+    #[error(
+        "shutdown timed out: {} {unacknowledged} datagram(s) not acknowledged by every receiver",
+        if *unsent { "messages were left unsent (flow control held them);" } else { "all sent;" }
+    )]
+    Unflushed {
+        /// Messages were still queued in publisher rings (or held by flow control).
+        unsent: bool,
+        /// Datagrams sent that not every live receiver acknowledged.
+        unacknowledged: u64,
+    },
 }
 
 /// Why a message was not accepted by a publisher.

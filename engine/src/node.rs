@@ -317,6 +317,46 @@ impl Node {
         }
     }
 
+    /// Waits until at least `n` receivers report to this node's publishers (status
+    /// messages; a receiver is a node on the group with a subscriber, whichever its
+    /// topics), for publishers that must not start before their audience. A node with
+    /// a publisher announces its session at once (heartbeats before the first
+    /// message), so receivers report before anything is sent. Returns how many
+    /// there are; `Error::Timeout` after `timeout`, `Error::Stopped` if the node stops.
+    pub fn wait_for_receivers(&self, n: usize, timeout: Duration) -> Result<usize, Error> {
+        self.shared.wait_for_receivers(n, timeout)
+    }
+
+    /// Stops the node gracefully: waits (up to `timeout`) until everything its
+    /// publishers queued has been sent — including what flow control still holds
+    /// back for a slow receiver — and every live receiver has acknowledged it
+    /// (answering NAKs meanwhile), then stops as dropping it does. Dropping a node
+    /// instead stops it at once: what was still queued is not sent (its receivers
+    /// report the loss). `Error::Unflushed` says what was left when time ran out.
+    /// Offer nothing meanwhile from other threads: it would be waited for too.
+    pub fn shutdown(self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let ask = self.shared.drain_asked.fetch_add(1, Ordering::AcqRel) + 1;
+        let tx = &self.shared.counters.tx;
+        loop {
+            self.check_running()?;
+            let sent_all = self.shared.drained.load(Ordering::Acquire) >= ask;
+            let (next, acked) = (tx.next_seq.get(), tx.acked.get());
+            if sent_all && acked >= next {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unflushed {
+                    unsent: !sent_all,
+                    unacknowledged: next.saturating_sub(acked),
+                });
+            }
+            if self.shared.kick_sender() == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
     /// Runs one duty cycle of the sender and the receiver on the calling thread, with
     /// the control socket and timers (heartbeats, NAKs, status), and returns the work
     /// done. Only inline threading needs it (elsewhere it returns 0): publishers'

@@ -179,6 +179,12 @@ impl Publisher {
         }
     }
 
+    /// [`Node::wait_for_receivers`](crate::Node::wait_for_receivers): waits until at
+    /// least `n` receivers report to this node's publishers.
+    pub fn wait_for_receivers(&self, n: usize, timeout: Duration) -> Result<usize, crate::Error> {
+        self.shared.wait_for_receivers(n, timeout)
+    }
+
     /// Waits until every message offered so far has been handed to the kernel.
     pub fn flush(&mut self, timeout: Duration) -> Result<(), PublishError> {
         let deadline = Instant::now() + timeout;

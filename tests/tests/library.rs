@@ -484,3 +484,129 @@ fn an_agent_failure_and_a_dropped_node_reach_every_handle() {
         assert_eq!(orphan.offer(b"z"), Err(PublishError::Stopped), "[{name}]");
     }
 }
+
+/// A publisher can wait for its audience before it sends: with nobody listening the
+/// wait times out; once a subscriber's node is up it returns before the first
+/// message (the session announces itself with heartbeats: the subscriber already
+/// saw it join), and what follows arrives from the first message on.
+#[test]
+fn a_publisher_waits_for_its_receivers_before_the_first_message() {
+    for (backend, name) in BACKENDS {
+        for mode in [ThreadingMode::Inline, ThreadingMode::Dedicated] {
+            let who = format!("{name}/{mode:?}");
+            let tx = Node::new(config(28, backend, name).threading(mode).build().unwrap()).unwrap();
+            let mut publ = tx.publisher("/audience").unwrap();
+            match publ.wait_for_receivers(1, Duration::from_millis(300)) {
+                Err(ringcast::Error::Timeout(why)) => assert!(why.contains("0 of 1"), "{why}"),
+                other => panic!("[{who}] nobody listens yet: {other:?}"),
+            }
+            let rx = Node::new(config(28, backend, name).build().unwrap()).unwrap();
+            let mut sub = rx.subscriber(&["/audience"]).unwrap();
+            // The subscriber's node reads the socket in the background only with agent
+            // threads; inline, its own polls do (here in a thread of its own).
+            let polling = std::thread::spawn(move || {
+                let mut joined = false;
+                let mut msgs = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while msgs.len() < 100 && Instant::now() < deadline {
+                    sub.poll_timeout(64, Duration::from_millis(10), |ev| match ev {
+                        Event::Session(s) if s.state == ringcast::SessionState::Joined => {
+                            assert!(msgs.is_empty(), "joined before the first message");
+                            joined = true;
+                        }
+                        Event::Message(m) => msgs.push((m.seq(), m.payload().to_vec())),
+                        Event::Loss(l) => panic!("loss {l:?}"),
+                        _ => {}
+                    });
+                }
+                (joined, msgs)
+            });
+            let n = publ
+                .wait_for_receivers(1, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("[{who}] {e}"));
+            assert!(n >= 1, "[{who}]");
+            assert_eq!(
+                tx.stats().messages_sent,
+                0,
+                "[{who}] before the first message"
+            );
+            for i in 0..100u64 {
+                publ.offer_blocking(&i.to_le_bytes(), Duration::from_secs(5))
+                    .unwrap();
+            }
+            publ.flush(Duration::from_secs(5)).unwrap();
+            let (joined, msgs) = polling.join().unwrap();
+            assert!(joined, "[{who}] the announced session joined");
+            let want: Vec<(u64, Vec<u8>)> =
+                (0..100u64).map(|i| (i, i.to_le_bytes().to_vec())).collect();
+            assert_eq!(msgs, want, "[{who}] from the first message on");
+        }
+    }
+}
+
+/// `shutdown` sends what flow control still holds for a slow receiver and waits for
+/// its acknowledgement: a lossless subscriber that has not polled yet (its ring is
+/// small, so the publisher's window closes) gets every message after its publisher's
+/// node was shut down.
+#[test]
+fn shutdown_sends_what_flow_control_held_back() {
+    const N: u64 = 3000;
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            config(29, backend, name)
+                .threading(ThreadingMode::Dedicated)
+                .subscriber_ring(64 << 10)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut sub = rx
+            .subscriber_with_policy(&["/drain"], SlowConsumerPolicy::BackPressure)
+            .unwrap();
+        let tx = Node::new(
+            config(29, backend, name)
+                .retransmit_window(256 << 10)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut publ = tx.publisher("/drain").unwrap();
+        tx.wait_for_receivers(1, Duration::from_secs(10)).unwrap();
+        let payload = |i: u64| {
+            let mut p = i.to_le_bytes().to_vec();
+            p.resize(1000, i as u8);
+            p
+        };
+        for i in 0..N {
+            publ.offer_blocking(&payload(i), Duration::from_secs(5))
+                .unwrap();
+        }
+        drop(publ);
+        let held = tx.stats();
+        assert!(
+            held.messages_sent < N,
+            "[{name}] the window held some back ({} of {N} sent)",
+            held.messages_sent
+        );
+        let collector = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while (got.len() as u64) < N && Instant::now() < deadline {
+                sub.poll_timeout(256, Duration::from_millis(10), |ev| match ev {
+                    Event::Message(m) => got.push((m.seq(), m.payload().to_vec())),
+                    Event::Loss(l) => panic!("loss {l:?}"),
+                    _ => {}
+                });
+            }
+            got
+        });
+        tx.shutdown(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("[{name}] {e}"));
+        let got = collector.join().unwrap();
+        assert_eq!(got.len() as u64, N, "[{name}] delivered");
+        for (i, (seq, p)) in got.iter().enumerate() {
+            assert_eq!((*seq, p), (i as u64, &payload(i as u64)), "[{name}]");
+        }
+    }
+}

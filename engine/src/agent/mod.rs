@@ -110,6 +110,10 @@ pub(crate) struct Shared {
     /// Every subscription's waker, to wake them all when the node stops (touched when
     /// a subscriber is created and at the stop, never per message).
     pub notifies: Mutex<Vec<Weak<notify::Notify>>>,
+    /// Graceful shutdown: asks raised (`Node::shutdown`), and the last ask the sender
+    /// saw with nothing left queued (every publisher ring empty, nothing unsent).
+    pub drain_asked: std::sync::atomic::AtomicU64,
+    pub drained: std::sync::atomic::AtomicU64,
 }
 
 /// A NAK heard on the control port, for NAK suppression.
@@ -151,6 +155,8 @@ impl Shared {
             async_subscribers: AtomicUsize::new(0),
             rx_waiting: AtomicBool::new(false),
             notifies: Mutex::new(Vec::new()),
+            drain_asked: std::sync::atomic::AtomicU64::new(0),
+            drained: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -217,6 +223,33 @@ impl Shared {
             t.unpark();
         }
         self.wake_all();
+    }
+
+    /// `Node::wait_for_receivers` (and the publisher's).
+    pub(crate) fn wait_for_receivers(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<usize, crate::Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.counters.tx.receivers.get() as usize;
+            if have >= n {
+                return Ok(have);
+            }
+            if let Some(why) = self.failure.get() {
+                return Err(crate::Error::Stopped(why.clone()));
+            }
+            if Instant::now() >= deadline {
+                return Err(crate::Error::Timeout(format!(
+                    "{have} of {n} receivers after {timeout:?}"
+                )));
+            }
+            // Inline: this thread reads the status; else the sender agent does.
+            if self.kick_sender() == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// A new subscription's waker, registered to be woken at the stop.

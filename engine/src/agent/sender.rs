@@ -147,7 +147,12 @@ impl SenderAgent {
                 SenderCommand::Backend(b) => self.backend = Some(b),
                 SenderCommand::Control(s) => self.control = Some(s),
                 SenderCommand::StatsFile(f) => self.stats_file = Some(f),
-                SenderCommand::Publisher(p) => self.publishers.push(p),
+                SenderCommand::Publisher(p) => {
+                    // The session makes itself known now, so receivers join it and
+                    // report before its first message (`wait_for_receivers`).
+                    self.machine.announce(Instant::now());
+                    self.publishers.push(p);
+                }
             }
         }
         n
@@ -323,6 +328,8 @@ impl SenderAgent {
     /// last cycle stopped at a receiver's window (inline mode reads it on a deadline,
     /// not on every offer: a receive per message would double the syscalls).
     pub(crate) fn cycle(&mut self, shared: &Shared, control: bool) -> usize {
+        // Read before the rings: what was published before the ask is seen below.
+        let drain_asked = shared.drain_asked.load(Ordering::Acquire);
         let mut work = self.commands(shared);
         if control || self.blocked {
             work += self.read_status(shared, false);
@@ -399,6 +406,12 @@ impl SenderAgent {
         let before = self.publishers.len();
         self.publishers
             .retain_mut(|p| !(p.closed.load(Ordering::Acquire) && p.ring.is_empty()));
+        if drain_asked > shared.drained.load(Ordering::Relaxed)
+            && !self.has_pending()
+            && !self.machine.has_transmit()
+        {
+            shared.drained.store(drain_asked, Ordering::Release);
+        }
         work + (before - self.publishers.len())
     }
 }

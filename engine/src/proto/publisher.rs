@@ -264,6 +264,9 @@ pub struct Publisher {
     resend: Vec<u64>,
     budget: usize,
     beat: Option<Beat>,
+    /// [`announce`](Publisher::announce) was called: heartbeats go before the first
+    /// message too.
+    announced: bool,
     heartbeat_interval: Duration,
     max_heartbeat: Duration,
     heartbeat_every: Duration,
@@ -309,6 +312,7 @@ impl Publisher {
             resend: Vec::with_capacity(budget),
             budget,
             beat: None,
+            announced: false,
             heartbeat_interval: cfg.heartbeat_interval,
             max_heartbeat: cfg.max_heartbeat_interval.max(cfg.heartbeat_interval),
             heartbeat_every: cfg.heartbeat_interval,
@@ -614,6 +618,18 @@ impl Publisher {
         });
     }
 
+    /// Makes the session known before its first message: heartbeats (at position 0)
+    /// start now and back off as an idle session's do, so receivers join it and send
+    /// status, and the publisher learns its audience before it sends (Aeron's setup
+    /// frames do the same). Without it an idle session is silent until its first
+    /// message: a node that only subscribes announces nothing.
+    pub fn announce(&mut self, now: Instant) {
+        if !self.announced && self.stream.next_seq() == 0 {
+            self.announced = true;
+            self.timers.set(Timer::Heartbeat, now);
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -628,7 +644,7 @@ impl Publisher {
             }
             match t {
                 Timer::Heartbeat => {
-                    if self.stream.next_seq() > 0 {
+                    if self.stream.next_seq() > 0 || self.announced {
                         self.beat.get_or_insert(Beat::Idle);
                     }
                     self.timers
@@ -784,6 +800,34 @@ mod tests {
         }
         .encode(&mut b);
         p.handle_control(now, &b).unwrap()
+    }
+
+    /// An announced session heartbeats at position 0 before any data, backing off;
+    /// one that was not stays silent.
+    #[test]
+    fn an_announced_session_heartbeats_before_its_first_message() {
+        let t0 = Instant::now();
+        let mut quiet = Publisher::new(cfg(), t0);
+        let mut p = Publisher::new(cfg(), t0);
+        p.announce(t0);
+        let mut beats = Vec::new();
+        for ms in 0..40u64 {
+            let now = t0 + Duration::from_millis(ms);
+            for m in [&mut quiet, &mut p] {
+                if m.poll_timeout().is_some_and(|t| t <= now) {
+                    m.handle_timeout(now);
+                }
+            }
+            assert!(drain(&mut quiet, now).is_empty(), "silent until data");
+            for (kind, dgrams) in drain(&mut p, now) {
+                assert_eq!(kind, Transmit::Heartbeat);
+                let hb = Heartbeat::decode(&dgrams[0]).unwrap();
+                assert_eq!((hb.session, hb.next_seq), (p.session(), 0));
+                beats.push(ms);
+            }
+        }
+        // At once, then the idle backoff (1 ms doubling).
+        assert_eq!(beats, vec![0, 1, 3, 7, 15, 31]);
     }
 
     #[test]
