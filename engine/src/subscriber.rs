@@ -173,8 +173,11 @@ pub struct Subscriber {
     resynced: VecDeque<Event<'static>>,
     /// Wakes this subscriber's async task.
     notify: Arc<Notify>,
-    /// Polled from async code at least once (counted in `Shared::async_subscribers`).
+    /// Has waited to be woken at least once (counted in
+    /// `Shared::wakeable_subscribers`).
     is_async: bool,
+    /// Wakes the thread parked in `poll_timeout` (agent threading), made once.
+    parker: Option<(std::thread::ThreadId, std::task::Waker)>,
     /// The stream handed out the node's stop as its last item.
     #[cfg(feature = "stream")]
     ended: bool,
@@ -202,6 +205,7 @@ impl Subscriber {
             resynced: VecDeque::new(),
             notify,
             is_async: false,
+            parker: None,
             #[cfg(feature = "stream")]
             ended: false,
         }
@@ -379,7 +383,13 @@ impl Subscriber {
                 return n;
             }
             if self.shared.inline.get().is_none() {
-                backoff(&mut tries);
+                // Agent threads: spin and yield briefly (the next message is often
+                // close behind), then park until the receiver agent wakes us.
+                if tries < PARK_AFTER_TRIES {
+                    backoff(&mut tries);
+                } else {
+                    self.park_until(deadline);
+                }
                 waited = false;
                 continue;
             }
@@ -414,10 +424,7 @@ impl Subscriber {
     /// `Err(Error::Stopped)` once the node stopped (an agent failed, or the node was
     /// dropped) and what was queued before has been handed out.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<OwnedEvent, Error>> {
-        if !self.is_async {
-            self.is_async = true;
-            self.shared.async_subscribers.fetch_add(1, Ordering::SeqCst);
-        }
+        self.count_wakeable();
         let mut armed = false;
         loop {
             if let Some(ev) = self.take_one() {
@@ -448,6 +455,40 @@ impl Subscriber {
                     t.unpark();
                 }
             }
+        }
+    }
+
+    /// Parks this thread until the receiver agent puts something in the ring (it wakes
+    /// armed subscriptions at the end of its cycle), the node stops, or `deadline`.
+    fn park_until(&mut self, deadline: Instant) {
+        self.count_wakeable();
+        let me = std::thread::current();
+        let waker = match &self.parker {
+            Some((id, w)) if *id == me.id() => w.clone(),
+            _ => {
+                let w = std::task::Waker::from(Arc::new(Unpark(me.clone())));
+                self.parker = Some((me.id(), w.clone()));
+                w
+            }
+        };
+        self.notify.arm(&waker);
+        let ready = !self.ring.is_empty()
+            || !self.resynced.is_empty()
+            || self.resync.load(Ordering::Acquire)
+            || self.shared.stopped();
+        if !ready {
+            std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        self.notify.disarm();
+    }
+
+    /// From now on the receiver wakes this subscriber when it is armed.
+    fn count_wakeable(&mut self) {
+        if !self.is_async {
+            self.is_async = true;
+            self.shared
+                .wakeable_subscribers
+                .fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -485,6 +526,18 @@ impl Subscriber {
     }
 }
 
+/// Tries of the spin-then-yield backoff before a waiting thread parks.
+const PARK_AFTER_TRIES: u32 = 200;
+
+/// A waker that unparks a thread.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 /// An owned copy of an event.
 fn owned(ev: Event<'_>) -> OwnedEvent {
     match ev {
@@ -517,7 +570,9 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
         if self.is_async {
-            self.shared.async_subscribers.fetch_sub(1, Ordering::SeqCst);
+            self.shared
+                .wakeable_subscribers
+                .fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -445,10 +445,12 @@ fn an_agent_failure_and_a_dropped_node_reach_every_handle() {
         .unwrap();
         let tx = Node::new(config(27, backend, name).build().unwrap()).unwrap();
         let mut sub = rx.subscriber(&["/fail"]).unwrap();
-        let mut own = rx.publisher("/own").unwrap();
         // Alive and idle: a timeout, no error.
         assert_eq!(sub.poll_timeout(16, Duration::from_millis(20), |_| {}), 0);
         assert!(sub.error().is_none(), "[{name}]");
+        // (Its session announces itself: the receiver hears it, which counts towards
+        // the injected panic.)
+        let mut own = rx.publisher("/own").unwrap();
         let mut publ = tx.publisher("/fail").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while sub.error().is_none() && Instant::now() < deadline {

@@ -24,6 +24,11 @@ const SPIN_FOR: Duration = Duration::from_micros(10);
 /// next message, so an agent that saw traffic within this long stays runnable.
 const YIELD_UNTIL: Duration = Duration::from_micros(250);
 const FIRST_PARK: Duration = Duration::from_micros(20);
+/// Idle time after which a parking agent sleeps deep: until its next protocol timer
+/// (the receiver blocks in the kernel, where a datagram wakes it at once; a sender
+/// with no publishers until its next counters refresh), so an idle node costs a few
+/// wake-ups a second instead of one per `max_park`.
+const DEEP_AFTER: Duration = Duration::from_millis(20);
 
 /// Tracks how long the agent has been idle and escalates as the strategy says.
 #[derive(Debug)]
@@ -42,6 +47,18 @@ impl Idler {
             idle_since: None,
             park: FIRST_PARK,
         }
+    }
+
+    /// Whether the agent has been idle long enough to sleep deep (park strategy only).
+    pub(crate) fn deep(&self) -> bool {
+        self.deep_at(Instant::now())
+    }
+
+    fn deep_at(&self, now: Instant) -> bool {
+        self.strategy == IdleStrategy::Park
+            && self
+                .idle_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= DEEP_AFTER)
     }
 
     /// Call after every duty cycle with the amount of work it did.
@@ -94,8 +111,11 @@ mod tests {
             i.after_at(0, at(400 + k));
         }
         assert_eq!(i.after_at(0, at(500)), Wait::Park(Duration::from_millis(1)));
-        assert_eq!(i.after_at(3, at(501)), Wait::Now);
-        assert_eq!(i.after_at(0, at(502)), Wait::Spin);
+        assert!(!i.deep_at(at(500)));
+        assert!(i.deep_at(at(20_000)), "idle 20 ms: deep");
+        assert_eq!(i.after_at(3, at(20_001)), Wait::Now);
+        assert!(!i.deep_at(at(20_002)), "work ends it");
+        assert_eq!(i.after_at(0, at(20_002)), Wait::Spin);
     }
 
     #[test]
@@ -104,5 +124,9 @@ mod tests {
         assert!((0..10_000).all(|_| i.after(0) == Wait::Spin));
         let mut y = Idler::new(IdleStrategy::Yield, Duration::from_millis(1));
         assert_eq!(y.after(0), Wait::Yield);
+        assert!(
+            !i.deep_at(Instant::now() + Duration::from_secs(1)),
+            "spinning never sleeps"
+        );
     }
 }

@@ -467,7 +467,7 @@ impl Inline {
                 .flatten()
                 .fold(period, |p, t| p.min(t.saturating_duration_since(start)));
             let park = park.max(BACKSTOP_FLOOR);
-            if shared.async_subscribers.load(Ordering::Relaxed) > 0 {
+            if shared.wakeable_subscribers.load(Ordering::Relaxed) > 0 {
                 self.wait_for_async(shared, park);
             } else {
                 thread::park_timeout(park);

@@ -100,10 +100,12 @@ pub(crate) struct Shared {
     pub heard_naks: ArrayQueue<HeardNak>,
     /// The agents themselves in inline threading (no agent threads).
     pub inline: OnceLock<Inline>,
-    /// Subscribers polled from async code (`poll_recv`) still alive: while there are
-    /// any, the receiver wakes armed ones after each cycle, and in inline threading
-    /// the backstop waits in the kernel for datagrams instead of parking.
-    pub async_subscribers: AtomicUsize,
+    /// Subscribers that wait to be woken — async tasks (`poll_recv`), or with agent
+    /// threads a thread parked in `poll_timeout` — still alive: while there are any,
+    /// the receiver wakes armed ones after each cycle, and in inline threading (where
+    /// only async tasks count) the backstop waits in the kernel for datagrams instead
+    /// of parking.
+    pub wakeable_subscribers: AtomicUsize,
     /// Inline: the backstop is blocked in a receive for async subscribers (an arming
     /// task need not wake it).
     pub rx_waiting: AtomicBool,
@@ -152,7 +154,7 @@ impl Shared {
             rcvbuf: std::sync::atomic::AtomicUsize::new(0),
             heard_naks: ArrayQueue::new(HEARD_NAKS),
             inline: OnceLock::new(),
-            async_subscribers: AtomicUsize::new(0),
+            wakeable_subscribers: AtomicUsize::new(0),
             rx_waiting: AtomicBool::new(false),
             notifies: Mutex::new(Vec::new()),
             drain_asked: std::sync::atomic::AtomicU64::new(0),
@@ -301,6 +303,7 @@ fn elapsed_ns(since: Instant) -> u64 {
 }
 
 fn run_sender(shared: &Shared, mut tx: SenderAgent, mut idler: Idler) {
+    let mut heard = shared.counters.rx.datagrams.get();
     loop {
         let stopping = shared.stopped();
         let t0 = Instant::now();
@@ -318,7 +321,21 @@ fn run_sender(shared: &Shared, mut tx: SenderAgent, mut idler: Idler) {
             Wait::Now => {}
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
-            Wait::Park(d) => park_sender(shared, &mut tx, d),
+            Wait::Park(d) => {
+                // A sender with no publisher has nothing to send and no session to
+                // keep alive: it wakes only for its counters file (a new publisher
+                // wakes it) — unless the receiver has traffic, whose NAKs it hears
+                // on the control port for suppression.
+                let now_heard = shared.counters.rx.datagrams.get();
+                let quiet = now_heard == heard;
+                heard = now_heard;
+                let d = if quiet && idler.deep() && !tx.has_publishers() {
+                    crate::stats_file::REFRESH
+                } else {
+                    d
+                };
+                park_sender(shared, &mut tx, d)
+            }
         }
     }
 }
@@ -356,9 +373,28 @@ fn run_receiver(shared: &Shared, mut rx: ReceiverAgent, mut idler: Idler) {
             Wait::Now => {}
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
-            Wait::Park(d) => block = Some(d),
+            Wait::Park(d) => {
+                block = Some(if idler.deep() {
+                    deep_block(rx.next_timeout(), d)
+                } else {
+                    d
+                })
+            }
         }
     }
+}
+
+/// The longest an idle receiver blocks in the kernel (a datagram ends the block at
+/// once; this bounds an idle node's wake-ups and how long a drop waits for it).
+const DEEP_BLOCK: Duration = Duration::from_millis(250);
+/// A deep sleep is never shorter than this (a timer due at once runs after it).
+const DEEP_FLOOR: Duration = Duration::from_micros(100);
+
+/// How long a deep-idle agent sleeps: until `timer` (its machine's next), at most
+/// [`DEEP_BLOCK`], and no less than the ordinary park `d` unless the timer is sooner.
+fn deep_block(timer: Option<Instant>, d: Duration) -> Duration {
+    let until = timer.map_or(DEEP_BLOCK, |t| t.saturating_duration_since(Instant::now()));
+    until.min(DEEP_BLOCK).max(DEEP_FLOOR.min(d))
 }
 
 fn run_shared(shared: &Shared, mut tx: SenderAgent, mut rx: ReceiverAgent, mut idler: Idler) {
@@ -389,6 +425,13 @@ fn run_shared(shared: &Shared, mut tx: SenderAgent, mut rx: ReceiverAgent, mut i
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
             Wait::Park(d) => {
+                // Deep idle with no publisher: block in the receive until the next
+                // timer or counters refresh (a datagram ends it at once).
+                let d = if idler.deep() && !tx.has_publishers() {
+                    deep_block(rx.next_timeout(), d).min(crate::stats_file::REFRESH)
+                } else {
+                    d
+                };
                 if rx.has_backend() && !tx.flow_blocked() {
                     // Block in the receive, but not past the rate limit's next send.
                     block = match tx.rate_wait(Instant::now()) {

@@ -834,7 +834,7 @@ impl ReceiverAgent {
         for s in self.subs.iter_mut().filter(|s| s.has_backlog()) {
             s.flush();
         }
-        if shared.async_subscribers.load(Ordering::Relaxed) > 0 {
+        if shared.wakeable_subscribers.load(Ordering::Relaxed) > 0 {
             // What this cycle committed is visible before we look who waits (see
             // `notify`).
             notify::before_wakes();

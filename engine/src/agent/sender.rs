@@ -114,6 +114,11 @@ impl SenderAgent {
         }
     }
 
+    /// Whether the node has publishers (or publisher rings still draining).
+    pub(crate) fn has_publishers(&self) -> bool {
+        !self.publishers.is_empty()
+    }
+
     /// Whether any publisher still has records queued.
     pub(crate) fn has_pending(&mut self) -> bool {
         self.publishers.iter_mut().any(|p| !p.ring.is_empty())

@@ -45,7 +45,8 @@ pub struct ListenArgs {
     /// per message, and percentiles in the summary.
     #[arg(long)]
     latency: bool,
-    /// What happens when this listener falls behind. `drop` (the default) never holds
+    /// What happens when this listener falls behind. `drop` (the default, unless
+    /// RINGCAST_SLOW_CONSUMER or the configuration file says otherwise) never holds
     /// a publisher back: what does not fit is dropped and reported as loss.
     /// `back-pressure` is lossless, and paces every publisher on the group to this
     /// listener (their flow control permitting).
