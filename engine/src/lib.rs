@@ -59,8 +59,8 @@ pub use config::{
     SlowConsumerPolicy, ThreadingMode, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,
 };
 pub use error::{Error, PublishError};
-pub use io::fault::{FaultConfig, FaultCounts};
-pub use io::BackendKind;
+pub use io::fault::{FaultConfig, FaultCounts, FaultSpecError};
+pub use io::{BackendKind, IoError};
 pub use io::{BusyPoll, OffloadReport, OffloadStatus};
 pub use node::{HandlerGuard, Node};
 pub use publisher::{Claim, Publisher};

@@ -29,6 +29,7 @@ pub use socket::{SocketConfig, SocketInfo};
 
 /// Errors of the I/O layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     /// A system call failed.
     #[error("{op}: {source}")]
