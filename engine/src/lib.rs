@@ -46,6 +46,7 @@ mod config;
 mod error;
 mod io;
 mod node;
+mod peers;
 mod proto;
 mod publisher;
 mod ring;
@@ -63,6 +64,8 @@ pub use io::fault::{FaultConfig, FaultCounts, FaultSpecError};
 pub use io::{BackendKind, IoError};
 pub use io::{BusyPoll, OffloadReport, OffloadStatus};
 pub use node::{HandlerGuard, Node};
+pub use peers::PeerEvents;
+pub use proto::{LeaveReason, Peer, PeerEvent};
 pub use publisher::{Claim, Publisher};
 pub use stats::Stats;
 pub use subscriber::{

@@ -47,6 +47,21 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// `host:pid`, the default node name.
+fn default_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its whole length; gethostname NUL-terminates
+    // within it (or truncates), and we read only up to the first NUL.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    format!("{host}:{}", std::process::id())
+}
+
 /// The backend for `config`, the reason saying who chose it: `RINGCAST_BACKEND`, a
 /// configuration file, the application's code, or the probe.
 fn choose_backend(config: &Config, inline: bool) -> Result<BackendReport, Error> {
@@ -133,8 +148,40 @@ impl Node {
                 }
             }
         }
-        let threads =
+        let mut threads =
             agent::start(&shared, &config, mode, session, max_payload).map_err(Error::Thread)?;
+        let id = config.node_id.unwrap_or_else(agent::random_u64);
+        let name = config.node_name.clone().unwrap_or_else(default_name);
+        let _ = shared
+            .membership
+            .set(agent::discovery::Membership::new(id, name.clone()));
+        if let Some(group) = config.discovery {
+            let machine = crate::proto::Discovery::new(
+                crate::proto::DiscoveryConfig {
+                    node: id,
+                    name,
+                    network: config.network_id(),
+                    group: config.group,
+                    interval: config.discovery_interval,
+                    multiplier: config.discovery_multiplier,
+                    max_peers: config.max_peers,
+                    seed: agent::random_u64(),
+                },
+                Instant::now(),
+            );
+            let (rx, tx) = io::socket::open_discovery(&socket, group)?;
+            match agent::start_discovery(&shared, rx, tx, machine) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The agents are running: stop them before reporting.
+                    shared.fail(format!("starting the discovery thread: {e}"));
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(Error::Thread(e));
+                }
+            }
+        }
         Ok(Node {
             shared,
             config,
@@ -145,6 +192,44 @@ impl Node {
             rx_open: Mutex::new(()),
             threads,
         })
+    }
+
+    /// The data group this node publishes and subscribes on.
+    pub fn group(&self) -> std::net::SocketAddrV4 {
+        self.config.group
+    }
+
+    /// This node's id in discovery (configured, or random per start).
+    pub fn id(&self) -> u64 {
+        self.shared.membership.get().map_or(0, |m| m.id)
+    }
+
+    /// This node's name in discovery (configured, or host:pid).
+    pub fn name(&self) -> &str {
+        self.shared.membership.get().map_or("", |m| m.name.as_str())
+    }
+
+    /// The nodes this one hears on the discovery group (its own network only), with
+    /// their names, addresses and topics. Empty with discovery off.
+    pub fn peers(&self) -> Vec<crate::Peer> {
+        self.shared
+            .membership
+            .get()
+            .map(|m| m.peers())
+            .unwrap_or_default()
+    }
+
+    /// A handle receiving every `PeerEvent` (joined, left with the reason) from now on.
+    pub fn peer_events(&self) -> crate::PeerEvents {
+        let listener = match self.shared.membership.get() {
+            Some(m) => m.listen(),
+            None => Arc::new(agent::discovery::Listener {
+                queue: crossbeam_queue::ArrayQueue::new(1),
+                dropped: Default::default(),
+                notify: Default::default(),
+            }),
+        };
+        crate::PeerEvents::new(listener, self.shared.clone())
     }
 
     /// A node with the default configuration (loopback, TTL 0).
@@ -179,6 +264,9 @@ impl Node {
                 closed: closed.clone(),
             }));
         self.shared.kick_sender();
+        if let Some(m) = self.shared.membership.get() {
+            m.publishes(&topic, 1);
+        }
         Ok(Publisher::new(
             producer,
             self.shared.clone(),
@@ -215,8 +303,12 @@ impl Node {
         let closed = Arc::new(AtomicBool::new(false));
         let resync = Arc::new(AtomicBool::new(false));
         let notify = self.shared.new_notify();
+        let owned: Vec<String> = prefixes.iter().map(|p| p.as_ref().to_string()).collect();
+        if let Some(m) = self.shared.membership.get() {
+            m.subscribes(&owned, 1);
+        }
         self.shared.new_subscriptions.push(SubscriptionEntry {
-            prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
+            prefixes: owned.clone(),
             policy,
             ring: producer,
             closed: closed.clone(),
@@ -230,6 +322,7 @@ impl Node {
             closed,
             resync,
             notify,
+            owned,
         ))
     }
 
@@ -255,8 +348,12 @@ impl Node {
         // The ring is never written: events go to the handler.
         let (producer, _) = byte_ring(4096);
         let closed = Arc::new(AtomicBool::new(false));
+        let owned: Vec<String> = prefixes.iter().map(|p| p.as_ref().to_string()).collect();
+        if let Some(m) = self.shared.membership.get() {
+            m.subscribes(&owned, 1);
+        }
         self.shared.new_subscriptions.push(SubscriptionEntry {
-            prefixes: prefixes.iter().map(|p| p.as_ref().to_string()).collect(),
+            prefixes: owned.clone(),
             policy: SlowConsumerPolicy::BackPressure,
             ring: producer,
             closed: closed.clone(),
@@ -264,7 +361,11 @@ impl Node {
             handler: Some(Box::new(handler)),
             notify: Arc::default(),
         });
-        Ok(HandlerGuard { closed })
+        Ok(HandlerGuard {
+            closed,
+            shared: self.shared.clone(),
+            prefixes: owned,
+        })
     }
 
     fn ensure_receiving(&self) -> Result<(), Error> {
@@ -399,14 +500,26 @@ impl Node {
 
 /// Keeps a [`Node::handler`] registered; dropping it removes the handler (at the
 /// receiver's next cycle).
-#[derive(Debug)]
 pub struct HandlerGuard {
     closed: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    prefixes: Vec<String>,
+}
+
+impl std::fmt::Debug for HandlerGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerGuard")
+            .field("prefixes", &self.prefixes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for HandlerGuard {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(m) = self.shared.membership.get() {
+            m.subscribes(&self.prefixes, -1);
+        }
     }
 }
 

@@ -242,6 +242,9 @@ fn claim_in_ring<'a>(
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(m) = self.shared.membership.get() {
+            m.publishes(&self.topic, -1);
+        }
         self.shared.kick_sender();
     }
 }

@@ -54,6 +54,7 @@ pub(crate) struct SenderCounters {
     pub send_errors: Counter,
     pub status_received: Counter,
     pub control_malformed: Counter,
+    pub control_foreign: Counter,
     pub flow_blocked: Counter,
     pub receivers: Counter,
     pub naks_received: Counter,
@@ -77,6 +78,7 @@ pub(crate) struct ReceiverCounters {
     pub lost_messages: Counter,
     pub duplicates: Counter,
     pub malformed: Counter,
+    pub foreign: Counter,
     pub ring_full_drops: Counter,
     pub recv_errors: Counter,
     pub truncated: Counter,
@@ -148,6 +150,22 @@ pub struct Stats {
     pub status_received: u64,
     /// Malformed datagrams on the control port.
     pub control_malformed: u64,
+    /// Peers in the discovery directory.
+    pub peers: u64,
+    /// Announces this node sent (discovery; leaves included).
+    pub announces_sent: u64,
+    /// Peers' announces heard.
+    pub announces_received: u64,
+    /// Announces of another network ID, ignored.
+    pub discovery_foreign: u64,
+    /// Malformed announces, dropped.
+    pub discovery_malformed: u64,
+    /// Newcomers refused because the directory was full.
+    pub peers_refused: u64,
+    /// Silent peers evicted to make room in a full directory.
+    pub peers_evicted: u64,
+    /// Status messages and NAKs of another network ID, ignored.
+    pub control_foreign: u64,
     /// Duty cycles in which the sender stopped at a receiver's window.
     pub flow_blocked: u64,
     /// Live receivers of this node's publishers (heard within 1 s); under flow control
@@ -195,6 +213,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// Malformed or hostile datagrams dropped.
     pub malformed: u64,
+    /// Data and heartbeats of another network ID, ignored (never delivered).
+    pub foreign_network: u64,
     /// Messages dropped because a subscription's ring was full (each reported to
     /// that subscriber as a loss).
     pub ring_full_drops: u64,
@@ -268,6 +288,14 @@ impl Stats {
             ("send_errors", self.send_errors),
             ("status_received", self.status_received),
             ("control_malformed", self.control_malformed),
+            ("control_foreign", self.control_foreign),
+            ("peers", self.peers),
+            ("announces_sent", self.announces_sent),
+            ("announces_received", self.announces_received),
+            ("discovery_foreign", self.discovery_foreign),
+            ("discovery_malformed", self.discovery_malformed),
+            ("peers_refused", self.peers_refused),
+            ("peers_evicted", self.peers_evicted),
             ("flow_blocked", self.flow_blocked),
             ("receivers", self.receivers),
             ("position", self.position),
@@ -290,6 +318,7 @@ impl Stats {
             ("lost_messages", self.lost_messages),
             ("duplicates", self.duplicates),
             ("malformed", self.malformed),
+            ("foreign_network", self.foreign_network),
             ("ring_full_drops", self.ring_full_drops),
             ("unmatched", self.unmatched),
             ("delivered_direct", self.delivered_direct),
@@ -344,6 +373,14 @@ impl Counters {
             send_errors: self.tx.send_errors.get(),
             status_received: self.tx.status_received.get(),
             control_malformed: self.tx.control_malformed.get(),
+            control_foreign: self.tx.control_foreign.get(),
+            peers: 0,
+            announces_sent: 0,
+            announces_received: 0,
+            discovery_foreign: 0,
+            discovery_malformed: 0,
+            peers_refused: 0,
+            peers_evicted: 0,
             flow_blocked: self.tx.flow_blocked.get(),
             receivers: self.tx.receivers.get(),
             position: self.tx.next_seq.get(),
@@ -374,6 +411,7 @@ impl Counters {
             lost_messages: self.rx.lost_messages.get(),
             duplicates: self.rx.duplicates.get(),
             malformed: self.rx.malformed.get(),
+            foreign_network: self.rx.foreign.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),

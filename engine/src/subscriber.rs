@@ -173,6 +173,8 @@ pub struct Subscriber {
     resynced: VecDeque<Event<'static>>,
     /// Wakes this subscriber's async task.
     notify: Arc<Notify>,
+    /// Its prefixes (announced by discovery while it lives).
+    prefixes: Vec<String>,
     /// Has waited to be woken at least once (counted in
     /// `Shared::wakeable_subscribers`).
     is_async: bool,
@@ -196,6 +198,7 @@ impl Subscriber {
         closed: Arc<AtomicBool>,
         resync: Arc<AtomicBool>,
         notify: Arc<Notify>,
+        prefixes: Vec<String>,
     ) -> Self {
         Subscriber {
             ring,
@@ -204,6 +207,7 @@ impl Subscriber {
             resync,
             resynced: VecDeque::new(),
             notify,
+            prefixes,
             is_async: false,
             parker: None,
             #[cfg(feature = "stream")]
@@ -569,6 +573,9 @@ impl futures_core::Stream for Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(m) = self.shared.membership.get() {
+            m.subscribes(&self.prefixes, -1);
+        }
         if self.is_async {
             self.shared
                 .wakeable_subscribers

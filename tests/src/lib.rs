@@ -73,8 +73,19 @@ pub fn lo_config_default_policy(
 ) -> ringcast::ConfigBuilder {
     ringcast::Config::builder()
         .group(group(test_id, name))
+        .discovery(Some(discovery_group(test_id, name)))
         .iface("lo")
         .backend(backend)
+}
+
+/// A discovery group of its own for test `test_id` with backend `name`, so parallel
+/// tests do not see each other's nodes.
+pub fn discovery_group(test_id: u8, backend: &str) -> SocketAddrV4 {
+    let b = if backend == "mmsg" { 1 } else { 0 };
+    SocketAddrV4::new(
+        [239, 255, 102 + b, test_id].into(),
+        45000 + u16::from(test_id) * 2 + b as u16,
+    )
 }
 
 /// A `ringcast` command for `backend` with the given arguments.

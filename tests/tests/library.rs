@@ -612,3 +612,137 @@ fn shutdown_sends_what_flow_control_held_back() {
         }
     }
 }
+
+/// Discovery between two nodes: each joins the other's directory with its name and
+/// topics, a `PeerEvents` handle sees `Joined`, and dropping a node is a clean
+/// `Left` at once (the expiry is set far longer than the wait, so only the leave
+/// message can explain it).
+#[test]
+fn nodes_discover_each_other_and_a_clean_stop_leaves_at_once() {
+    for (backend, name) in BACKENDS {
+        let mk = |id: u64| {
+            Node::new(
+                config(37, backend, name)
+                    .node_id(Some(id))
+                    .node_name(Some(format!("node-{id}")))
+                    .discovery_timing(Duration::from_millis(200), 100)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let a = mk(1);
+        let mut events = a.peer_events();
+        let b = mk(2);
+        let _p = b.publisher("/prices/eurusd").unwrap();
+        let _s = b.subscriber(&["/orders/"]).unwrap();
+        assert_eq!((b.id(), b.name()), (2, "node-2"));
+        let joined = events
+            .recv(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("[{name}] no join"));
+        match joined {
+            ringcast::PeerEvent::Joined(p) => assert_eq!((p.id, p.name.as_str()), (2, "node-2")),
+            other => panic!("[{name}] {other:?}"),
+        }
+        // The topics follow in the next announces.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let topics = loop {
+            let peers = a.peers();
+            let p = peers.iter().find(|p| p.id == 2).cloned();
+            if let Some(p) = p.filter(|p| !p.publishes.is_empty() && !p.subscribes.is_empty()) {
+                break p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{name}] topics never announced: {peers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(topics.publishes, vec!["/prices/eurusd".to_string()]);
+        assert_eq!(topics.subscribes, vec!["/orders/".to_string()]);
+        assert_eq!(topics.group, b.group());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !b.peers().iter().any(|p| p.id == 1) {
+            assert!(
+                Instant::now() < deadline,
+                "[{name}] b knows a: {:?} {:?}",
+                b.peers(),
+                b.stats()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop((_p, _s));
+        drop(b);
+        let left = events
+            .recv(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("[{name}] no leave"));
+        assert_eq!(
+            left,
+            ringcast::PeerEvent::Left {
+                id: 2,
+                name: "node-2".into(),
+                reason: ringcast::LeaveReason::Left
+            },
+            "[{name}]"
+        );
+        assert!(a.peers().is_empty(), "[{name}]");
+        assert!(a.stats().announces_received > 0, "[{name}]");
+    }
+}
+
+/// Two network IDs on one group, port and discovery group: no message, peer, status
+/// or NAK crosses, and each side counts what it ignored; a node of the same network
+/// gets everything.
+#[test]
+fn two_network_ids_on_one_group_ignore_each_other() {
+    for (backend, name) in BACKENDS {
+        let mk = |net: &str| {
+            Node::new(
+                config(38, backend, name)
+                    .network(net)
+                    .discovery_timing(Duration::from_millis(100), 5)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let red = mk("red");
+        let blue = mk("blue");
+        let red2 = mk("red");
+        let mut blue_sub = blue.subscriber(&[""]).unwrap();
+        // Blue publishes too: its receiver's status for its own session goes to the
+        // control port, where red's publisher hears (and ignores) it.
+        let _blue_publ = blue.publisher("/blue").unwrap();
+        let mut red_sub = red2.subscriber(&[""]).unwrap();
+        let mut publ = red.publisher("/data").unwrap();
+        red.wait_for_receivers(1, Duration::from_secs(10)).unwrap();
+        for i in 0..100u64 {
+            publ.offer_blocking(&i.to_le_bytes(), Duration::from_secs(5))
+                .unwrap();
+        }
+        publ.flush(Duration::from_secs(5)).unwrap();
+        let (msgs, losses) = collect(&mut red_sub, 100, Duration::from_secs(10));
+        assert_eq!(
+            (msgs.len(), losses.len()),
+            (100, 0),
+            "[{name}] same network"
+        );
+        let (other, _) = collect(&mut blue_sub, 1, Duration::from_millis(500));
+        assert!(other.is_empty(), "[{name}] nothing crosses networks");
+        let (bs, rs) = (blue.stats(), red.stats());
+        assert_eq!(bs.messages_received, 0, "[{name}]");
+        assert!(
+            bs.foreign_network > 0,
+            "[{name}] ignored and counted: {bs:?}"
+        );
+        assert!(bs.discovery_foreign > 0, "[{name}] {bs:?}");
+        assert!(
+            rs.control_foreign > 0,
+            "[{name}] blue's status reached red's control port: {rs:?}"
+        );
+        assert_eq!(rs.receivers, 1, "[{name}] only red2 paces red");
+        assert!(blue.peers().is_empty(), "[{name}] no peer crosses");
+        let red_peers: Vec<u64> = red.peers().iter().map(|p| p.id).collect();
+        assert_eq!(red_peers, vec![red2.id()], "[{name}]");
+    }
+}

@@ -34,9 +34,8 @@ pub fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let header = Header {
                         kind: Kind::Data,
-                        flags: 0,
                         session: SESSION,
-                        stream: 0,
+                        network: 0,
                         count: n as u16,
                         seq,
                         msg_seq: seq * n,

@@ -14,9 +14,8 @@ pub fn bench(c: &mut Criterion) {
 
     let header = Header {
         kind: Kind::Data,
-        flags: 0,
         session: SESSION,
-        stream: 0,
+        network: 0,
         count: 18,
         seq: 123_456,
         msg_seq: 2_222_208,

@@ -4,6 +4,7 @@
 //! lock-free rings and a command queue; an agent never waits on the application.
 
 pub(crate) mod delivery;
+pub(crate) mod discovery;
 mod idle;
 mod inline;
 pub(crate) mod notify;
@@ -116,6 +117,8 @@ pub(crate) struct Shared {
     /// saw with nothing left queued (every publisher ring empty, nothing unsent).
     pub drain_asked: std::sync::atomic::AtomicU64,
     pub drained: std::sync::atomic::AtomicU64,
+    /// This node's identity, its topics for the announces, and the peer directory.
+    pub membership: OnceLock<discovery::Membership>,
 }
 
 /// A NAK heard on the control port, for NAK suppression.
@@ -159,6 +162,7 @@ impl Shared {
             notifies: Mutex::new(Vec::new()),
             drain_asked: std::sync::atomic::AtomicU64::new(0),
             drained: std::sync::atomic::AtomicU64::new(0),
+            membership: OnceLock::new(),
         }
     }
 
@@ -172,6 +176,16 @@ impl Shared {
             b.sndbuf,
         );
         s.threading = b.threading.mode;
+        if let Some(m) = self.membership.get() {
+            let d = m.counters();
+            s.peers = m.peer_count() as u64;
+            s.announces_sent = d.announces_sent;
+            s.announces_received = d.announces_received;
+            s.discovery_foreign = d.foreign;
+            s.discovery_malformed = d.malformed;
+            s.peers_refused = d.refused;
+            s.peers_evicted = d.evicted;
+        }
         s.threading_reason.clone_from(&b.threading.reason);
         if let Some(w) = &b.threading.warning {
             s.threading_reason.push_str("; WARNING: ");
@@ -264,8 +278,12 @@ impl Shared {
         n
     }
 
-    /// Wakes every waiting async subscriber (the node stopped: they learn why).
+    /// Wakes every waiting async subscriber and peer-event listener (the node
+    /// stopped: they learn why).
     pub(crate) fn wake_all(&self) {
+        if let Some(m) = self.membership.get() {
+            m.wake_all();
+        }
         let all = match self.notifies.lock() {
             Ok(all) => all.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -515,6 +533,19 @@ pub(crate) fn start(
         }
     }
     Ok(handles)
+}
+
+/// Starts the discovery thread (it blocks on the discovery socket, never spins).
+pub(crate) fn start_discovery(
+    shared: &Arc<Shared>,
+    rx: std::net::UdpSocket,
+    tx: std::net::UdpSocket,
+    machine: crate::proto::Discovery,
+) -> Result<JoinHandle<()>, std::io::Error> {
+    let s = shared.clone();
+    thread::Builder::new()
+        .name("ringcast-discovery".into())
+        .spawn(move || guarded(&s, "discovery", || discovery::run(&s, &rx, &tx, machine)))
 }
 
 /// Runs an agent's loop; if it panics, the node stops and every handle learns why

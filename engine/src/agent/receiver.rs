@@ -654,6 +654,7 @@ impl ReceiverAgent {
                 seed: super::random_u64(),
                 publisher_timeout: config.publisher_timeout,
                 status_every: status_every(max_payload),
+                network: config.network_id(),
                 ..Default::default()
             }),
             subs: Vec::new(),
@@ -698,6 +699,7 @@ impl ReceiverAgent {
             return;
         };
         let c = &shared.counters.rx;
+        let network = self.proto.network();
         self.proto.poll_nak(&mut |key, from, to| {
             let mut buf = [0u8; NAK_LEN];
             Nak {
@@ -707,6 +709,7 @@ impl ReceiverAgent {
                 receiver: id,
             }
             .encode(&mut buf);
+            crate::wire::stamp_network(&mut buf, network);
             match sock.send(&buf) {
                 Ok(_) => c.naks_sent.add(1),
                 Err(e) => tracing::debug!(error = %e, "NAK send failed"),
@@ -719,6 +722,7 @@ impl ReceiverAgent {
             return;
         };
         let c = &shared.counters.rx;
+        let network = self.proto.network();
         self.proto
             .poll_status(now, self.window, &mut |key, next_seq, window| {
                 let mut buf = [0u8; STATUS_LEN];
@@ -730,6 +734,7 @@ impl ReceiverAgent {
                     tag,
                 }
                 .encode(&mut buf);
+                crate::wire::stamp_network(&mut buf, network);
                 match sock.send(&buf) {
                     Ok(_) => c.status_sent.add(1),
                     Err(e) => tracing::debug!(error = %e, "status send failed"),
@@ -858,6 +863,7 @@ impl ReceiverAgent {
         c.lost_messages.set(pc.lost_messages);
         c.duplicates.set(pc.duplicates);
         c.malformed.set(pc.malformed);
+        c.foreign.set(pc.foreign);
         c.sessions.set(pc.sessions);
         c.reordered.set(pc.reordered);
         c.lost_nak_timeout.set(pc.lost_nak_timeout);
@@ -1007,7 +1013,8 @@ mod tests {
             handler: None,
             notify: notify.clone(),
         });
-        let subscriber = crate::Subscriber::new(consumer, shared.clone(), closed, resync, notify);
+        let subscriber =
+            crate::Subscriber::new(consumer, shared.clone(), closed, resync, notify, Vec::new());
         (sub, subscriber, shared)
     }
 

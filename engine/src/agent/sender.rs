@@ -46,6 +46,7 @@ pub(crate) fn publisher_config(
 ) -> PublisherConfig {
     PublisherConfig {
         session,
+        network: config.network_id(),
         max_payload,
         reliable: config.reliable,
         batch: config.batch.clamp(1, MAX_BATCH),
@@ -221,6 +222,7 @@ impl SenderAgent {
         c.send_errors.set(m.send_errors);
         c.status_received.set(m.status_received);
         c.control_malformed.set(m.control_malformed);
+        c.control_foreign.set(m.control_foreign);
         c.naks_received.set(m.naks_received);
         c.retransmits.set(m.retransmits);
         c.heartbeats.set(m.heartbeats);

@@ -15,6 +15,22 @@ use settings::{Layered, SETTINGS};
 pub const DEFAULT_GROUP: &str = "239.255.0.1:40456";
 /// Default interface: loopback, so nothing leaves the host unless asked.
 pub const DEFAULT_IFACE: &str = "lo";
+/// Default discovery group and port.
+pub const DEFAULT_DISCOVERY: &str = "239.255.0.1:40400";
+
+/// The wire value of a network name: 0 for the default network (`""`), else the
+/// name's 32-bit FNV-1a hash (stable across versions and hosts).
+pub fn network_id(name: &str) -> u32 {
+    if name.is_empty() {
+        return 0;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
 
 /// How agents wait when they have no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +181,13 @@ pub struct Config {
     pub(crate) gso: bool,
     pub(crate) gro: bool,
     pub(crate) busy_poll: Option<Duration>,
+    pub(crate) network: String,
+    pub(crate) node_id: Option<u64>,
+    pub(crate) node_name: Option<String>,
+    pub(crate) discovery: Option<SocketAddrV4>,
+    pub(crate) discovery_interval: Duration,
+    pub(crate) discovery_multiplier: u32,
+    pub(crate) max_peers: usize,
     /// Where each value that is not a default came from (set by `build`).
     pub(crate) origins: Vec<(&'static str, Origin)>,
 }
@@ -207,6 +230,13 @@ impl Default for Config {
             gso: true,
             gro: true,
             busy_poll: None,
+            network: String::new(),
+            node_id: None,
+            node_name: None,
+            discovery: DEFAULT_DISCOVERY.parse().ok(),
+            discovery_interval: Duration::from_secs(1),
+            discovery_multiplier: 5,
+            max_peers: 1024,
             origins: Vec::new(),
         }
     }
@@ -267,6 +297,16 @@ impl Config {
     /// The interface name or address.
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The network ID datagrams carry (see [`ConfigBuilder::network`]).
+    pub fn network_id(&self) -> u32 {
+        network_id(&self.network)
+    }
+
+    /// The network's name (`""`: the default network).
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// Whether repair (NAKs, retransmission) is on.
@@ -591,6 +631,52 @@ impl ConfigBuilder {
     /// turns it off.
     pub fn gro(mut self, on: bool) -> Self {
         self.0.gro = on;
+        self
+    }
+
+    /// The network this node belongs to: nodes of other networks on the same group
+    /// and port ignore its data, control and discovery entirely (counted as
+    /// `foreign_network`, `control_foreign`, `discovery_foreign`), as glue's network
+    /// IDs do. Default `""`, the default network. Not a security boundary: anyone who
+    /// knows the name can join (group keys are).
+    pub fn network(mut self, name: impl Into<String>) -> Self {
+        self.0.network = name.into();
+        self
+    }
+
+    /// This node's id in discovery: stable across restarts when configured, else
+    /// random per start.
+    pub fn node_id(mut self, id: Option<u64>) -> Self {
+        self.0.node_id = id;
+        self
+    }
+
+    /// This node's name in discovery (default `host:pid`; at most 64 bytes).
+    pub fn node_name(mut self, name: Option<String>) -> Self {
+        self.0.node_name = name;
+        self
+    }
+
+    /// The discovery group nodes announce themselves on (default
+    /// 239.255.0.1:40400, on the node's interface with its TTL); `None` turns
+    /// discovery off (no announces, an empty directory).
+    pub fn discovery(mut self, group: Option<SocketAddrV4>) -> Self {
+        self.0.discovery = group;
+        self
+    }
+
+    /// Time between a node's announces (default 1 s), and how many a peer may miss
+    /// before it expires (default 5).
+    pub fn discovery_timing(mut self, interval: Duration, multiplier: u32) -> Self {
+        self.0.discovery_interval = interval.max(Duration::from_millis(10));
+        self.0.discovery_multiplier = multiplier.max(1);
+        self
+    }
+
+    /// Most peers in the directory (default 1024): beyond it newcomers are refused
+    /// (counted) unless a silent peer makes room.
+    pub fn max_peers(mut self, n: usize) -> Self {
+        self.0.max_peers = n.max(1);
         self
     }
 

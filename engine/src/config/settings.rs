@@ -461,6 +461,67 @@ pub(crate) static SETTINGS: &[Setting] = &[
         },
         |c| opt(c.busy_poll, show_duration)
     ),
+    setting!(
+        "network",
+        "name",
+        "Network ID: other networks are ignored (empty: default)",
+        |c, v| c.network = v.trim().to_string(),
+        |c| c.network.clone()
+    ),
+    setting!(
+        "node_id",
+        "u64 or none",
+        "Node id in discovery (none: random per start)",
+        |c, v| c.node_id = if is_none(v) {
+            None
+        } else {
+            Some(parse(v, "a node id")?)
+        },
+        |c| opt(c.node_id, |n| n.to_string())
+    ),
+    setting!(
+        "node_name",
+        "text or none",
+        "Node name in discovery (none: host:pid)",
+        |c, v| c.node_name = if is_none(v) {
+            None
+        } else {
+            Some(v.trim().to_string())
+        },
+        |c| opt(c.node_name.as_ref(), |n| n.clone())
+    ),
+    setting!(
+        "discovery",
+        "ADDR:PORT or none",
+        "Discovery group (none: no discovery)",
+        |c, v| c.discovery = if is_none(v) {
+            None
+        } else {
+            Some(parse(v, "ADDR:PORT")?)
+        },
+        |c| opt(c.discovery, |g| g.to_string())
+    ),
+    setting!(
+        "discovery_interval",
+        "duration",
+        "Time between a node's announces",
+        |c, v| c.discovery_interval = parse_duration(v)?.max(Duration::from_millis(10)),
+        |c| show_duration(c.discovery_interval)
+    ),
+    setting!(
+        "discovery_multiplier",
+        "count",
+        "Announces missed before a peer expires",
+        |c, v| c.discovery_multiplier = parse::<u32>(v, "a count")?.max(1),
+        |c| c.discovery_multiplier.to_string()
+    ),
+    setting!(
+        "max_peers",
+        "count",
+        "Most peers in the directory",
+        |c, v| c.max_peers = parse::<usize>(v, "a count")?.max(1),
+        |c| c.max_peers.to_string()
+    ),
 ];
 
 /// The setting named `key` (`-` and `_` alike).
@@ -822,6 +883,13 @@ mod tests {
             gso: _,
             gro: _,
             busy_poll: _,
+            network: _,
+            node_id: _,
+            node_name: _,
+            discovery: _,
+            discovery_interval: _,
+            discovery_multiplier: _,
+            max_peers: _,
             origins: _,
         } = Config::default();
         let keys = [
@@ -858,6 +926,13 @@ mod tests {
             "gso",
             "gro",
             "busy_poll",
+            "network",
+            "node_id",
+            "node_name",
+            "discovery",
+            "discovery_interval",
+            "discovery_multiplier",
+            "max_peers",
         ];
         for k in keys {
             assert!(find(k).is_some(), "{k} has no setting");

@@ -153,6 +153,33 @@ pub fn open_control_rx(cfg: &SocketConfig, wait: std::time::Duration) -> Result<
     Ok(sock)
 }
 
+/// Opens the discovery sockets on `group` (same interface, TTL and loop as data):
+/// a blocking receive socket joined to it, and a send socket connected to it.
+pub fn open_discovery(
+    cfg: &SocketConfig,
+    group: SocketAddrV4,
+) -> Result<(std::net::UdpSocket, std::net::UdpSocket), IoError> {
+    let aux = SocketConfig {
+        group,
+        rcvbuf: 1 << 20,
+        sndbuf: 0,
+        max_datagram: 2048,
+        batch: 1,
+        gso: false,
+        gro: false,
+        gso_from_env: false,
+        gro_from_env: false,
+        busy_poll: None,
+        offload: Default::default(),
+        ..cfg.clone()
+    };
+    let (rx, _) = open_rx_socket(&aux)?;
+    rx.set_nonblocking(false)
+        .map_err(|e| IoError::sys("fcntl(O_NONBLOCK)", e))?;
+    let (tx, _) = open_tx_socket(&aux)?;
+    Ok((rx.into(), tx.into()))
+}
+
 /// Opens a receiver's socket for sending status messages to the control address
 /// (same interface, TTL and loop settings as data), non-blocking.
 pub fn open_control_tx(cfg: &SocketConfig) -> Result<Socket, IoError> {

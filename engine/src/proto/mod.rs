@@ -6,6 +6,7 @@
 //! and reassembles fragments, and says when to report status; [`flow`] keeps a
 //! publisher within its receivers' windows. Tested with a simulated network in [`sim`](self) tests.
 
+pub mod discovery;
 pub mod flow;
 pub mod publisher;
 pub mod receiver;
@@ -15,6 +16,7 @@ pub mod sender;
 #[cfg(test)]
 mod sim_tests;
 
+pub use discovery::{Discovery, DiscoveryConfig, DiscoveryCounters, LeaveReason, Peer, PeerEvent};
 pub use flow::{FlowControl, RateLimiter};
 pub use publisher::{Blocked, ControlEvent, Publisher, PublisherConfig, Transmit, Transmitted};
 pub use receiver::{Delivery, Receiver, ReceiverConfig, SessionKey};

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::{Append, DatagramBuf, FlowControl, RateLimiter, Retransmitter, SenderStream};
 use crate::config::FlowControlStrategy;
-use crate::wire::{Control, Nak, WireError, HEARTBEAT_LEN};
+use crate::wire::{Control, Header, Nak, WireError, HEARTBEAT_LEN};
 
 /// Largest number of datagrams in one transmit (the I/O layer's batch limit).
 pub const MAX_BATCH: usize = 256;
@@ -46,6 +46,9 @@ pub const STARTUP_GRACE: Duration = Duration::from_millis(100);
 pub struct PublisherConfig {
     /// The session id carried in every datagram.
     pub session: u32,
+    /// The network ID carried in every datagram; control messages of other networks
+    /// are ignored (counted).
+    pub network: u32,
     /// Largest datagram built.
     pub max_payload: usize,
     /// Keep sent datagrams for retransmission and answer NAKs.
@@ -79,6 +82,7 @@ impl PublisherConfig {
     pub fn new(session: u32, max_payload: usize) -> Self {
         PublisherConfig {
             session,
+            network: 0,
             max_payload,
             reliable: true,
             batch: 32,
@@ -226,6 +230,8 @@ pub struct PublisherCounters {
     pub status_received: u64,
     /// Control messages that did not decode.
     pub control_malformed: u64,
+    /// Control messages of another network ID, ignored.
+    pub control_foreign: u64,
     /// NAKs for this session.
     pub naks_received: u64,
     /// Datagrams retransmitted.
@@ -294,7 +300,7 @@ impl Publisher {
             timers.set(Timer::ReceiverExpiry, at);
         }
         Publisher {
-            stream: SenderStream::new(cfg.session, cfg.max_payload),
+            stream: SenderStream::new(cfg.session, cfg.max_payload).with_network(cfg.network),
             flow,
             retransmit: cfg
                 .reliable
@@ -576,6 +582,10 @@ impl Publisher {
         bytes: &[u8],
     ) -> Result<ControlEvent, WireError> {
         let session = self.stream.session();
+        if Header::decode(bytes).is_ok_and(|h| h.network != self.stream.network()) {
+            bump(&mut self.counters.control_foreign, 1);
+            return Ok(ControlEvent::Other);
+        }
         match Control::decode(bytes) {
             Ok(Control::Status(s)) if s.session == session => {
                 self.flow
@@ -737,6 +747,7 @@ impl Publisher {
         if self.beat.take().is_some() {
             let mut hb = [0u8; HEARTBEAT_LEN];
             self.stream.heartbeat(self.oldest()).encode(&mut hb);
+            crate::wire::stamp_network(&mut hb, self.stream.network());
             if send(Transmit::Heartbeat, &[&hb]) {
                 bump(&mut self.counters.heartbeats, 1);
             }

@@ -93,6 +93,8 @@ pub struct ReceiverConfig {
     /// wide the window: a publisher that keeps fewer datagrams than the window is
     /// held by what it keeps, and must hear the position move before it runs out.
     pub status_every: u32,
+    /// This node's network ID: datagrams of other networks are ignored (counted).
+    pub network: u32,
 }
 
 impl Default for ReceiverConfig {
@@ -109,6 +111,7 @@ impl Default for ReceiverConfig {
             seed: 0x5eed,
             publisher_timeout: Duration::from_secs(2),
             status_every: u32::MAX,
+            network: 0,
         }
     }
 }
@@ -148,6 +151,8 @@ pub struct ReceiverCounters {
     pub lost_reorder_full: u64,
     /// Datagrams rejected by the decoder or inconsistent with their session.
     pub malformed: u64,
+    /// Datagrams of another network ID, ignored.
+    pub foreign: u64,
     /// Sessions first heard.
     pub sessions: u64,
     /// Sessions forgotten to make room for new ones.
@@ -289,6 +294,11 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// The network ID it accepts (and its status and NAKs carry).
+    pub fn network(&self) -> u32 {
+        self.cfg.network
+    }
+
     /// A receiver with the given behaviour.
     pub fn new(cfg: ReceiverConfig) -> Self {
         let rng = cfg.seed | 1;
@@ -398,7 +408,13 @@ impl Receiver {
         bytes: &[u8],
         out: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<(), WireError> {
-        let kind = Header::decode(bytes).map(|h| h.kind);
+        let head = Header::decode(bytes);
+        if head.is_ok_and(|h| h.network != self.cfg.network) {
+            // Another network on the same group and port: not ours, not malformed.
+            self.counters.foreign += 1;
+            return Ok(());
+        }
+        let kind = head.map(|h| h.kind);
         if kind == Ok(Kind::Heartbeat) {
             return match Heartbeat::decode(bytes) {
                 Ok(hb) => {

@@ -77,6 +77,7 @@ pub enum Append {
 #[derive(Debug)]
 pub struct SenderStream {
     session: u32,
+    network: u32,
     max_payload: usize,
     next_seq: u64,
     next_msg_seq: u64,
@@ -87,10 +88,22 @@ impl SenderStream {
     pub fn new(session: u32, max_payload: usize) -> Self {
         SenderStream {
             session,
+            network: 0,
             max_payload,
             next_seq: 0,
             next_msg_seq: 0,
         }
+    }
+
+    /// The same on network `network` (written in every header; 0 by default).
+    pub fn with_network(mut self, network: u32) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The network ID its datagrams carry.
+    pub fn network(&self) -> u32 {
+        self.network
     }
 
     /// Sequence number the next datagram will carry.
@@ -234,10 +247,9 @@ impl SenderStream {
         }
         let h = Header {
             kind: Kind::Data,
-            flags: 0,
-            session: self.session,
-            stream: 0,
             count: d.count,
+            session: self.session,
+            network: self.network,
             seq: self.next_seq,
             msg_seq: d.msg_seq,
         };

@@ -18,10 +18,9 @@ fn header(kind: Kind, session: u32, seq: u64, msg_seq: u64) -> [u8; HEADER_LEN] 
     let mut head = [0u8; HEADER_LEN];
     Header {
         kind,
-        flags: 0,
-        session,
-        stream: 0,
         count: 0,
+        session,
+        network: 0,
         seq,
         msg_seq,
     }

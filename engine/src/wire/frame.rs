@@ -159,7 +159,9 @@ impl<'a> Frames<'a> {
         let header = Header::decode(datagram)?;
         let body = &datagram[HEADER_LEN..];
         match header.kind {
-            Kind::Status | Kind::Heartbeat | Kind::Nak => return Err(WireError::Empty),
+            Kind::Status | Kind::Heartbeat | Kind::Nak | Kind::Announce => {
+                return Err(WireError::Empty)
+            }
             Kind::Data => {
                 if header.count == 0 {
                     return Err(WireError::Empty);
@@ -230,9 +232,8 @@ mod tests {
     fn header(count: u16) -> Header {
         Header {
             kind: Kind::Data,
-            flags: 0,
             session: 1,
-            stream: 0,
+            network: 0,
             count,
             seq: 5,
             msg_seq: 10,
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn rejects_count_mismatch() {
         let mut d = build(&[("/a", b"x", None), ("/a", b"y", None)]);
-        d[14..16].copy_from_slice(&3u16.to_le_bytes());
+        d[6..8].copy_from_slice(&3u16.to_le_bytes());
         assert_eq!(
             Frames::decode(&d, MAX).unwrap_err(),
             WireError::CountMismatch {
@@ -322,7 +323,7 @@ mod tests {
                 found: 2
             }
         );
-        d[14..16].copy_from_slice(&1u16.to_le_bytes());
+        d[6..8].copy_from_slice(&1u16.to_le_bytes());
         assert_eq!(
             Frames::decode(&d, MAX).unwrap_err(),
             WireError::CountMismatch {
@@ -330,7 +331,7 @@ mod tests {
                 found: 2
             }
         );
-        d[14..16].copy_from_slice(&0u16.to_le_bytes());
+        d[6..8].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(Frames::decode(&d, MAX).unwrap_err(), WireError::Empty);
     }
 

@@ -4,8 +4,9 @@ use super::WireError;
 
 /// First four bytes of every ringcast datagram.
 pub const MAGIC: [u8; 4] = *b"RCST";
-/// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this build speaks (2: the network ID replaced the reserved
+/// flags and stream fields).
+pub const VERSION: u8 = 2;
 /// Size of the encoded header.
 pub const HEADER_LEN: usize = 32;
 /// Largest sequence number (datagram or message) a valid datagram carries.
@@ -23,6 +24,8 @@ pub enum Kind {
     Heartbeat = 3,
     /// A receiver's retransmission request, on the control port.
     Nak = 4,
+    /// A node's announcement (or leave) on the discovery group.
+    Announce = 5,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             2 => Ok(Kind::Status),
             3 => Ok(Kind::Heartbeat),
             4 => Ok(Kind::Nak),
+            5 => Ok(Kind::Announce),
             other => Err(WireError::BadKind(other)),
         }
     }
@@ -42,14 +46,12 @@ impl Kind {
 pub struct Header {
     /// Datagram kind.
     pub kind: Kind,
-    /// Flags, reserved (0).
-    pub flags: u16,
-    /// Publisher session (one per sending node, random).
-    pub session: u32,
-    /// Stream within the session (reserved, 0).
-    pub stream: u16,
     /// Number of frames that follow.
     pub count: u16,
+    /// Publisher session (one per sending node, random).
+    pub session: u32,
+    /// The sender's network ID: nodes of other networks ignore the datagram (counted).
+    pub network: u32,
     /// Datagram sequence number within the session.
     pub seq: u64,
     /// Sequence number of the first message that starts or continues here.
@@ -64,10 +66,9 @@ impl Header {
         out[0..4].copy_from_slice(&MAGIC);
         out[4] = VERSION;
         out[5] = self.kind as u8;
-        out[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        out[6..8].copy_from_slice(&self.count.to_le_bytes());
         out[8..12].copy_from_slice(&self.session.to_le_bytes());
-        out[12..14].copy_from_slice(&self.stream.to_le_bytes());
-        out[14..16].copy_from_slice(&self.count.to_le_bytes());
+        out[12..16].copy_from_slice(&self.network.to_le_bytes());
         out[16..24].copy_from_slice(&self.seq.to_le_bytes());
         out[24..32].copy_from_slice(&self.msg_seq.to_le_bytes());
     }
@@ -91,13 +92,20 @@ impl Header {
         }
         Ok(Header {
             kind: Kind::from_u8(h[5])?,
-            flags: u16::from_le_bytes([h[6], h[7]]),
+            count: u16::from_le_bytes([h[6], h[7]]),
             session: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
-            stream: u16::from_le_bytes([h[12], h[13]]),
-            count: u16::from_le_bytes([h[14], h[15]]),
+            network: u32::from_le_bytes([h[12], h[13], h[14], h[15]]),
             seq,
             msg_seq,
         })
+    }
+}
+
+/// Writes `network` into an encoded datagram's header (control messages are encoded
+/// without one, then stamped by whoever sends them). Shorter buffers are left alone.
+pub fn stamp_network(datagram: &mut [u8], network: u32) {
+    if let Some(b) = datagram.get_mut(12..16) {
+        b.copy_from_slice(&network.to_le_bytes());
     }
 }
 
@@ -108,10 +116,9 @@ mod tests {
     fn sample() -> Header {
         Header {
             kind: Kind::Data,
-            flags: 0,
-            session: 0xdead_beef,
-            stream: 7,
             count: 3,
+            session: 0xdead_beef,
+            network: 0x1234_5678,
             seq: MAX_SEQ,
             msg_seq: 42,
         }
@@ -122,6 +129,9 @@ mod tests {
         let mut b = [0u8; HEADER_LEN];
         sample().encode(&mut b);
         assert_eq!(Header::decode(&b), Ok(sample()));
+        stamp_network(&mut b, 9);
+        assert_eq!(Header::decode(&b).map(|h| h.network), Ok(9));
+        stamp_network(&mut b[..10], 9); // too short: untouched, no panic
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! datagram = header (32 bytes) frame{count}
-//! header   = magic "RCST" | version u8 | kind u8 | flags u16 | session u32
-//!            | stream u16 | count u16 | seq u64 | msg_seq u64          (little-endian)
+//! header   = magic "RCST" | version u8 (2) | kind u8 | count u16 | session u32
+//!            | network u32 | seq u64 | msg_seq u64                   (little-endian)
 //! frame    = len u32 | topic_len u16 | flags u8 | reserved u8
 //!            [ total_len u32 | offset u32 ]   only when the frame is a fragment
 //!            topic (topic_len bytes, UTF-8) | payload (len bytes)
@@ -18,16 +18,18 @@
 //! Decoding validates every length and offset before anything is handed out; a
 //! datagram that fails is rejected whole with a [`WireError`].
 
+mod announce;
 mod control;
 mod frame;
 mod header;
 
+pub use announce::{Announce, MAX_ANNOUNCE};
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
 pub use frame::{
     encode_frame, encode_frame_head, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN,
     FRAME_HEADER_LEN,
 };
-pub use header::{Header, Kind, HEADER_LEN, MAX_SEQ};
+pub use header::{stamp_network, Header, Kind, HEADER_LEN, MAX_SEQ};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
