@@ -299,6 +299,11 @@ impl Config {
         &self.iface
     }
 
+    /// The discovery group (`None`: discovery off).
+    pub fn discovery(&self) -> Option<SocketAddrV4> {
+        self.discovery
+    }
+
     /// The network ID datagrams carry (see [`ConfigBuilder::network`]).
     pub fn network_id(&self) -> u32 {
         network_id(&self.network)

@@ -10,6 +10,7 @@ use ringcast::{Config, FlowControlStrategy, ThreadingMode};
 mod config;
 mod doctor;
 mod listen;
+mod peers;
 mod ping;
 mod send;
 mod stamp;
@@ -48,6 +49,10 @@ enum Command {
     /// Check whether this host can run ringcast, and how.
     #[command(after_help = doctor::EXAMPLES)]
     Doctor(doctor::DoctorArgs),
+    /// The nodes heard on the discovery group: names, addresses, topics; --watch for
+    /// joins and leaves as they happen.
+    #[command(after_help = peers::EXAMPLES)]
+    Peers(peers::PeersArgs),
     /// Show every setting's value and where it came from (default, file, environment).
     #[command(after_help = config::EXAMPLES)]
     Config(config::ConfigArgs),
@@ -79,6 +84,17 @@ struct Net {
     /// RINGCAST_CONFIG]. The environment wins over it, flags over both.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Network ID: nodes of other networks on the same group are ignored [default:
+    /// RINGCAST_NETWORK, else the default network].
+    #[arg(long)]
+    network: Option<String>,
+    /// This node's id in discovery, stable across restarts [default: RINGCAST_NODE_ID,
+    /// else random].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// This node's name in discovery [default: RINGCAST_NODE_NAME, else host:pid].
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 /// `--threading` values.
@@ -122,6 +138,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(a),
         Command::Stat(a) => stat::run(a),
         Command::Config(a) => config::run(a),
+        Command::Peers(a) => peers::run(a),
     };
     match result {
         Ok(code) => code,
@@ -179,6 +196,15 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     }
     if let Some(t) = net.threading {
         b = b.threading(t.into());
+    }
+    if let Some(n) = &net.network {
+        b = b.network(n.clone());
+    }
+    if let Some(id) = net.node_id {
+        b = b.node_id(Some(id));
+    }
+    if let Some(n) = &net.node_name {
+        b = b.node_name(Some(n.clone()));
     }
     if let Some(t) = ttl {
         b = b.ttl(t);

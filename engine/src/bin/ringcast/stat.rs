@@ -25,6 +25,7 @@ pub const EXAMPLES: &str = "Examples:
 const GAUGES: &[&str] = &[
     "max_payload",
     "receivers",
+    "peers",
     "position",
     "acked_position",
     "left_behind",

@@ -1,0 +1,295 @@
+//! The mesh across network namespaces (three hosts on a bridge, see
+//! `ringcast_e2e::netns`): discovery and membership, and network IDs. Needs root and
+//! `ip`; otherwise the tests skip with a message.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringcast_e2e::netns::{Lab, A, B, C};
+use ringcast_e2e::{brief, numbered, Proc};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Discovery group, data group of test `id`.
+fn groups(id: u8) -> (String, String) {
+    (
+        format!("239.255.78.{id}:{}", 42600 + u16::from(id)),
+        format!("239.255.79.{id}:{}", 42700 + u16::from(id) * 2),
+    )
+}
+
+/// A long-running `ringcast listen` on `host` as node `id`, on discovery group `disc`.
+fn node(lab: &Lab, host: usize, id: u64, disc: &str, group: &str, network: &str) -> Proc {
+    let mut cmd = Lab::ringcast(&[
+        "listen",
+        "--iface",
+        &lab.iface(host),
+        "--group",
+        group,
+        "--node-id",
+        &id.to_string(),
+        "--node-name",
+        &format!("node-{id}"),
+    ]);
+    cmd.env("RINGCAST_DISCOVERY", disc)
+        .env("RINGCAST_NETWORK", network);
+    let mut p = lab.run(host, cmd);
+    p.wait_for_stderr("listening on", Duration::from_secs(20));
+    p
+}
+
+/// `ringcast peers --json` on `host` (listening 1 s): the ids it lists.
+fn peers_once(lab: &Lab, host: usize, disc: &str, extra: &[&str]) -> (Vec<u64>, String) {
+    let mut args = vec!["peers", "--json", "--wait", "1", "--iface"];
+    let iface = lab.iface(host);
+    args.push(&iface);
+    args.extend_from_slice(extra);
+    let mut cmd = Lab::ringcast(&args);
+    cmd.env("RINGCAST_DISCOVERY", disc);
+    let f = lab.run(host, cmd).finish(WAIT);
+    let out = String::from_utf8_lossy(&f.stdout).to_string();
+    let doc: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("peers --json on {host}: {e}: {out:?} {}", brief(&f.stderr)));
+    let mut ids: Vec<u64> = doc["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_str()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    (ids, out)
+}
+
+/// `ringcast peers --watch --json` on `host`, its lines arriving on a channel.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, serde_json::Value)>,
+}
+
+impl Watch {
+    fn start(lab: &Lab, host: usize, disc: &str) -> Watch {
+        let mut cmd = Lab::ringcast(&[
+            "peers",
+            "--watch",
+            "--json",
+            "--iface",
+            &lab.iface(host),
+            "--node-id",
+            "999",
+        ]);
+        cmd.env("RINGCAST_DISCOVERY", disc);
+        let mut c = lab.command(host, &cmd);
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peers --watch");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send((Instant::now(), v));
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// Waits up to `timeout` for an event about node `id`; returns when it was read
+    /// and the event.
+    fn next_about(&self, id: u64, timeout: Duration) -> Option<(Instant, serde_json::Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (at, v) = self.lines.recv_timeout(left).ok()?;
+            if v["peer"]["id"].as_str() == Some(id.to_string().as_str()) {
+                return Some((at, v));
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Acceptance (issue 10, 1): three hosts see each other within a second of starting;
+/// `kill -9` of one is `left`/`expired` at the others within interval × multiplier
+/// + 1 s; a clean stop is `left`/`left` at once; a restart with the same id joins
+/// again.
+#[test]
+fn three_hosts_find_each_other_and_see_them_leave() {
+    let Some(lab) = Lab::new("mesh") else {
+        return;
+    };
+    let (disc, group) = groups(1);
+    let mut nodes = vec![
+        Some(node(&lab, A, 1, &disc, &group, "")),
+        Some(node(&lab, B, 2, &disc, &group, "")),
+        Some(node(&lab, C, 3, &disc, &group, "")),
+    ];
+    // `peers` is a node of its own: on each host it must list the nodes of the two
+    // other hosts (and the one next to it) after listening 1 s.
+    for (host, me) in [(A, 1u64), (B, 2), (C, 3)] {
+        let (ids, out) = peers_once(&lab, host, &disc, &[]);
+        let want: Vec<u64> = [1u64, 2, 3].into_iter().filter(|&i| i != me).collect();
+        for w in &want {
+            assert!(
+                ids.contains(w),
+                "host {host} within 1 s: {ids:?} (want {want:?}) {out}"
+            );
+        }
+    }
+    let watch = Watch::start(&lab, A, &disc);
+    for id in [2, 3] {
+        let (_, v) = watch
+            .next_about(id, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("the watch saw no join of {id}"));
+        assert_eq!(v["event"], "joined", "{v}");
+    }
+    // kill -9 of node 2: no leave message, so it expires.
+    let killed_at = Instant::now();
+    drop(nodes[1].take()); // Proc's drop kills (SIGKILL) and reaps
+    let (at, v) = watch
+        .next_about(2, Duration::from_secs(15))
+        .expect("node 2 never expired");
+    assert_eq!(
+        (v["event"].as_str(), v["reason"].as_str()),
+        (Some("left"), Some("expired")),
+        "{v}"
+    );
+    let took = at - killed_at;
+    assert!(
+        took <= Duration::from_secs(6) + Duration::from_millis(500),
+        "expired after {took:?} (interval 1 s × 5 + 1 s)"
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "expired too early: {took:?}"
+    );
+    // A clean stop of node 3: its leave message.
+    let stopped_at = Instant::now();
+    let c = nodes[2].take().unwrap();
+    c.interrupt();
+    let f = c.finish(WAIT);
+    assert!(f.status.success(), "{}", brief(&f.stderr));
+    let (at, v) = watch
+        .next_about(3, Duration::from_secs(10))
+        .expect("node 3's leave never seen");
+    assert_eq!(
+        (v["event"].as_str(), v["reason"].as_str()),
+        (Some("left"), Some("left")),
+        "{v}"
+    );
+    assert!(
+        at - stopped_at < Duration::from_secs(3),
+        "a leave is at once: {:?}",
+        at - stopped_at
+    );
+    // Node 2 restarts with the same id: joined again.
+    nodes[1] = Some(node(&lab, B, 2, &disc, &group, ""));
+    let (_, v) = watch
+        .next_about(2, Duration::from_secs(5))
+        .expect("restarted node 2 not seen");
+    assert_eq!(v["event"], "joined", "{v}");
+    drop(nodes);
+}
+
+/// Acceptance (issue 10, 2): two network IDs on one group and port across hosts:
+/// no message and no peer crosses; the same network gets everything.
+#[test]
+fn two_network_ids_across_hosts_see_nothing_of_each_other() {
+    let Some(lab) = Lab::new("netid") else {
+        return;
+    };
+    let (disc, group) = groups(2);
+    let listen = |host: usize, network: &str| {
+        let mut cmd = Lab::ringcast(&[
+            "listen",
+            "--iface",
+            &lab.iface(host),
+            "--group",
+            &group,
+            "--network",
+            network,
+            "--topic",
+            "/n",
+            "--count",
+            "1000",
+            "--timeout",
+            "4",
+        ]);
+        cmd.env("RINGCAST_DISCOVERY", &disc);
+        let mut p = lab.run(host, cmd);
+        p.wait_for_stderr("listening on", Duration::from_secs(20));
+        p
+    };
+    let blue = listen(B, "blue");
+    let red = listen(C, "red");
+    let mut send = Lab::ringcast(&[
+        "send",
+        "--iface",
+        &lab.iface(A),
+        "--group",
+        &group,
+        "--network",
+        "red",
+        "--topic",
+        "/n",
+        "--repeat",
+        "1000",
+        "--autonumber",
+        "MSG",
+        "--ack-timeout",
+        "2",
+    ]);
+    send.env("RINGCAST_DISCOVERY", &disc);
+    let s = lab.run(A, send).finish(WAIT);
+    assert!(s.status.success(), "send: {}", brief(&s.stderr));
+    let r = red.finish(WAIT);
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        numbered("MSG", 1000),
+        "red gets all"
+    );
+    let b = blue.finish(WAIT);
+    assert!(
+        b.stdout.is_empty(),
+        "nothing reaches blue: {}",
+        brief(&b.stderr)
+    );
+    assert!(
+        b.stderr.contains("received 0 messages"),
+        "{}",
+        brief(&b.stderr)
+    );
+    // Peers: a blue observer next to a red node sees nobody; a red one sees it.
+    let red_node = node(&lab, A, 7, &disc, &group, "red");
+    let (blue_ids, _) = {
+        let mut cmd = Lab::ringcast(&[
+            "peers",
+            "--json",
+            "--wait",
+            "1",
+            "--iface",
+            &lab.iface(B),
+            "--network",
+            "blue",
+        ]);
+        cmd.env("RINGCAST_DISCOVERY", &disc);
+        let f = lab.run(B, cmd).finish(WAIT);
+        (f.stdout, f.stderr)
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&blue_ids).unwrap_or(serde_json::json!({}));
+    assert!(
+        doc["peers"].as_array().is_none_or(|p| p.is_empty()),
+        "blue sees no red node: {doc}"
+    );
+    drop(red_node);
+}
