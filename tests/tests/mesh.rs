@@ -120,8 +120,8 @@ impl Drop for Watch {
 }
 
 /// Acceptance (issue 10, 1): three hosts see each other within a second of starting;
-/// `kill -9` of one is `left`/`expired` at the others within interval × multiplier
-/// + 1 s; a clean stop is `left`/`left` at once; a restart with the same id joins
+/// `kill -9` of one is `left`/`expired` at the others within (interval × multiplier)
+/// plus 1 s; a clean stop is `left`/`left` at once; a restart with the same id joins
 /// again.
 #[test]
 fn three_hosts_find_each_other_and_see_them_leave() {
