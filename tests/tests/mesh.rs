@@ -66,10 +66,12 @@ fn peers_once(lab: &Lab, host: usize, disc: &str, extra: &[&str]) -> (Vec<u64>, 
 struct Watch {
     child: Child,
     lines: mpsc::Receiver<(Instant, serde_json::Value)>,
+    /// Lines read while waiting for another node's event, oldest first.
+    backlog: std::cell::RefCell<std::collections::VecDeque<(Instant, serde_json::Value)>>,
 }
 
 impl Watch {
-    fn start(lab: &Lab, host: usize, disc: &str) -> Watch {
+    fn start(lab: &Lab, host: usize, disc: &str, dir: &std::path::Path) -> Watch {
         let mut cmd = Lab::ringcast(&[
             "peers",
             "--watch",
@@ -78,6 +80,8 @@ impl Watch {
             &lab.iface(host),
             "--node-id",
             "999",
+            "--dir",
+            dir.to_str().unwrap(),
         ]);
         cmd.env("RINGCAST_DISCOVERY", disc);
         let mut c = lab.command(host, &cmd);
@@ -95,19 +99,30 @@ impl Watch {
                 }
             }
         });
-        Watch { child, lines }
+        Watch {
+            child,
+            lines,
+            backlog: Default::default(),
+        }
     }
 
     /// Waits up to `timeout` for an event about node `id`; returns when it was read
     /// and the event.
     fn next_about(&self, id: u64, timeout: Duration) -> Option<(Instant, serde_json::Value)> {
+        let about =
+            |v: &serde_json::Value| v["peer"]["id"].as_str() == Some(id.to_string().as_str());
+        let mut backlog = self.backlog.borrow_mut();
+        if let Some(i) = backlog.iter().position(|(_, v)| about(v)) {
+            return backlog.remove(i);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             let (at, v) = self.lines.recv_timeout(left).ok()?;
-            if v["peer"]["id"].as_str() == Some(id.to_string().as_str()) {
+            if about(&v) {
                 return Some((at, v));
             }
+            backlog.push_back((at, v));
         }
     }
 }
@@ -146,12 +161,21 @@ fn three_hosts_find_each_other_and_see_them_leave() {
             );
         }
     }
-    let watch = Watch::start(&lab, A, &disc);
-    for id in [2, 3] {
+    let dir = ringcast_e2e::TempDir::new("mesh-dir");
+    let watch = Watch::start(&lab, A, &disc, &dir.file(""));
+    for id in [1, 2, 3] {
         let (_, v) = watch
             .next_about(id, Duration::from_secs(5))
             .unwrap_or_else(|| panic!("the watch saw no join of {id}"));
         assert_eq!(v["event"], "joined", "{v}");
+    }
+    // zyredir: one JSON file per online peer, named by its id.
+    let file = |id: u64| dir.file(&format!("{id}.json"));
+    for id in [1u64, 2, 3] {
+        let body = std::fs::read_to_string(file(id))
+            .unwrap_or_else(|e| panic!("no directory file for {id}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["name"], format!("node-{id}"), "{body}");
     }
     // kill -9 of node 2: no leave message, so it expires.
     let killed_at = Instant::now();
@@ -173,6 +197,8 @@ fn three_hosts_find_each_other_and_see_them_leave() {
         took >= Duration::from_secs(3),
         "expired too early: {took:?}"
     );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!file(2).exists(), "an expired peer's file is removed");
     // A clean stop of node 3: its leave message.
     let stopped_at = Instant::now();
     let c = nodes[2].take().unwrap();
