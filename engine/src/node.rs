@@ -388,6 +388,10 @@ impl Node {
                 control,
                 window,
             });
+            // An agent idling deep (no socket yet) takes it now, not at its next look.
+            if let Some(t) = self.shared.receiver_thread.get() {
+                t.unpark();
+            }
             self.shared
                 .rcvbuf
                 .store(info.rcvbuf, std::sync::atomic::Ordering::Relaxed);

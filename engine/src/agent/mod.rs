@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     pub new_subscriptions: SegQueue<SubscriptionEntry>,
     pub sender_parked: AtomicBool,
     pub sender_thread: OnceLock<Thread>,
+    /// The thread that runs the receiver agent (dedicated or shared threading): woken
+    /// when its socket is installed, so a deep-idle agent picks it up at once.
+    pub receiver_thread: OnceLock<Thread>,
     /// What stats report besides counters.
     pub base: StatsBase,
     /// Receive buffer granted (0 until the first subscriber).
@@ -153,6 +156,7 @@ impl Shared {
             new_subscriptions: SegQueue::new(),
             sender_parked: AtomicBool::new(false),
             sender_thread: OnceLock::new(),
+            receiver_thread: OnceLock::new(),
             base,
             rcvbuf: std::sync::atomic::AtomicUsize::new(0),
             heard_naks: ArrayQueue::new(HEARD_NAKS),
@@ -497,14 +501,14 @@ pub(crate) fn start(
             let _ = shared.sender_thread.set(h.thread().clone());
             handles.push(h);
             let (s, c, i) = (shared.clone(), core(1), idler());
-            handles.push(
-                thread::Builder::new()
-                    .name("ringcast-receiver".into())
-                    .spawn(move || {
-                        pin(c);
-                        guarded(&s, "receiver agent", || run_receiver(&s, rx, i));
-                    })?,
-            );
+            let h = thread::Builder::new()
+                .name("ringcast-receiver".into())
+                .spawn(move || {
+                    pin(c);
+                    guarded(&s, "receiver agent", || run_receiver(&s, rx, i));
+                })?;
+            let _ = shared.receiver_thread.set(h.thread().clone());
+            handles.push(h);
         }
         ThreadingMode::Shared => {
             let (s, c, i) = (shared.clone(), core(0), idler());
@@ -515,6 +519,7 @@ pub(crate) fn start(
                     guarded(&s, "agent", || run_shared(&s, tx, rx, i));
                 })?;
             let _ = shared.sender_thread.set(h.thread().clone());
+            let _ = shared.receiver_thread.set(h.thread().clone());
             handles.push(h);
         }
         ThreadingMode::Inline | ThreadingMode::Auto => {

@@ -125,10 +125,25 @@ fn examine(iface: &str) -> Report {
             "{v} is set but is no ringcast setting (a typo? `ringcast config` lists them)"
         ));
     }
-    if let Err(e) = Config::builder().build() {
-        r.healthy = false;
-        r.warnings
-            .push(format!("the configuration does not load: {e}"));
+    match Config::builder().build() {
+        Err(e) => {
+            r.healthy = false;
+            r.warnings
+                .push(format!("the configuration does not load: {e}"));
+        }
+        Ok(c) => {
+            let network = match c.network() {
+                "" => "the default network".to_string(),
+                n => format!("network {n:?} (id {:#010x})", c.network_id()),
+            };
+            r.line(
+                "discovery",
+                match c.discovery() {
+                    Some(g) => format!("announces on {g}, {network}"),
+                    None => format!("off, {network}"),
+                },
+            );
+        }
     }
     r.line("udp gso", probe.gso_summary());
     r.line("udp gro", probe.gro_summary());
