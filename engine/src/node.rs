@@ -246,6 +246,20 @@ impl Node {
 
     /// A publisher on `topic` (UTF-8, at most 256 bytes).
     pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
+        self.make_publisher(topic, None)
+    }
+
+    /// A publisher whose messages live `ttl`: each carries a deadline (its offer
+    /// time plus `ttl`, on this host's clock), and receivers drop a message past it
+    /// at delivery, counted (`expired`) and reported to matching subscribers as a
+    /// [`LossReason::Expired`](crate::LossReason::Expired) loss — for values that are
+    /// worthless late (quotes, telemetry). The hosts' clocks must agree to well
+    /// within `ttl` (NTP or PTP).
+    pub fn publisher_with_ttl(&self, topic: &str, ttl: Duration) -> Result<Publisher, Error> {
+        self.make_publisher(topic, Some(ttl))
+    }
+
+    fn make_publisher(&self, topic: &str, ttl: Option<Duration>) -> Result<Publisher, Error> {
         self.check_running()?;
         if topic.len() > MAX_TOPIC_LEN {
             return Err(Error::Topic(format!(
@@ -262,6 +276,7 @@ impl Node {
                 topic: topic.clone(),
                 ring: consumer,
                 closed: closed.clone(),
+                ttl: ttl.is_some(),
             }));
         self.shared.kick_sender();
         if let Some(m) = self.shared.membership.get() {
@@ -273,6 +288,7 @@ impl Node {
             topic,
             closed,
             self.config.max_message,
+            ttl,
         ))
     }
 

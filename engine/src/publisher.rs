@@ -20,6 +20,9 @@ pub struct Publisher {
     topic: Arc<str>,
     closed: Arc<AtomicBool>,
     max_message: usize,
+    /// Messages' time to live (`Node::publisher_with_ttl`): ring records then start
+    /// with the deadline.
+    ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -39,6 +42,8 @@ impl std::fmt::Debug for Publisher {
 pub struct Claim<'a> {
     inner: ClaimInner<'a>,
     shared: &'a Shared,
+    /// Bytes of the ring record before the payload (a TTL publisher's deadline).
+    skip: usize,
 }
 
 enum ClaimInner<'a> {
@@ -63,7 +68,7 @@ impl Deref for Claim<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match &self.inner {
-            ClaimInner::Ring(c) => c,
+            ClaimInner::Ring(c) => &c[self.skip..],
             ClaimInner::Direct(c) => c.bytes(),
         }
     }
@@ -72,7 +77,7 @@ impl Deref for Claim<'_> {
 impl DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.inner {
-            ClaimInner::Ring(c) => c,
+            ClaimInner::Ring(c) => &mut c[self.skip..],
             ClaimInner::Direct(c) => c.bytes_mut(),
         }
     }
@@ -85,15 +90,28 @@ impl Publisher {
         topic: Arc<str>,
         closed: Arc<AtomicBool>,
         max_message: usize,
+        ttl: Option<Duration>,
     ) -> Self {
-        let max_message = max_message.min(ring.max_record());
+        let prefix = if ttl.is_some() { 8 } else { 0 };
+        let max_message = max_message.min(ring.max_record().saturating_sub(prefix));
         Publisher {
             ring,
             shared,
             topic,
             closed,
             max_message,
+            ttl,
         }
+    }
+
+    /// The deadline of a message offered now (µs since the UNIX epoch), for a
+    /// publisher with a time to live.
+    fn deadline(&self) -> Option<u64> {
+        let ttl = self.ttl?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(u64::try_from((now + ttl).as_micros()).unwrap_or(u64::MAX))
     }
 
     /// The topic this publisher sends on.
@@ -122,12 +140,23 @@ impl Publisher {
     /// Claims `len` bytes in the ring to be filled in place (no copy) and committed.
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
         self.check(len)?;
+        let deadline = self.deadline();
         let Publisher {
             ring,
             shared,
             topic,
             ..
         } = self;
+        if let Some(e) = deadline {
+            // The record carries the deadline first (claimed in the ring: a direct
+            // claim's frame is written before the payload is known, deadline too).
+            let mut c = claim_in_ring(ring, shared, len + 8)?;
+            if let ClaimInner::Ring(r) = &mut c.inner {
+                r[..8].copy_from_slice(&e.to_le_bytes());
+            }
+            c.skip = 8;
+            return Ok(c);
+        }
         if let Some(i) = shared.inline.get() {
             // Inline, with nothing of ours queued ahead: in the datagram being built.
             if ring.is_empty() {
@@ -135,6 +164,7 @@ impl Publisher {
                     return Ok(Claim {
                         inner: ClaimInner::Direct(c),
                         shared,
+                        skip: 0,
                     });
                 }
             }
@@ -145,14 +175,21 @@ impl Publisher {
     /// Copies `payload` into the ring for sending.
     pub fn offer(&mut self, payload: &[u8]) -> Result<(), PublishError> {
         self.check(payload.len())?;
+        let deadline = self.deadline();
         if let Some(i) = self.shared.inline.get() {
             // Inline, with nothing of ours queued ahead: straight into the datagram
             // being built (one copy fewer, no ring record).
-            if self.ring.is_empty() && i.offer_direct(&self.shared, &self.topic, payload) {
+            if self.ring.is_empty() && i.offer_direct(&self.shared, &self.topic, payload, deadline)
+            {
                 return Ok(());
             }
         }
-        let mut claim = claim_in_ring(&mut self.ring, &self.shared, payload.len())?;
+        let prefix = if deadline.is_some() { 8 } else { 0 };
+        let mut claim = claim_in_ring(&mut self.ring, &self.shared, payload.len() + prefix)?;
+        if let (Some(e), ClaimInner::Ring(r)) = (deadline, &mut claim.inner) {
+            r[..8].copy_from_slice(&e.to_le_bytes());
+            claim.skip = 8;
+        }
         claim.copy_from_slice(payload);
         claim.commit();
         Ok(())
@@ -231,6 +268,7 @@ fn claim_in_ring<'a>(
         Some(inner) => Ok(Claim {
             inner: ClaimInner::Ring(inner),
             shared,
+            skip: 0,
         }),
         None => {
             shared.counters.app.back_pressure.add_shared(1);

@@ -79,6 +79,7 @@ pub(crate) struct ReceiverCounters {
     pub duplicates: Counter,
     pub malformed: Counter,
     pub foreign: Counter,
+    pub expired: Counter,
     pub ring_full_drops: Counter,
     pub recv_errors: Counter,
     pub truncated: Counter,
@@ -215,6 +216,9 @@ pub struct Stats {
     pub malformed: u64,
     /// Data and heartbeats of another network ID, ignored (never delivered).
     pub foreign_network: u64,
+    /// Messages past their time to live at delivery, dropped (each reported to the
+    /// matching subscribers as an `Expired` loss).
+    pub expired: u64,
     /// Messages dropped because a subscription's ring was full (each reported to
     /// that subscriber as a loss).
     pub ring_full_drops: u64,
@@ -319,6 +323,7 @@ impl Stats {
             ("duplicates", self.duplicates),
             ("malformed", self.malformed),
             ("foreign_network", self.foreign_network),
+            ("expired", self.expired),
             ("ring_full_drops", self.ring_full_drops),
             ("unmatched", self.unmatched),
             ("delivered_direct", self.delivered_direct),
@@ -412,6 +417,7 @@ impl Counters {
             duplicates: self.rx.duplicates.get(),
             malformed: self.rx.malformed.get(),
             foreign_network: self.rx.foreign.get(),
+            expired: self.rx.expired.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),

@@ -85,6 +85,9 @@ pub enum LossReason {
     /// at the live position: its backlog was discarded
     /// ([`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy::Disconnect)).
     Disconnected,
+    /// The message's time to live ran out before it could be delivered
+    /// ([`Node::publisher_with_ttl`](crate::Node::publisher_with_ttl)).
+    Expired,
 }
 
 /// Messages `from_seq..to_seq` of a session that will never be delivered to this

@@ -746,3 +746,86 @@ fn two_network_ids_on_one_group_ignore_each_other() {
         assert_eq!(red_peers, vec![red2.id()], "[{name}]");
     }
 }
+
+/// Acceptance (issue 10, 5): messages whose time to live is shorter than the delay
+/// they meet (here injected at the receiver: every datagram held 100 ms) are dropped
+/// at delivery, counted and reported as `Expired` losses, never delivered; messages
+/// with a long time to live on the same path all arrive. Offered and claimed, from an
+/// inline publisher (direct into the datagram) and a dedicated one (through the ring).
+#[test]
+fn messages_past_their_time_to_live_are_dropped_and_counted() {
+    const N: u64 = 100;
+    for (backend, name) in BACKENDS {
+        for mode in [ThreadingMode::Inline, ThreadingMode::Dedicated] {
+            let who = format!("{name}/{mode:?}");
+            let rx = Node::new(
+                config(39, backend, name)
+                    .inject_faults(ringcast::FaultConfig {
+                        delay: 1.0,
+                        delay_for: Duration::from_millis(100),
+                        seed: 39,
+                        ..ringcast::FaultConfig::default()
+                    })
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+            let tx = Node::new(config(39, backend, name).threading(mode).build().unwrap()).unwrap();
+            let mut sub = rx.subscriber(&["/ttl/"]).unwrap();
+            let mut short = tx
+                .publisher_with_ttl("/ttl/short", Duration::from_millis(5))
+                .unwrap();
+            let mut long = tx
+                .publisher_with_ttl("/ttl/long", Duration::from_secs(60))
+                .unwrap();
+            tx.wait_for_receivers(1, Duration::from_secs(10)).unwrap();
+            for i in 0..N {
+                let p = i.to_le_bytes();
+                if i % 2 == 0 {
+                    short.offer_blocking(&p, Duration::from_secs(5)).unwrap();
+                    long.offer_blocking(&p, Duration::from_secs(5)).unwrap();
+                } else {
+                    let mut c = short.try_claim(8).unwrap();
+                    c.copy_from_slice(&p);
+                    c.commit();
+                    let mut c = long.try_claim(8).unwrap();
+                    c.copy_from_slice(&p);
+                    c.commit();
+                }
+            }
+            short.flush(Duration::from_secs(5)).unwrap();
+            long.flush(Duration::from_secs(5)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (mut longs, mut expired) = (Vec::new(), 0u64);
+            while (longs.len() as u64) < N || expired < N {
+                assert!(
+                    Instant::now() < deadline,
+                    "[{who}] {} long, {expired} expired",
+                    longs.len()
+                );
+                sub.poll_timeout(256, Duration::from_millis(20), |ev| match ev {
+                    Event::Message(m) => {
+                        assert_eq!(
+                            m.topic(),
+                            "/ttl/long",
+                            "[{who}] an expired message was delivered"
+                        );
+                        longs.push(u64::from_le_bytes(m.payload().try_into().unwrap()));
+                    }
+                    Event::Loss(l) => {
+                        assert_eq!(l.reason, LossReason::Expired, "[{who}] {l:?}");
+                        expired += l.count();
+                    }
+                    _ => {}
+                });
+            }
+            assert_eq!(
+                longs,
+                (0..N).collect::<Vec<_>>(),
+                "[{who}] every long-lived message, in order"
+            );
+            assert_eq!(expired, N, "[{who}] every short-lived one reported");
+            assert_eq!(rx.stats().expired, N, "[{who}] counted");
+        }
+    }
+}

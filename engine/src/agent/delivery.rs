@@ -62,6 +62,7 @@ pub(crate) fn write_loss(out: &mut [u8], loss: &Loss) {
         LossReason::Network => 1,
         LossReason::SlowConsumer => 2,
         LossReason::Disconnected => 3,
+        LossReason::Expired => 4,
     };
     head(out, KIND_LOSS, reason, 0, key, loss.from_seq);
     out[HEADER..HEADER + 8].copy_from_slice(&loss.to_seq.to_le_bytes());
@@ -113,6 +114,7 @@ pub(crate) fn read(rec: &[u8]) -> Option<Event<'_>> {
             reason: match h[1] {
                 2 => LossReason::SlowConsumer,
                 3 => LossReason::Disconnected,
+                4 => LossReason::Expired,
                 _ => LossReason::Network,
             },
         })),

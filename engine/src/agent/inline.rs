@@ -242,13 +242,19 @@ impl Inline {
     /// under the sender's lock, then on the wire now unless a burst holds it (as
     /// [`offered`](Self::offered)). False when it did not go (the sender is busy on
     /// another thread, or the message is held back): the caller queues it in its ring.
-    pub(crate) fn offer_direct(&self, shared: &Shared, topic: &str, payload: &[u8]) -> bool {
+    pub(crate) fn offer_direct(
+        &self,
+        shared: &Shared,
+        topic: &str,
+        payload: &[u8],
+        expires: Option<u64>,
+    ) -> bool {
         let Some(mut tx) = Self::try_lock(shared, &self.tx) else {
             return false;
         };
         let t = self.note_tx();
         let (now, fresh) = tx.offer_time();
-        if !tx.agent.offer_direct(shared, topic, payload, now) {
+        if !tx.agent.offer_direct(shared, topic, payload, expires, now) {
             return false;
         }
         self.sent_direct(shared, tx, now, fresh, t);

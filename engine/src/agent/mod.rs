@@ -38,6 +38,8 @@ pub(crate) struct PublisherEntry {
     pub topic: Arc<str>,
     pub ring: Consumer,
     pub closed: Arc<AtomicBool>,
+    /// Its records start with their message's deadline (u64 µs since the UNIX epoch).
+    pub ttl: bool,
 }
 
 /// A subscription's ring as the receiver agent sees it.

@@ -554,7 +554,29 @@ fn dispatch(
             seq,
             topic,
             payload,
+            expires,
         } => {
+            if expires.is_some_and(|e| e < wall_us()) {
+                // Past its time to live: dropped for everyone, counted, and
+                // reported to the subscriptions that wanted it.
+                shared.counters.rx.expired.add(1);
+                let ev = Pending::Loss(Loss {
+                    session: from.session,
+                    source: from.source,
+                    from_seq: seq,
+                    to_seq: seq + 1,
+                    reason: LossReason::Expired,
+                });
+                for s in subs.iter_mut().filter(|s| s.matches(topic)) {
+                    if let Some(dr) = direct.as_deref_mut() {
+                        if dr.take(s, ev.event()) {
+                            continue;
+                        }
+                    }
+                    s.deliver_event(ev.clone());
+                }
+                return;
+            }
             let mut matched = false;
             for s in subs.iter_mut().filter(|s| s.matches(topic)) {
                 matched = true;
@@ -601,6 +623,13 @@ fn dispatch(
         }
         s.deliver_event(ev.clone());
     }
+}
+
+/// The wall clock in µs since the UNIX epoch (TTL deadlines are on it).
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn session_event(from: SessionKey, state: SessionState) -> Pending {

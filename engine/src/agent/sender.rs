@@ -240,6 +240,7 @@ impl SenderAgent {
         shared: &Shared,
         topic: &str,
         payload: &[u8],
+        expires: Option<u64>,
         now: Instant,
     ) -> bool {
         // A message needs at most one round per datagram it spans (datagrams carry at
@@ -247,6 +248,7 @@ impl SenderAgent {
         // ahead of it.
         let rounds = payload.len() / 256 + 4;
         self.direct(shared, now, rounds, |m, now| {
+            m.set_expiry(expires);
             m.offer(now, topic, payload).map(Some)
         })
         .is_some()
@@ -262,7 +264,10 @@ impl SenderAgent {
         len: usize,
         now: Instant,
     ) -> Option<std::ops::Range<usize>> {
-        self.direct(shared, now, 4, |m, now| m.claim(now, topic, len))
+        self.direct(shared, now, 4, |m, now| {
+            m.set_expiry(None);
+            m.claim(now, topic, len)
+        })
     }
 
     /// The payload bytes of a direct claim.
@@ -367,6 +372,13 @@ impl SenderAgent {
             let mut taken = 0;
             while taken < FAIR_SHARE {
                 let Some(rec) = p.ring.peek() else { break };
+                // A publisher with a time to live prefixes each record with its
+                // message's deadline.
+                let (expires, rec) = match (p.ttl, rec.split_first_chunk::<8>()) {
+                    (true, Some((e, rest))) => (Some(u64::from_le_bytes(*e)), rest),
+                    _ => (None, rec),
+                };
+                machine.set_expiry(expires);
                 match machine.offer(now, &p.topic, rec) {
                     Ok(()) => {
                         p.ring.consume();

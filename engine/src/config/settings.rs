@@ -630,7 +630,7 @@ pub fn unknown_env_vars() -> Vec<String> {
         .collect()
 }
 
-/// The README's configuration table, generated from [`SETTINGS`].
+/// The README's configuration table, generated from the settings table.
 pub fn markdown_table() -> String {
     let mut t = String::from(
         "| TOML key | Environment | Value | Default | What |\n|---|---|---|---|---|\n",

@@ -628,6 +628,12 @@ impl Publisher {
         });
     }
 
+    /// The deadline (µs since the UNIX epoch) that the messages offered or claimed
+    /// from now on carry (`None`: no expiry); a driver sets it before each message.
+    pub fn set_expiry(&mut self, expires: Option<u64>) {
+        self.stream.set_expiry(expires);
+    }
+
     /// Makes the session known before its first message: heartbeats (at position 0)
     /// start now and back off as an idle session's do, so receivers join it and send
     /// status, and the publisher learns its audience before it sends (Aeron's setup

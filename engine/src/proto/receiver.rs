@@ -41,6 +41,9 @@ pub enum Delivery<'a> {
         topic: &'a str,
         /// Its payload (borrowed from the datagram or the reassembly buffer).
         payload: &'a [u8],
+        /// Its deadline (µs since the UNIX epoch), if its publisher gave it a time
+        /// to live: the driver drops it when delivered later.
+        expires: Option<u64>,
     },
     /// Messages `from_seq..to_seq` of a session will never be delivered.
     Loss {
@@ -165,6 +168,8 @@ pub struct ReceiverCounters {
 struct Reassembly {
     active: bool,
     msg_seq: u64,
+    /// The deadline its first fragment carried.
+    expires: Option<u64>,
     total: usize,
     topic: String,
     buf: Vec<u8>,
@@ -1017,6 +1022,7 @@ fn process(
                     seq,
                     topic: frame.topic,
                     payload: frame.payload,
+                    expires: frame.expires,
                 });
                 seq += 1;
                 s.next_msg = seq;
@@ -1025,6 +1031,7 @@ fn process(
                 let a = &mut s.asm;
                 a.active = true;
                 a.msg_seq = seq;
+                a.expires = frame.expires;
                 a.total = f.total_len as usize;
                 a.topic.clear();
                 a.topic.push_str(frame.topic);
@@ -1050,6 +1057,7 @@ fn process(
                             seq,
                             topic: &a.topic,
                             payload: &a.buf,
+                            expires: a.expires,
                         });
                     }
                 } else if !a.active && seq < s.next_msg {

@@ -2,8 +2,8 @@
 //! splits messages too large for one datagram into fragments. No I/O, no clock.
 
 use crate::wire::{
-    encode_frame, encode_frame_head, frame_len, Fragment, Header, Kind, FRAGMENT_EXT_LEN,
-    FRAME_HEADER_LEN, HEADER_LEN,
+    encode_frame_ext, encode_frame_head_ext, frame_len_ext, Fragment, Header, Kind, EXPIRY_EXT_LEN,
+    FRAGMENT_EXT_LEN, FRAME_HEADER_LEN, HEADER_LEN,
 };
 
 /// A reusable datagram buffer being filled with frames.
@@ -78,6 +78,8 @@ pub enum Append {
 pub struct SenderStream {
     session: u32,
     network: u32,
+    /// The deadline the next messages' frames carry (a publisher with a TTL).
+    expires: Option<u64>,
     max_payload: usize,
     next_seq: u64,
     next_msg_seq: u64,
@@ -89,6 +91,7 @@ impl SenderStream {
         SenderStream {
             session,
             network: 0,
+            expires: None,
             max_payload,
             next_seq: 0,
             next_msg_seq: 0,
@@ -99,6 +102,21 @@ impl SenderStream {
     pub fn with_network(mut self, network: u32) -> Self {
         self.network = network;
         self
+    }
+
+    /// The deadline (µs since the UNIX epoch) the frames of the messages appended
+    /// from now on carry; `None`: no expiry. A fragmented message keeps one deadline
+    /// for all its pieces (set it before its first).
+    pub fn set_expiry(&mut self, expires: Option<u64>) {
+        self.expires = expires;
+    }
+
+    fn ext_len(&self) -> usize {
+        if self.expires.is_some() {
+            EXPIRY_EXT_LEN
+        } else {
+            0
+        }
     }
 
     /// The network ID its datagrams carry.
@@ -135,13 +153,14 @@ impl SenderStream {
     /// Largest payload under `topic_len` that fits a datagram whole.
     pub fn max_whole_payload(&self, topic_len: usize) -> usize {
         self.max_payload
-            .saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + topic_len)
+            .saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + self.ext_len() + topic_len)
     }
 
     /// Payload bytes one fragment under `topic_len` carries.
     pub fn fragment_piece(&self, topic_len: usize) -> usize {
-        self.max_payload
-            .saturating_sub(HEADER_LEN + FRAME_HEADER_LEN + FRAGMENT_EXT_LEN + topic_len)
+        self.max_payload.saturating_sub(
+            HEADER_LEN + FRAME_HEADER_LEN + FRAGMENT_EXT_LEN + self.ext_len() + topic_len,
+        )
     }
 
     /// Appends a whole message to `d`, numbering it.
@@ -170,10 +189,11 @@ impl SenderStream {
             return Err(Append::TooLarge);
         }
         let limit = self.max_payload.min(d.buf.len());
-        if d.len + frame_len(topic.len(), len, false) > limit || d.count == u16::MAX {
+        let need = frame_len_ext(topic.len(), len, false, self.expires.is_some());
+        if d.len + need > limit || d.count == u16::MAX {
             return Err(Append::Full);
         }
-        match encode_frame_head(&mut d.buf[d.len..limit], topic, len, None) {
+        match encode_frame_head_ext(&mut d.buf[d.len..limit], topic, len, None, self.expires) {
             Some((at, need)) => Ok(d.len + at..d.len + need),
             None => Err(Append::Full),
         }
@@ -219,11 +239,12 @@ impl SenderStream {
             offset: off32,
         };
         let limit = self.max_payload.min(d.buf.len());
-        match encode_frame(
+        match encode_frame_ext(
             &mut d.buf[d.len..limit],
             topic,
             &payload[offset..end],
             Some(frag),
+            self.expires,
         ) {
             Some(n) => {
                 d.len += n;

@@ -6,6 +6,11 @@ use super::{Header, Kind, WireError, HEADER_LEN};
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Size of the fragment extension (total length, offset).
 pub const FRAGMENT_EXT_LEN: usize = 8;
+/// Size of the expiry extension (the message's deadline, µs since the UNIX epoch on
+/// the publisher's clock), present when the frame's `ext` byte has [`EXPIRES`].
+pub const EXPIRY_EXT_LEN: usize = 8;
+/// The frame's `ext` byte (formerly reserved): an expiry extension follows.
+const EXPIRES: u8 = 0x1;
 
 const BEGIN: u8 = 0x1;
 const END: u8 = 0x2;
@@ -36,11 +41,24 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
     /// `Some` when this frame is one piece of a larger message.
     pub fragment: Option<Fragment>,
+    /// The message's deadline (µs since the UNIX epoch, publisher's clock), if it
+    /// has a time to live.
+    pub expires: Option<u64>,
 }
 
 /// Bytes a frame needs on the wire.
 pub fn frame_len(topic_len: usize, payload_len: usize, fragmented: bool) -> usize {
     FRAME_HEADER_LEN + if fragmented { FRAGMENT_EXT_LEN } else { 0 } + topic_len + payload_len
+}
+
+/// Bytes a frame needs with the expiry extension when `expires`.
+pub fn frame_len_ext(
+    topic_len: usize,
+    payload_len: usize,
+    fragmented: bool,
+    expires: bool,
+) -> usize {
+    frame_len(topic_len, payload_len, fragmented) + if expires { EXPIRY_EXT_LEN } else { 0 }
 }
 
 /// Encodes one frame at the start of `out`. Returns the bytes written, or `None` when
@@ -51,22 +69,39 @@ pub fn encode_frame(
     payload: &[u8],
     fragment: Option<Fragment>,
 ) -> Option<usize> {
-    let (at, need) = encode_frame_head(out, topic, payload.len(), fragment)?;
+    encode_frame_ext(out, topic, payload, fragment, None)
+}
+
+/// [`encode_frame`] with an optional expiry extension.
+pub fn encode_frame_ext(
+    out: &mut [u8],
+    topic: &str,
+    payload: &[u8],
+    fragment: Option<Fragment>,
+    expires: Option<u64>,
+) -> Option<usize> {
+    let (at, need) = encode_frame_head_ext(out, topic, payload.len(), fragment, expires)?;
     out[at..need].copy_from_slice(payload);
     Some(need)
 }
 
 /// Encodes the head of a frame carrying `payload_len` bytes (everything but the
-/// payload) at the start of `out`. Returns where the payload goes and the frame's
-/// whole length, or `None` as [`encode_frame`] does. A claim writes the payload in
-/// place afterwards.
-pub fn encode_frame_head(
+/// payload) at the start of `out`, with the expiry extension when `expires`. Returns
+/// where the payload goes and the frame's whole length, or `None` as
+/// [`encode_frame`] does. A claim writes the payload in place afterwards.
+pub fn encode_frame_head_ext(
     out: &mut [u8],
     topic: &str,
     payload_len: usize,
     fragment: Option<Fragment>,
+    expires: Option<u64>,
 ) -> Option<(usize, usize)> {
-    let need = frame_len(topic.len(), payload_len, fragment.is_some());
+    let need = frame_len_ext(
+        topic.len(),
+        payload_len,
+        fragment.is_some(),
+        expires.is_some(),
+    );
     let len = u32::try_from(payload_len).ok()?;
     let topic_len = u16::try_from(topic.len()).ok()?;
     let out = out.get_mut(..need)?;
@@ -85,12 +120,16 @@ pub fn encode_frame_head(
     out[0..4].copy_from_slice(&len.to_le_bytes());
     out[4..6].copy_from_slice(&topic_len.to_le_bytes());
     out[6] = flags;
-    out[7] = 0;
+    out[7] = if expires.is_some() { EXPIRES } else { 0 };
     let mut pos = FRAME_HEADER_LEN;
     if let Some(f) = fragment {
         out[8..12].copy_from_slice(&f.total_len.to_le_bytes());
         out[12..16].copy_from_slice(&f.offset.to_le_bytes());
         pos += FRAGMENT_EXT_LEN;
+    }
+    if let Some(e) = expires {
+        out[pos..pos + EXPIRY_EXT_LEN].copy_from_slice(&e.to_le_bytes());
+        pos += EXPIRY_EXT_LEN;
     }
     out[pos..pos + topic.len()].copy_from_slice(topic.as_bytes());
     pos += topic.len();
@@ -104,7 +143,8 @@ fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize)
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
     let topic_len = u16::from_le_bytes([h[4], h[5]]) as usize;
     let flags = h[6];
-    if flags & !WHOLE != 0 {
+    let ext = h[7];
+    if flags & !WHOLE != 0 || ext & !EXPIRES != 0 {
         return Err(WireError::FragmentOutOfRange);
     }
     let mut p = pos + FRAME_HEADER_LEN;
@@ -125,6 +165,15 @@ fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize)
         }
         Some(f)
     };
+    let expires = if ext & EXPIRES != 0 {
+        let e = body.get(p..p + EXPIRY_EXT_LEN).ok_or(past)?;
+        p += EXPIRY_EXT_LEN;
+        Some(u64::from_le_bytes([
+            e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7],
+        ]))
+    } else {
+        None
+    };
     let topic = body.get(p..p + topic_len).ok_or(past)?;
     let topic = std::str::from_utf8(topic).map_err(|_| WireError::BadTopic)?;
     p += topic_len;
@@ -134,6 +183,7 @@ fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize)
             topic,
             payload,
             fragment,
+            expires,
         },
         p + len,
     ))
@@ -252,6 +302,50 @@ mod tests {
         buf[..HEADER_LEN].copy_from_slice(&h);
         buf.truncate(pos);
         buf
+    }
+
+    /// A frame with a deadline carries it (whole or as a fragment), next to frames
+    /// without one; unknown `ext` bits are rejected.
+    #[test]
+    fn the_expiry_extension_round_trips() {
+        let mut buf = vec![0u8; 4096];
+        let mut pos = HEADER_LEN;
+        pos += encode_frame_ext(&mut buf[pos..], "/q", b"quote", None, Some(1_234_567)).unwrap();
+        pos += encode_frame(&mut buf[pos..], "/q", b"plain", None).unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        header(2).encode(&mut h);
+        buf[..HEADER_LEN].copy_from_slice(&h);
+        buf.truncate(pos);
+        let (_, frames) = Frames::decode(&buf, MAX).unwrap();
+        let got: Vec<_> = frames.map(|f| (f.payload.to_vec(), f.expires)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"quote".to_vec(), Some(1_234_567)),
+                (b"plain".to_vec(), None)
+            ]
+        );
+        let frag = Fragment {
+            total_len: 10,
+            offset: 0,
+        };
+        let mut one = vec![0u8; 256];
+        let n =
+            encode_frame_ext(&mut one[HEADER_LEN..], "/q", b"01234", Some(frag), Some(9)).unwrap();
+        header(1).encode((&mut one[..HEADER_LEN]).try_into().unwrap());
+        one.truncate(HEADER_LEN + n);
+        let (_, mut frames) = Frames::decode(&one, MAX).unwrap();
+        let f = frames.next().unwrap();
+        assert_eq!(
+            (f.fragment, f.expires, f.payload),
+            (Some(frag), Some(9), &b"01234"[..])
+        );
+        // An `ext` bit this version does not know.
+        let mut bad = buf.clone();
+        bad[HEADER_LEN + 7] = 0x2;
+        assert!(Frames::decode(&bad, MAX).is_err());
+        // A deadline cut short.
+        assert!(Frames::decode(&buf[..HEADER_LEN + FRAME_HEADER_LEN + 4], MAX).is_err());
     }
 
     #[test]

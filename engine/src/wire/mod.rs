@@ -4,8 +4,9 @@
 //! datagram = header (32 bytes) frame{count}
 //! header   = magic "RCST" | version u8 (2) | kind u8 | count u16 | session u32
 //!            | network u32 | seq u64 | msg_seq u64                   (little-endian)
-//! frame    = len u32 | topic_len u16 | flags u8 | reserved u8
+//! frame    = len u32 | topic_len u16 | flags u8 | ext u8
 //!            [ total_len u32 | offset u32 ]   only when the frame is a fragment
+//!            [ expires_us u64 ]               only when ext has bit 0 (a TTL)
 //!            topic (topic_len bytes, UTF-8) | payload (len bytes)
 //! ```
 //!
@@ -26,8 +27,8 @@ mod header;
 pub use announce::{Announce, MAX_ANNOUNCE};
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
 pub use frame::{
-    encode_frame, encode_frame_head, frame_len, Fragment, Frame, Frames, FRAGMENT_EXT_LEN,
-    FRAME_HEADER_LEN,
+    encode_frame, encode_frame_ext, encode_frame_head_ext, frame_len_ext, Fragment, Frame, Frames,
+    EXPIRY_EXT_LEN, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
 };
 pub use header::{stamp_network, Header, Kind, HEADER_LEN, MAX_SEQ};
 

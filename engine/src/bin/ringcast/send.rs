@@ -62,6 +62,11 @@ pub struct SendArgs {
     /// everything (exit code 1 if they did not).
     #[arg(long, default_value_t = 5.0)]
     ack_timeout: f64,
+    /// Give each message this many seconds to live (not the multicast --ttl):
+    /// receivers drop, count and report what they would deliver later (the hosts'
+    /// clocks must agree).
+    #[arg(long, value_name = "SECS")]
+    expire_after: Option<f64>,
     /// The message (default: read standard input, one message per line).
     message: Option<String>,
 }
@@ -185,7 +190,10 @@ pub fn run(a: SendArgs) -> Res {
     let config = b.build()?;
     let reliable = config.reliable();
     let node = Node::new(config)?;
-    let mut publisher = node.publisher(&a.topic)?;
+    let mut publisher = match a.expire_after {
+        Some(t) => node.publisher_with_ttl(&a.topic, Duration::from_secs_f64(t.max(0.0)))?,
+        None => node.publisher(&a.topic)?,
+    };
     let mut input = Vec::new();
     let mut payload = Vec::with_capacity(a.size.unwrap_or(0).max(64));
     let interval = a
