@@ -66,6 +66,20 @@ fn peer_json(p: &Peer) -> Value {
     })
 }
 
+/// A peer-supplied string made safe for a terminal: control characters (escape
+/// sequences a hostile announce could carry) shown as `\u{..}`.
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn reason(r: LeaveReason) -> &'static str {
     match r {
         LeaveReason::Left => "left",
@@ -149,7 +163,12 @@ pub fn run(a: PeersArgs) -> Res {
                 let _ = writeln!(
                     out,
                     "{:>20}  {:<24} {:<21} group {}  publishes {:?}  subscribes {:?}",
-                    p.id, p.name, p.address, p.group, p.publishes, p.subscribes
+                    p.id,
+                    clean(&p.name),
+                    p.address,
+                    p.group,
+                    p.publishes,
+                    p.subscribes
                 );
             }
         }
