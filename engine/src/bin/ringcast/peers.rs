@@ -215,7 +215,10 @@ pub fn run(a: PeersArgs) -> Res {
                 } else {
                     format!(
                         "+ {} {} at {} (group {}), {count} peers",
-                        p.name, p.id, p.address, p.group
+                        clean(&p.name),
+                        p.id,
+                        p.address,
+                        p.group
                     )
                 }
             }
@@ -230,7 +233,7 @@ pub fn run(a: PeersArgs) -> Res {
                 if a.json {
                     json!({"event": "left", "at_ms": since_epoch_ms(), "reason": reason(*r), "peer": {"id": id.to_string(), "name": name}, "peers": count}).to_string()
                 } else {
-                    format!("- {name} {id} ({}), {count} peers", reason(*r))
+                    format!("- {} {id} ({}), {count} peers", clean(name), reason(*r))
                 }
             }
             _ => continue,
