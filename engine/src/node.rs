@@ -232,6 +232,22 @@ impl Node {
         crate::PeerEvents::new(listener, self.shared.clone())
     }
 
+    /// This node's whisper/shout endpoint (Zyre's WHISPER and SHOUT): whispers to
+    /// a peer by id, shouts to a named group, and receives those meant for it. Each
+    /// call makes a new endpoint (two publishers and a subscriber).
+    pub fn mesh(&self) -> Result<crate::Mesh, Error> {
+        let whisper = self.publisher(crate::mesh::WHISPER_TOPIC)?;
+        let shout = self.publisher(crate::mesh::SHOUT_TOPIC)?;
+        let sub = self.subscriber(&[crate::mesh::WHISPER_TOPIC, crate::mesh::SHOUT_TOPIC])?;
+        Ok(crate::Mesh::new(
+            self.id(),
+            self.name(),
+            whisper,
+            shout,
+            sub,
+        ))
+    }
+
     /// A node with the default configuration (loopback, TTL 0).
     pub fn loopback() -> Result<Node, Error> {
         Node::new(Config::default())

@@ -165,7 +165,7 @@ fn three_hosts_find_each_other_and_see_them_leave() {
     let watch = Watch::start(&lab, A, &disc, &dir.file(""));
     for id in [1, 2, 3] {
         let (_, v) = watch
-            .next_about(id, Duration::from_secs(5))
+            .next_about(id, Duration::from_secs(10))
             .unwrap_or_else(|| panic!("the watch saw no join of {id}"));
         assert_eq!(v["event"], "joined", "{v}");
     }
@@ -318,4 +318,57 @@ fn two_network_ids_across_hosts_see_nothing_of_each_other() {
         "blue sees no red node: {doc}"
     );
     drop(red_node);
+}
+
+/// Acceptance (issue 10, 6): Zyre's zpinger on three hosts (`engine/examples/zpinger.rs`):
+/// each node whispers "hello" to every peer that enters and shouts "hello" to GLOBAL
+/// for every whisper it gets, so each host prints a whisper and shouts from both others.
+#[test]
+fn the_whisper_shout_example_runs_on_three_hosts() {
+    let Some(lab) = Lab::new("zping") else {
+        return;
+    };
+    let example = ringcast_e2e::ringcast_bin()
+        .parent()
+        .expect("target dir")
+        .join("examples/zpinger");
+    assert!(
+        example.exists(),
+        "build the example first: {}",
+        example.display()
+    );
+    let (disc, group) = groups(3);
+    let names = ["alpha", "bravo", "charlie"];
+    let runs: Vec<Proc> = [A, B, C]
+        .into_iter()
+        .zip(names)
+        .map(|(host, name)| {
+            let mut cmd = std::process::Command::new(&example);
+            cmd.arg("4")
+                .env("RINGCAST_IFACE", lab.iface(host))
+                .env("RINGCAST_GROUP", &group)
+                .env("RINGCAST_DISCOVERY", &disc)
+                .env("RINGCAST_TTL", "1")
+                .env("RINGCAST_NODE_NAME", name);
+            lab.run(host, cmd)
+        })
+        .collect();
+    for (p, me) in runs.into_iter().zip(names) {
+        let f = p.finish(WAIT);
+        let out = String::from_utf8_lossy(&f.stdout).to_string();
+        assert!(f.status.success(), "[{me}] {out} {}", brief(&f.stderr));
+        for other in names.iter().filter(|n| **n != me) {
+            for want in [
+                format!("[{me}] {other} entered"),
+                format!("[{me}] whisper from {other}: hello"),
+                format!("[{me}] shout from {other} in GLOBAL: hello"),
+            ] {
+                assert!(out.contains(&want), "[{me}] no {want:?} in:\n{out}");
+            }
+        }
+        assert!(
+            !out.contains(&format!("whisper from {me}")),
+            "[{me}] whispered itself"
+        );
+    }
 }

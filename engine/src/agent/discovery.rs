@@ -104,7 +104,10 @@ impl Membership {
         *lock(&self.counters)
     }
 
-    /// A new listener for peer events.
+    /// A new listener for peer events: it starts with a `Joined` for every peer in
+    /// the directory (as Zyre's ENTER for the peers already there), then every
+    /// change. The directory and the events are updated under the listeners' lock,
+    /// so no peer is missed or seen twice.
     pub(crate) fn listen(&self) -> Arc<Listener> {
         let l = Arc::new(Listener {
             queue: ArrayQueue::new(LISTENER_QUEUE),
@@ -112,6 +115,11 @@ impl Membership {
             notify: Notify::default(),
         });
         let mut all = lock(&self.listeners);
+        for p in lock(&self.directory).iter() {
+            if l.queue.force_push(PeerEvent::Joined(p.clone())).is_some() {
+                l.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&l));
         l
@@ -124,8 +132,8 @@ impl Membership {
         }
     }
 
-    fn publish(&self, ev: &PeerEvent) {
-        for l in lock(&self.listeners).iter().filter_map(Weak::upgrade) {
+    fn publish(&self, listeners: &[Weak<Listener>], ev: &PeerEvent) {
+        for l in listeners.iter().filter_map(Weak::upgrade) {
             if l.queue.force_push(ev.clone()).is_some() {
                 l.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -163,13 +171,15 @@ pub(crate) fn run(shared: &Shared, rx: &UdpSocket, tx: &UdpSocket, mut machine: 
                 tracing::debug!(error = %e, "announce send failed");
             }
         }
-        while let Some(ev) = machine.poll_event() {
-            m.publish(&ev);
-        }
-        // The mirror follows every change, and the peers' last-heard times at least
-        // once a second.
+        // The mirror follows every change (and the peers' last-heard times at least
+        // once a second); it and the events change under the listeners' lock (see
+        // `Membership::listen`).
         if machine.take_changed() || now >= refresh {
+            let listeners = lock(&m.listeners);
             *lock(&m.directory) = machine.peers().cloned().collect();
+            while let Some(ev) = machine.poll_event() {
+                m.publish(&listeners, &ev);
+            }
             refresh = now + Duration::from_secs(1);
         }
         *lock(&m.counters) = *machine.counters();

@@ -24,7 +24,7 @@ mod control;
 mod frame;
 mod header;
 
-pub use announce::{Announce, MAX_ANNOUNCE};
+pub use announce::{Announce, MAX_ANNOUNCE, MAX_NAME};
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
 pub use frame::{
     encode_frame, encode_frame_ext, encode_frame_head_ext, frame_len_ext, Fragment, Frame, Frames,
