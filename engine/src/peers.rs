@@ -17,21 +17,13 @@ use crate::proto::PeerEvent;
 pub struct PeerEvents {
     listener: Arc<Listener>,
     shared: Arc<Shared>,
-    parker: Option<std::task::Waker>,
+    /// Wakes the thread parked in `recv` (made once per thread).
+    parker: Option<(std::thread::ThreadId, std::task::Waker)>,
 }
 
 impl std::fmt::Debug for PeerEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerEvents").finish_non_exhaustive()
-    }
-}
-
-/// Wakes a thread parked in [`PeerEvents::recv`].
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
     }
 }
 
@@ -62,12 +54,15 @@ impl PeerEvents {
             if now >= deadline || self.shared.stopped() {
                 return None;
             }
-            let waker = self
-                .parker
-                .get_or_insert_with(|| {
-                    std::task::Waker::from(Arc::new(Unpark(std::thread::current())))
-                })
-                .clone();
+            let me = std::thread::current().id();
+            let waker = match &self.parker {
+                Some((id, w)) if *id == me => w.clone(),
+                _ => {
+                    let w = crate::agent::notify::thread_waker();
+                    self.parker = Some((me, w.clone()));
+                    w
+                }
+            };
             self.listener.notify.arm(&waker);
             if self.listener.queue.is_empty() && !self.shared.stopped() {
                 std::thread::park_timeout(deadline - now);

@@ -473,7 +473,7 @@ impl Subscriber {
         let waker = match &self.parker {
             Some((id, w)) if *id == me.id() => w.clone(),
             _ => {
-                let w = std::task::Waker::from(Arc::new(Unpark(me.clone())));
+                let w = crate::agent::notify::thread_waker();
                 self.parker = Some((me.id(), w.clone()));
                 w
             }
@@ -535,15 +535,6 @@ impl Subscriber {
 
 /// Tries of the spin-then-yield backoff before a waiting thread parks.
 const PARK_AFTER_TRIES: u32 = 200;
-
-/// A waker that unparks a thread.
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
 
 /// An owned copy of an event.
 fn owned(ev: Event<'_>) -> OwnedEvent {

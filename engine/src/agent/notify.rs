@@ -52,6 +52,18 @@ impl Notify {
     }
 }
 
+/// A waker that unparks the calling thread (for a thread that parks in
+/// `poll_timeout`-style waits until a `Notify` wakes it).
+pub(crate) fn thread_waker() -> Waker {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    Waker::from(std::sync::Arc::new(Unpark(std::thread::current())))
+}
+
 /// The receiver's half of the handshake: call once after a cycle's ring commits and
 /// before reading [`Notify::armed`].
 pub(crate) fn before_wakes() {
