@@ -107,11 +107,8 @@ impl Publisher {
     /// The deadline of a message offered now (µs since the UNIX epoch), for a
     /// publisher with a time to live.
     fn deadline(&self) -> Option<u64> {
-        let ttl = self.ttl?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Some(u64::try_from((now + ttl).as_micros()).unwrap_or(u64::MAX))
+        let ttl = u64::try_from(self.ttl?.as_micros()).unwrap_or(u64::MAX);
+        Some(crate::stats_file::now_us().saturating_add(ttl))
     }
 
     /// The topic this publisher sends on.

@@ -30,7 +30,8 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/dev/shm"))
 }
 
-fn now_us() -> u64 {
+/// The wall clock in µs since the UNIX epoch (stats files' stamps, TTL deadlines).
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

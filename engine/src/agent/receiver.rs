@@ -556,7 +556,7 @@ fn dispatch(
             payload,
             expires,
         } => {
-            if expires.is_some_and(|e| e < wall_us()) {
+            if expires.is_some_and(|e| e < crate::stats_file::now_us()) {
                 // Past its time to live: dropped for everyone, counted, and
                 // reported to the subscriptions that wanted it.
                 shared.counters.rx.expired.add(1);
@@ -567,14 +567,7 @@ fn dispatch(
                     to_seq: seq + 1,
                     reason: LossReason::Expired,
                 });
-                for s in subs.iter_mut().filter(|s| s.matches(topic)) {
-                    if let Some(dr) = direct.as_deref_mut() {
-                        if dr.take(s, ev.event()) {
-                            continue;
-                        }
-                    }
-                    s.deliver_event(ev.clone());
-                }
+                hand_event(subs.iter_mut().filter(|s| s.matches(topic)), direct, &ev);
                 return;
             }
             let mut matched = false;
@@ -615,7 +608,17 @@ fn dispatch(
     };
     // What was lost cannot be filtered by topic, nor can a publisher's coming and
     // going: every subscription hears them.
-    for s in subs.iter_mut() {
+    hand_event(subs.iter_mut(), direct, &ev);
+}
+
+/// Hands `ev` to each of `subs`: straight to a direct poller that takes it, else
+/// through the subscription's queue.
+fn hand_event<'s>(
+    subs: impl Iterator<Item = &'s mut Subscription>,
+    direct: &mut Option<&mut Direct<'_>>,
+    ev: &Pending,
+) {
+    for s in subs {
         if let Some(dr) = direct.as_deref_mut() {
             if dr.take(s, ev.event()) {
                 continue;
@@ -623,13 +626,6 @@ fn dispatch(
         }
         s.deliver_event(ev.clone());
     }
-}
-
-/// The wall clock in µs since the UNIX epoch (TTL deadlines are on it).
-fn wall_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn session_event(from: SessionKey, state: SessionState) -> Pending {
