@@ -58,7 +58,8 @@ mod wire;
 
 pub use config::{
     BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, Origin,
-    SlowConsumerPolicy, ThreadingMode, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,
+    SlowConsumerPolicy, ThreadingMode, Transport, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,
+    UNICAST_FALLBACK,
 };
 pub use error::{Error, PublishError};
 pub use io::fault::{FaultConfig, FaultCounts, FaultSpecError};

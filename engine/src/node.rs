@@ -10,7 +10,7 @@ use crate::agent::StatsBase;
 use crate::agent::{
     self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
 };
-use crate::config::{BackendChoice, Config, Origin, SlowConsumerPolicy};
+use crate::config::{BackendChoice, Config, Origin, SlowConsumerPolicy, Transport};
 use crate::error::Error;
 use crate::io::{self, BackendKind, BackendReport, Interface, SocketConfig, SocketInfo};
 use crate::publisher::Publisher;
@@ -62,6 +62,46 @@ fn default_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// The configured seeds as addresses (`HOST[:PORT]`, the port defaulting to the
+/// discovery port). Unicast needs discovery: without a discovery port it is refused.
+fn resolve_seeds(config: &Config) -> Result<Vec<std::net::SocketAddrV4>, Error> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let unicast = config.transport == Transport::Unicast;
+    let Some(discovery) = config.discovery else {
+        if unicast || !config.seeds.is_empty() {
+            return Err(Error::Config(
+                "unicast and seeds need discovery (set discovery to a group:port)".into(),
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    if unicast && config.seeds.is_empty() {
+        tracing::warn!(
+            "transport unicast without seeds: this node finds only the peers that name it as their seed"
+        );
+    }
+    let mut out = Vec::new();
+    for seed in &config.seeds {
+        let with_port = if seed.contains(':') {
+            seed.clone()
+        } else {
+            format!("{seed}:{}", discovery.port())
+        };
+        let addrs = with_port
+            .to_socket_addrs()
+            .map_err(|e| Error::Config(format!("seed {seed:?}: {e}")))?;
+        let v4 = addrs
+            .filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(a),
+                SocketAddr::V6(_) => None,
+            })
+            .next()
+            .ok_or_else(|| Error::Config(format!("seed {seed:?} has no IPv4 address")))?;
+        out.push(v4);
+    }
+    Ok(out)
+}
+
 /// The backend for `config`, the reason saying who chose it: `RINGCAST_BACKEND`, a
 /// configuration file, the application's code, or the probe.
 fn choose_backend(config: &Config, inline: bool) -> Result<BackendReport, Error> {
@@ -111,6 +151,9 @@ impl Node {
         }
         let backend = choose_backend(&config, threading.mode == crate::ThreadingMode::Inline)?;
         tracing::info!(backend = %backend.kind, reason = %backend.reason, "ringcast backend");
+        let seeds = resolve_seeds(&config)?;
+        // Unicast may be used: the receive sockets take unicast datagrams too.
+        let unicast_capable = config.transport == Transport::Unicast || !seeds.is_empty();
         let socket = SocketConfig {
             group: config.group,
             iface,
@@ -126,6 +169,8 @@ impl Node {
             gro_from_env: matches!(config.origin("gro"), Some(Origin::Env(_))),
             busy_poll: config.busy_poll,
             offload: backend.offload.clone(),
+            bind_any: unicast_capable,
+            join: config.transport != Transport::Unicast,
         };
         let (tx, tx_info) = io::open_tx(backend.kind, &socket)?;
         debug_assert_eq!(tx.kind(), backend.kind);
@@ -148,6 +193,9 @@ impl Node {
                 }
             }
         }
+        if config.transport == Transport::Unicast {
+            shared.unicast.activate();
+        }
         let mut threads =
             agent::start(&shared, &config, mode, session, max_payload).map_err(Error::Thread)?;
         let id = config.node_id.unwrap_or_else(agent::random_u64);
@@ -166,11 +214,19 @@ impl Node {
                     multiplier: config.discovery_multiplier,
                     max_peers: config.max_peers,
                     seed: agent::random_u64(),
+                    seeds: seeds.clone(),
+                    multicast: config.transport != Transport::Unicast,
+                    unicast: unicast_capable,
                 },
                 Instant::now(),
             );
             let (rx, tx) = io::socket::open_discovery(&socket, group)?;
-            match agent::start_discovery(&shared, rx, tx, machine) {
+            let driver = agent::discovery::Driver {
+                group,
+                may_fall_back: config.transport == Transport::Auto && !seeds.is_empty(),
+                seeds: seeds.clone(),
+            };
+            match agent::start_discovery(&shared, rx, tx, machine, driver) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     // The agents are running: stop them before reporting.
@@ -511,6 +567,14 @@ impl Node {
     /// resolved for the host); [`Stats::threading_reason`] says why.
     pub fn threading(&self) -> crate::ThreadingMode {
         self.shared.base.threading.mode
+    }
+
+    /// Whether this node sends by unicast now ([`Transport::Unicast`], or
+    /// [`Transport::Auto`] with seeds after it heard no multicast discovery), and to
+    /// which peers' data ports (those subscribed to something it publishes).
+    pub fn unicast(&self) -> Option<Vec<std::net::SocketAddrV4>> {
+        let u = &self.shared.unicast;
+        u.is_active().then(|| u.destinations())
     }
 
     /// This node's publishing session id.

@@ -336,6 +336,58 @@ impl Lab {
         Some(())
     }
 
+    /// A network that filters multicast (as most clouds and overlays do): the bridge
+    /// drops every multicast datagram it forwards, and `unicast_percent` % of the
+    /// unicast UDP, drawn per packet and output port. Replaces any earlier rule.
+    /// Returns `None` (after printing why) when `nft` is not installed.
+    pub fn block_multicast(&self, unicast_percent: u32) -> Option<()> {
+        if !has_nft() {
+            eprintln!("skipping: needs root and ip/nft (`nft` not found: install nftables)");
+            return None;
+        }
+        assert!(unicast_percent < 100, "{unicast_percent} % of unicast");
+        self.clear_loss();
+        let unicast = if unicast_percent > 0 {
+            format!(
+                "    ip daddr != 224.0.0.0/4 meta l4proto udp numgen random mod 100 < {unicast_percent} counter drop\n"
+            )
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "table bridge {LOSS_TABLE} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip daddr 224.0.0.0/4 counter drop\n{unicast}  }}\n}}\n"
+        );
+        if let Err(e) = self.nft(&script) {
+            panic!("nft (no multicast) failed in {}: {e}", self.bridge_ns());
+        }
+        Some(())
+    }
+
+    /// Packets each rule of the loss table dropped so far, in rule order (empty
+    /// without a table).
+    pub fn dropped_by_rule(&self) -> Vec<u64> {
+        let Ok(o) = output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.bridge_ns(),
+                "nft",
+                "list",
+                "table",
+                "bridge",
+                LOSS_TABLE,
+            ],
+        ) else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&o.stdout)
+            .split("counter packets ")
+            .skip(1)
+            .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
     /// Removes the loss rule (if any).
     pub fn clear_loss(&self) {
         if has_nft() {

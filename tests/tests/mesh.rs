@@ -372,3 +372,148 @@ fn the_whisper_shout_example_runs_on_three_hosts() {
         );
     }
 }
+
+/// Acceptance (issue 10, 3): the bridge drops all multicast, as most clouds do.
+/// Without seeds a node says it hears nobody. With `--seed` (host a's address), the
+/// nodes find each other through it and 100,000 × 1 KB reach two subscribers
+/// complete and in order by unicast: first with every node switching by itself
+/// (transport auto), then forced (`--unicast`) with 5 % of the unicast lost, repaired.
+#[test]
+fn without_multicast_seeds_carry_discovery_and_data_by_unicast() {
+    const N: u64 = 100_000;
+    let t0 = Instant::now();
+    let Some(lab) = Lab::new("unicast") else {
+        return;
+    };
+    if lab.block_multicast(0).is_none() {
+        return;
+    }
+    let (disc, group) = groups(4);
+    // No seeds: nobody heard, and the node says so.
+    let mut cmd = Lab::ringcast(&["peers", "--json", "--wait", "3", "--iface", &lab.iface(B)]);
+    cmd.env("RINGCAST_DISCOVERY", &disc);
+    let f = lab.run(B, cmd).finish(WAIT);
+    let doc: serde_json::Value = serde_json::from_slice(&f.stdout).expect("peers --json");
+    assert_eq!(doc["peers"].as_array().map(Vec::len), Some(0), "{doc}");
+    assert!(
+        f.stderr.contains("hears nobody") && f.stderr.contains("--seed"),
+        "no clear report: {}",
+        brief(&f.stderr)
+    );
+    let seed = lab.addr(A).to_string();
+    let dir = ringcast_e2e::TempDir::new("mesh-unicast");
+    for (round, loss, forced) in [(1, 0, false), (2, 5, true)] {
+        lab.block_multicast(loss).expect("nft");
+        let n = N.to_string();
+        let files = [
+            dir.file(&format!("a{round}")),
+            dir.file(&format!("b{round}")),
+        ];
+        let listen = |host: usize, path: &std::path::Path| {
+            let mut args = vec![
+                "listen",
+                "--iface",
+                &lab.iface(host),
+                "--group",
+                &group,
+                "--topic",
+                "/u",
+                "--count",
+                &n,
+                "--timeout",
+                "30",
+                "--seed",
+                &seed,
+                "--output",
+                path.to_str().unwrap(),
+            ]
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+            if forced {
+                args.push("--unicast".into());
+            }
+            let mut cmd = Lab::ringcast(&args);
+            cmd.env("RINGCAST_DISCOVERY", &disc);
+            let mut p = lab.run(host, cmd);
+            p.wait_for_stderr("listening on", Duration::from_secs(20));
+            p
+        };
+        let la = listen(A, &files[0]);
+        let lb = listen(B, &files[1]);
+        let iface_c = lab.iface(C);
+        let mut args = vec![
+            "send",
+            "--iface",
+            &iface_c,
+            "--group",
+            &group,
+            "--topic",
+            "/u/x",
+            "--repeat",
+            &n,
+            "--size",
+            "1024",
+            "--autonumber",
+            "--seed",
+            &seed,
+            "--wait-receivers",
+            "2",
+        ];
+        if forced {
+            args.push("--unicast");
+        }
+        args.push("MSG");
+        let mut cmd = Lab::ringcast(&args);
+        cmd.env("RINGCAST_DISCOVERY", &disc);
+        let s = lab.run(C, cmd).finish(WAIT);
+        eprintln!("unicast {round}: {}", s.stderr.trim());
+        let dropped = lab.dropped_by_rule();
+        eprintln!("unicast {round}: the bridge dropped {dropped:?} (multicast, unicast)");
+        assert!(s.status.success(), "send failed: {}", brief(&s.stderr));
+        if !forced {
+            assert!(
+                s.stderr.contains("sending by unicast"),
+                "the sender did not say it switched: {}",
+                brief(&s.stderr)
+            );
+        }
+        let sm = ringcast_e2e::summary(&s, "sent ");
+        assert_eq!(ringcast_e2e::get(&sm, "sent"), N);
+        // Forced unicast sends no multicast at all; auto tried it first.
+        assert_eq!(
+            dropped.first().is_some_and(|&m| m > 0),
+            !forced,
+            "multicast dropped: {dropped:?}"
+        );
+        if loss > 0 {
+            assert!(ringcast_e2e::get(&sm, "retransmits") > 0, "{sm:?}");
+            assert!(dropped.get(1).is_some_and(|&u| u > 0), "no unicast dropped");
+        }
+        let done: Vec<_> = [("a", la), ("b", lb)]
+            .into_iter()
+            .map(|(name, l)| (name, l.finish(WAIT)))
+            .collect();
+        for ((name, f), path) in done.into_iter().zip(&files) {
+            assert!(f.status.success(), "listener {name}: {}", brief(&f.stderr));
+            let m = ringcast_e2e::summary(&f, "received ");
+            assert_eq!(ringcast_e2e::get(&m, "received"), N, "{name}");
+            assert_eq!(ringcast_e2e::get(&m, "lost"), 0, "{name}");
+            if loss > 0 {
+                assert!(ringcast_e2e::get(&m, "naks sent") > 0, "{name}: {m:?}");
+            }
+            let out = std::fs::read(path).expect("listener output");
+            let got = ringcast_e2e::line_numbers(&out, "MSG");
+            assert!(
+                got.iter().copied().eq(0..N),
+                "{name}: {} messages, not MSG0..MSG{} in order",
+                got.len(),
+                N - 1
+            );
+        }
+    }
+    eprintln!(
+        "without_multicast_seeds_carry_discovery_and_data_by_unicast took {:?}",
+        t0.elapsed()
+    );
+}

@@ -4,7 +4,7 @@
 //! idle node wakes a few times a second. On the node's stop it sends the leave.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -13,7 +13,8 @@ use crossbeam_queue::ArrayQueue;
 
 use super::notify::Notify;
 use super::Shared;
-use crate::proto::{Discovery, DiscoveryCounters, Peer, PeerEvent};
+use crate::config::UNICAST_FALLBACK;
+use crate::proto::{Destination, Discovery, DiscoveryCounters, Peer, PeerEvent};
 use crate::wire::MAX_ANNOUNCE;
 
 /// Longest block on the discovery socket (bounds how late the node's stop is seen).
@@ -142,9 +143,53 @@ impl Membership {
     }
 }
 
+/// What the discovery thread needs besides the machine.
+pub(crate) struct Driver {
+    /// The discovery group (announces to [`Destination::Group`] go there).
+    pub group: SocketAddrV4,
+    /// The node may switch to unicast on its own ([`Transport::Auto`](crate::Transport::Auto)
+    /// with seeds).
+    pub may_fall_back: bool,
+    /// Seeds are configured (for the warning when nobody is heard).
+    pub seeds: Vec<SocketAddrV4>,
+}
+
+/// The peers this node's data goes to by unicast: those subscribed to a topic it
+/// publishes (or whose lists were cut), each at its data port.
+fn destinations<'a>(
+    peers: impl Iterator<Item = &'a Peer>,
+    publishes: &[String],
+) -> Vec<SocketAddrV4> {
+    peers
+        .filter(|p| {
+            p.truncated
+                || publishes
+                    .iter()
+                    .any(|t| super::topic_matches(&p.subscribes, t))
+        })
+        .map(|p| SocketAddrV4::new(*p.address.ip(), p.group.port()))
+        .collect()
+}
+
+fn send(sock: &UdpSocket, group: SocketAddrV4, to: Destination, bytes: &[u8]) {
+    let dest = match to {
+        Destination::Group => group,
+        Destination::To(a) => a,
+    };
+    if let Err(e) = sock.send_to(bytes, dest) {
+        tracing::debug!(error = %e, %dest, "discovery send failed");
+    }
+}
+
 /// Runs the discovery thread until the node stops; then sends the leave (twice: a
 /// lost leave only delays the peers' notice to the expiry).
-pub(crate) fn run(shared: &Shared, rx: &UdpSocket, tx: &UdpSocket, mut machine: Discovery) {
+pub(crate) fn run(
+    shared: &Shared,
+    rx: &UdpSocket,
+    tx: &UdpSocket,
+    mut machine: Discovery,
+    driver: Driver,
+) {
     let Some(m) = shared.membership.get() else {
         return;
     };
@@ -152,29 +197,44 @@ pub(crate) fn run(shared: &Shared, rx: &UdpSocket, tx: &UdpSocket, mut machine: 
     let mut out = Vec::with_capacity(MAX_ANNOUNCE);
     let mut seen = u64::MAX;
     let mut refresh = Instant::now();
+    let started = Instant::now();
+    let mut looked = false;
+    let mut publishes: Vec<String> = Vec::new();
     while !shared.stopped() {
         let now = Instant::now();
         let v = m.topics_version.load(Ordering::Acquire);
+        let mut topics_changed = false;
         if v != seen {
             seen = v;
             let t = lock(&m.topics);
-            let (p, s) = (
+            let (p, s): (Vec<String>, Vec<String>) = (
                 t.publishes.keys().cloned().collect(),
                 t.subscribes.keys().cloned().collect(),
             );
             drop(t);
+            publishes.clone_from(&p);
             machine.set_topics(now, p, s);
+            topics_changed = true;
         }
         machine.handle_timeout(now);
-        while machine.poll_transmit(now, &mut out) {
-            if let Err(e) = tx.send(&out) {
-                tracing::debug!(error = %e, "announce send failed");
-            }
+        while let Some(to) = machine.poll_transmit(now, &mut out) {
+            send(tx, driver.group, to, &out);
+        }
+        if !looked && now >= started + UNICAST_FALLBACK {
+            looked = true;
+            look_around(shared, &machine, &driver);
         }
         // The mirror follows every change (and the peers' last-heard times at least
         // once a second); it and the events change under the listeners' lock (see
         // `Membership::listen`).
-        if machine.take_changed() || now >= refresh {
+        let changed = machine.take_changed();
+        if changed || topics_changed {
+            let to = destinations(machine.peers(), &publishes);
+            if shared.unicast.set_destinations(to) && shared.unicast.is_active() {
+                tracing::debug!(to = ?shared.unicast.destinations(), "unicast destinations");
+            }
+        }
+        if changed || now >= refresh {
             let listeners = lock(&m.listeners);
             *lock(&m.directory) = machine.peers().cloned().collect();
             while let Some(ev) = machine.poll_event() {
@@ -203,10 +263,37 @@ pub(crate) fn run(shared: &Shared, rx: &UdpSocket, tx: &UdpSocket, mut machine: 
             let _ = rx.set_nonblocking(false);
         }
     }
-    machine.leave(&mut out);
-    for _ in 0..2 {
-        let _ = tx.send(&out);
+    machine.leave(Instant::now());
+    while let Some(to) = machine.poll_transmit(Instant::now(), &mut out) {
+        for _ in 0..2 {
+            send(tx, driver.group, to, &out);
+        }
     }
     *lock(&m.counters) = *machine.counters();
     m.wake_all();
+}
+
+/// [`UNICAST_FALLBACK`] after the start: a node that heard no multicast announce
+/// switches to unicast if it may, and says what it heard either way.
+fn look_around(shared: &Shared, machine: &Discovery, driver: &Driver) {
+    if machine.heard_multicast() || shared.unicast.is_active() {
+        return;
+    }
+    let heard = machine.peers().count();
+    let wait = UNICAST_FALLBACK;
+    if driver.may_fall_back {
+        shared.unicast.activate();
+        tracing::warn!(
+            group = %driver.group, seeds = ?driver.seeds, peers = heard,
+            "no multicast discovery heard in {wait:?}: multicast looks blocked, sending by unicast through the seeds"
+        );
+        if heard == 0 {
+            tracing::warn!(seeds = ?driver.seeds, "the seeds did not answer either: this node hears nobody yet");
+        }
+    } else if heard == 0 {
+        tracing::warn!(
+            group = %driver.group,
+            "this node hears nobody: no other node's announce in {wait:?} on the discovery group (multicast may be blocked here: give seeds with --seed HOST or RINGCAST_SEEDS)"
+        );
+    }
 }

@@ -11,6 +11,7 @@ pub(crate) mod notify;
 mod receiver;
 mod sender;
 pub(crate) mod threading;
+pub(crate) mod unicast;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     pub drained: std::sync::atomic::AtomicU64,
     /// This node's identity, its topics for the announces, and the peer directory.
     pub membership: OnceLock<discovery::Membership>,
+    /// Whether data goes by unicast, and to whom.
+    pub unicast: unicast::Unicast,
 }
 
 /// A NAK heard on the control port, for NAK suppression.
@@ -169,6 +172,7 @@ impl Shared {
             drain_asked: std::sync::atomic::AtomicU64::new(0),
             drained: std::sync::atomic::AtomicU64::new(0),
             membership: OnceLock::new(),
+            unicast: Default::default(),
         }
     }
 
@@ -548,11 +552,16 @@ pub(crate) fn start_discovery(
     rx: std::net::UdpSocket,
     tx: std::net::UdpSocket,
     machine: crate::proto::Discovery,
+    driver: discovery::Driver,
 ) -> Result<JoinHandle<()>, std::io::Error> {
     let s = shared.clone();
     thread::Builder::new()
         .name("ringcast-discovery".into())
-        .spawn(move || guarded(&s, "discovery", || discovery::run(&s, &rx, &tx, machine)))
+        .spawn(move || {
+            guarded(&s, "discovery", || {
+                discovery::run(&s, &rx, &tx, machine, driver)
+            })
+        })
 }
 
 /// Runs an agent's loop; if it panics, the node stops and every handle learns why

@@ -659,6 +659,24 @@ pub(crate) struct ReceiverAgent {
     subs: Vec<Subscription>,
     batch: usize,
     max_payload: usize,
+    /// Publishers' control port (the data port + 1): where NAKs and status go by
+    /// unicast, at each publisher's own address.
+    control_port: u16,
+}
+
+/// Sends a NAK or status: to the group's control address, or (unicast) to the
+/// publisher's own.
+fn send_control(
+    sock: &Socket,
+    unicast: bool,
+    to: SocketAddrV4,
+    buf: &[u8],
+) -> std::io::Result<usize> {
+    if unicast {
+        sock.send_to(buf, &to.into())
+    } else {
+        sock.send(buf)
+    }
 }
 
 impl ReceiverAgent {
@@ -685,6 +703,7 @@ impl ReceiverAgent {
             subs: Vec::new(),
             batch: config.batch,
             max_payload,
+            control_port: config.group.port().saturating_add(1),
         }
     }
 
@@ -725,6 +744,7 @@ impl ReceiverAgent {
         };
         let c = &shared.counters.rx;
         let network = self.proto.network();
+        let (unicast, port) = (shared.unicast.is_active(), self.control_port);
         self.proto.poll_nak(&mut |key, from, to| {
             let mut buf = [0u8; NAK_LEN];
             Nak {
@@ -735,7 +755,8 @@ impl ReceiverAgent {
             }
             .encode(&mut buf);
             crate::wire::stamp_network(&mut buf, network);
-            match sock.send(&buf) {
+            let dest = SocketAddrV4::new(*key.source.ip(), port);
+            match send_control(sock, unicast, dest, &buf) {
                 Ok(_) => c.naks_sent.add(1),
                 Err(e) => tracing::debug!(error = %e, "NAK send failed"),
             }
@@ -748,6 +769,7 @@ impl ReceiverAgent {
         };
         let c = &shared.counters.rx;
         let network = self.proto.network();
+        let (unicast, port) = (shared.unicast.is_active(), self.control_port);
         self.proto
             .poll_status(now, self.window, &mut |key, next_seq, window| {
                 let mut buf = [0u8; STATUS_LEN];
@@ -760,7 +782,8 @@ impl ReceiverAgent {
                 }
                 .encode(&mut buf);
                 crate::wire::stamp_network(&mut buf, network);
-                match sock.send(&buf) {
+                let dest = SocketAddrV4::new(*key.source.ip(), port);
+                match send_control(sock, unicast, dest, &buf) {
                     Ok(_) => c.status_sent.add(1),
                     Err(e) => tracing::debug!(error = %e, "status send failed"),
                 }

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use super::unicast::Fanout;
 use super::{HeardNak, PublisherEntry, SenderCommand, Shared, MAX_BATCH};
 use crate::config::Config;
 use crate::io::socket::recv_control;
-use crate::io::TxBackend;
 use crate::proto::{Blocked, ControlEvent, Publisher, PublisherConfig, Transmit, Transmitted};
 use crate::wire::NAK_LEN;
 
@@ -63,16 +63,18 @@ pub(crate) fn publisher_config(
     }
 }
 
-/// Hands what the machine yields to the backend (none yet: nothing is sent).
+/// Hands what the machine yields to the backend (none yet: nothing is sent): to the
+/// group, or by unicast to each destination.
 fn transmit(
     machine: &mut Publisher,
-    backend: &mut Option<Box<dyn TxBackend>>,
+    out: &mut Fanout,
+    shared: &Shared,
     now: Instant,
 ) -> Transmitted {
-    let Some(b) = backend.as_mut() else {
+    let Some(mut send) = out.sender(&shared.unicast) else {
         return Transmitted::default();
     };
-    machine.poll_transmit(now, &mut |kind, datagrams| match b.send_batch(datagrams) {
+    machine.poll_transmit(now, &mut |kind, datagrams| match send(datagrams) {
         Ok(()) => true,
         Err(e) => {
             match kind {
@@ -88,7 +90,7 @@ fn transmit(
 }
 
 pub(crate) struct SenderAgent {
-    backend: Option<Box<dyn TxBackend>>,
+    out: Fanout,
     control: Option<Socket>,
     machine: Publisher,
     publishers: Vec<PublisherEntry>,
@@ -101,7 +103,7 @@ pub(crate) struct SenderAgent {
 impl SenderAgent {
     pub(crate) fn new(config: &Config, session: u32, max_payload: usize) -> Self {
         SenderAgent {
-            backend: None,
+            out: Fanout::new(),
             control: None,
             machine: Publisher::new(
                 publisher_config(config, session, max_payload),
@@ -150,7 +152,7 @@ impl SenderAgent {
         while let Some(cmd) = shared.tx_commands.pop() {
             n += 1;
             match cmd {
-                SenderCommand::Backend(b) => self.backend = Some(b),
+                SenderCommand::Backend(b) => self.out.backend = Some(b),
                 SenderCommand::Control(s) => self.control = Some(s),
                 SenderCommand::StatsFile(f) => self.stats_file = Some(f),
                 SenderCommand::Publisher(p) => {
@@ -206,7 +208,7 @@ impl SenderAgent {
             }
             wait = false;
         }
-        let sent = transmit(&mut self.machine, &mut self.backend, Instant::now());
+        let sent = transmit(&mut self.machine, &mut self.out, shared, Instant::now());
         self.mirror(shared);
         mine + sent.retransmits
     }
@@ -295,7 +297,7 @@ impl SenderAgent {
         mut attempt: impl FnMut(&mut Publisher, Instant) -> Result<Option<T>, Blocked>,
     ) -> Option<T> {
         self.commands(shared);
-        self.backend.as_ref()?;
+        self.out.backend.as_ref()?;
         for _ in 0..rounds {
             match attempt(&mut self.machine, now) {
                 Ok(v) => return v,
@@ -303,7 +305,7 @@ impl SenderAgent {
                     // The caller's time may be the last one it read (see
                     // `mid_datagram`): what follows a transmit reads the clock.
                     now = Instant::now();
-                    transmit(&mut self.machine, &mut self.backend, now);
+                    transmit(&mut self.machine, &mut self.out, shared, now);
                 }
                 Err(Blocked::FlowControl | Blocked::RateLimit) => return None,
             }
@@ -325,7 +327,7 @@ impl SenderAgent {
     /// Sends what the machine holds (after direct offers) and mirrors the counters.
     pub(crate) fn send_pending(&mut self, shared: &Shared, now: Instant) {
         self.machine.handle_timeout(now);
-        transmit(&mut self.machine, &mut self.backend, now);
+        transmit(&mut self.machine, &mut self.out, shared, now);
         self.mirror(shared);
         let c = &shared.counters.tx;
         c.next_seq.set(self.machine.next_seq());
@@ -354,14 +356,14 @@ impl SenderAgent {
         }
         self.blocked = false;
         self.rate_blocked = false;
-        if self.backend.is_none() {
+        if self.out.backend.is_none() {
             return work;
         }
         let count = self.publishers.len();
         'publishers: for k in 0..count {
             let idx = (self.next_publisher + k) % count;
             let Self {
-                backend,
+                out,
                 machine,
                 publishers,
                 blocked,
@@ -387,7 +389,7 @@ impl SenderAgent {
                     Err(Blocked::Transmit) => {
                         // A batch is full: on the wire with it, then the records it
                         // held go back to their publisher.
-                        transmit(machine, backend, now);
+                        transmit(machine, out, shared, now);
                         p.ring.release();
                     }
                     Err(Blocked::FlowControl) => {
@@ -414,7 +416,7 @@ impl SenderAgent {
         // Timers (idle heartbeat, receiver expiry, what a retransmit budget left),
         // then send what we have: nothing waits to fill a datagram (no Nagle).
         self.machine.handle_timeout(now);
-        transmit(&mut self.machine, &mut self.backend, now);
+        transmit(&mut self.machine, &mut self.out, shared, now);
         for p in &mut self.publishers {
             p.ring.release();
         }

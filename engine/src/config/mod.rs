@@ -45,6 +45,25 @@ pub enum IdleStrategy {
     Park,
 }
 
+/// How data reaches the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Multicast; with seeds configured, a node that hears no multicast discovery
+    /// within [`UNICAST_FALLBACK`] says so and switches to unicast.
+    #[default]
+    Auto,
+    /// Multicast only (seeds still help discovery).
+    Multicast,
+    /// Unicast from the start: discovery through the seeds, data sent to each
+    /// interested peer (one node per host and port: the sockets bind the port on
+    /// every address).
+    Unicast,
+}
+
+/// How long a node in [`Transport::Auto`] with seeds waits for a multicast announce
+/// before it switches to unicast.
+pub const UNICAST_FALLBACK: Duration = Duration::from_secs(2);
+
 /// Which threads run the agents' duty cycles (sending, receiving, timers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ThreadingMode {
@@ -188,6 +207,8 @@ pub struct Config {
     pub(crate) discovery_interval: Duration,
     pub(crate) discovery_multiplier: u32,
     pub(crate) max_peers: usize,
+    pub(crate) transport: Transport,
+    pub(crate) seeds: Vec<String>,
     /// Where each value that is not a default came from (set by `build`).
     pub(crate) origins: Vec<(&'static str, Origin)>,
 }
@@ -237,6 +258,8 @@ impl Default for Config {
             discovery_interval: Duration::from_secs(1),
             discovery_multiplier: 5,
             max_peers: 1024,
+            transport: Transport::default(),
+            seeds: Vec::new(),
             origins: Vec::new(),
         }
     }
@@ -302,6 +325,16 @@ impl Config {
     /// The discovery group (`None`: discovery off).
     pub fn discovery(&self) -> Option<SocketAddrV4> {
         self.discovery
+    }
+
+    /// How data reaches other nodes.
+    pub fn transport_mode(&self) -> Transport {
+        self.transport
+    }
+
+    /// The seeds as configured (`HOST[:PORT]`).
+    pub fn seed_list(&self) -> &[String] {
+        &self.seeds
     }
 
     /// The network ID datagrams carry (see [`ConfigBuilder::network`]).
@@ -675,6 +708,23 @@ impl ConfigBuilder {
     pub fn discovery_timing(mut self, interval: Duration, multiplier: u32) -> Self {
         self.0.discovery_interval = interval.max(Duration::from_millis(10));
         self.0.discovery_multiplier = multiplier.max(1);
+        self
+    }
+
+    /// How data reaches other nodes (default [`Transport::Auto`]).
+    pub fn transport(mut self, t: Transport) -> Self {
+        self.0.transport = t;
+        self
+    }
+
+    /// Rendezvous nodes for discovery where multicast does not reach, as
+    /// `HOST[:PORT]` (the port defaults to the discovery port). Any node can be one:
+    /// a node relays the addresses of the peers it knows to each newcomer.
+    pub fn seeds<S: AsRef<str>>(mut self, seeds: &[S]) -> Self {
+        self.0.seeds = seeds
+            .iter()
+            .map(|s| s.as_ref().trim().to_string())
+            .collect();
         self
     }
 

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{BackendChoice, Config, FlowControlStrategy, IdleStrategy, SlowConsumerPolicy};
+use super::{
+    BackendChoice, Config, FlowControlStrategy, IdleStrategy, SlowConsumerPolicy, Transport,
+};
 use crate::config::ThreadingMode;
 use crate::error::Error;
 
@@ -522,6 +524,32 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |c, v| c.max_peers = parse::<usize>(v, "a count")?.max(1),
         |c| c.max_peers.to_string()
     ),
+    setting!(
+        "transport",
+        "auto, multicast, unicast",
+        "How data reaches peers (auto: multicast, unicast when it hears none and has seeds)",
+        |c, v| c.transport = v.parse()?,
+        |c| c.transport.to_string()
+    ),
+    setting!(
+        "seeds",
+        "HOST[:PORT],… or none",
+        "Rendezvous nodes for discovery without multicast (port: the discovery port)",
+        |c, v| c.seeds = if is_none(v) {
+            Vec::new()
+        } else {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        },
+        |c| if c.seeds.is_empty() {
+            "none".to_string()
+        } else {
+            c.seeds.join(",")
+        }
+    ),
 ];
 
 /// The setting named `key` (`-` and `_` alike).
@@ -676,6 +704,10 @@ names!(IdleStrategy, "an idle strategy (park, yield, busy-spin)",
     IdleStrategy::BusySpin => "busy-spin" | "busy_spin" | "spin",
     IdleStrategy::Yield => "yield",
     IdleStrategy::Park => "park");
+names!(Transport, "a transport (auto, multicast, unicast)",
+    Transport::Auto => "auto",
+    Transport::Multicast => "multicast",
+    Transport::Unicast => "unicast");
 names!(BackendChoice, "a backend (auto, uring, mmsg)",
     BackendChoice::Auto => "auto",
     BackendChoice::Uring => "uring" | "io_uring",
@@ -890,6 +922,8 @@ mod tests {
             discovery_interval: _,
             discovery_multiplier: _,
             max_peers: _,
+            transport: _,
+            seeds: _,
             origins: _,
         } = Config::default();
         let keys = [
@@ -933,6 +967,8 @@ mod tests {
             "discovery_interval",
             "discovery_multiplier",
             "max_peers",
+            "transport",
+            "seeds",
         ];
         for k in keys {
             assert!(find(k).is_some(), "{k} has no setting");

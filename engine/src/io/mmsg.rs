@@ -53,6 +53,8 @@ pub struct MmsgTx {
     gso: bool,
     max_segment: usize,
     offload: Offload,
+    /// The destination of the current batch when it is not the connected group.
+    dest: Option<libc::sockaddr_in>,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are only meaningful during one
@@ -80,6 +82,7 @@ impl MmsgTx {
             gso: cfg.gso,
             max_segment: cfg.max_datagram,
             offload: cfg.offload.clone(),
+            dest: None,
         })
     }
 
@@ -113,8 +116,17 @@ impl MmsgTx {
         }
         let iovp = self.iovs.as_mut_ptr();
         let cmsgp = self.cmsgs.as_mut_ptr();
+        let (name, namelen) = match self.dest.as_mut() {
+            Some(d) => (
+                (d as *mut libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            None => (std::ptr::null_mut(), 0),
+        };
         let mut at = 0;
         for (k, (h, g)) in self.hdrs.iter_mut().zip(&self.groups).enumerate() {
+            h.msg_hdr.msg_name = name;
+            h.msg_hdr.msg_namelen = namelen;
             h.msg_hdr.msg_iov = iovp.wrapping_add(at);
             h.msg_hdr.msg_iovlen = g.count as _;
             if g.is_gso() {
@@ -132,7 +144,12 @@ impl MmsgTx {
 }
 
 impl TxBackend for MmsgTx {
-    fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError> {
+    fn send_batch_to(
+        &mut self,
+        datagrams: &[&[u8]],
+        to: Option<std::net::SocketAddrV4>,
+    ) -> Result<(), IoError> {
+        self.dest = to.map(super::sockaddr_in);
         let batch = self.hdrs.len();
         let mut start = 0;
         let mut stalled_since: Option<Instant> = None;
@@ -142,14 +159,24 @@ impl TxBackend for MmsgTx {
                 // One datagram (the low-rate case): plain `send`, no message headers
                 // for the kernel to copy and check.
                 let d = datagrams[start];
+                let (name, namelen) = match self.dest.as_ref() {
+                    Some(a) => (
+                        (a as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    ),
+                    None => (std::ptr::null(), 0),
+                };
                 // SAFETY: `d` is a live slice of `d.len()` bytes for the whole call; the
-                // descriptor belongs to `self.sock`.
+                // descriptor belongs to `self.sock`; `name` is null or points at
+                // `self.dest`, alive for the call.
                 let rc = unsafe {
-                    libc::send(
+                    libc::sendto(
                         self.sock.as_raw_fd(),
                         d.as_ptr().cast(),
                         d.len(),
                         libc::MSG_DONTWAIT,
+                        name,
+                        namelen,
                     )
                 };
                 if rc >= 0 {
@@ -179,7 +206,8 @@ impl TxBackend for MmsgTx {
             let m = self.prepare(&datagrams[start..start + n]);
             // SAFETY: the first `m` mmsghdrs are initialised, each pointing at its
             // iovecs in `self.iovs` (which point into `datagrams`, borrowed for this
-            // call) and, for GSO groups, at its cmsg in `self.cmsgs`; sendmmsg only
+            // call), for GSO groups at its cmsg in `self.cmsgs`, and at `self.dest`
+            // when the batch has a destination; sendmmsg only
             // reads them (and writes `msg_len`).
             let rc = unsafe {
                 libc::sendmmsg(

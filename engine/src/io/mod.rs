@@ -62,14 +62,24 @@ impl IoError {
     }
 }
 
-/// Sends datagrams to the multicast group (or a unicast destination later).
+/// Sends datagrams to the multicast group, or to one unicast destination a batch.
 pub trait TxBackend: Send {
-    /// Hands every datagram in `datagrams` to the kernel, in order, addressed to the
-    /// group. Returns once the kernel has accepted all of them (their buffers may then
-    /// be reused). Implementations batch: one `io_uring_enter`/`sendmmsg` per call
-    /// where the batch fits the ring/vector; with GSO on, each run of equal-size
-    /// datagrams is one kernel send (see [`offload`]).
-    fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError>;
+    /// Hands every datagram in `datagrams` to the kernel, in order, addressed to
+    /// `to`, or to the group the socket is connected to when `None`. Returns once the
+    /// kernel has accepted all of them (their buffers may then be reused).
+    /// Implementations batch: one `io_uring_enter`/`sendmmsg` per call where the
+    /// batch fits the ring/vector; with GSO on, each run of equal-size datagrams is
+    /// one kernel send (see [`offload`]).
+    fn send_batch_to(
+        &mut self,
+        datagrams: &[&[u8]],
+        to: Option<SocketAddrV4>,
+    ) -> Result<(), IoError>;
+
+    /// [`send_batch_to`](Self::send_batch_to) the group.
+    fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError> {
+        self.send_batch_to(datagrams, None)
+    }
 
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
@@ -104,6 +114,16 @@ pub trait RxBackend: Send {
 
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+}
+
+/// `addr` as the kernel's `sockaddr_in`.
+pub(crate) fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_port = addr.port().to_be();
+    sin.sin_addr.s_addr = u32::from_ne_bytes(addr.ip().octets());
+    sin
 }
 
 /// Opens a transmit backend of the given kind on a socket configured by `cfg`, with

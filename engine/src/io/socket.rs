@@ -46,6 +46,11 @@ pub struct SocketConfig {
     pub busy_poll: Option<std::time::Duration>,
     /// Where the backends report what the offloads do (shared with the node's stats).
     pub offload: super::offload::Offload,
+    /// Receive sockets bind the port on every address (so unicast datagrams to this
+    /// host arrive too) instead of the group's address alone.
+    pub bind_any: bool,
+    /// Receive sockets join the group (off: unicast only).
+    pub join: bool,
 }
 
 /// What the kernel granted for an opened socket.
@@ -86,7 +91,8 @@ pub fn open_tx_socket(cfg: &SocketConfig) -> Result<(Socket, SocketInfo), IoErro
 }
 
 /// Opens the receive socket: bound to group:port (so other groups on the same port
-/// stay out), joined on the interface, `IP_MULTICAST_ALL` off, non-blocking.
+/// stay out; to the port on every address with `bind_any`), joined on the interface
+/// (unless `join` is off), `IP_MULTICAST_ALL` off, non-blocking.
 pub fn open_rx_socket(cfg: &SocketConfig) -> Result<(Socket, SocketInfo), IoError> {
     let sock = new_udp()?;
     sock.set_reuse_address(true)
@@ -96,10 +102,17 @@ pub fn open_rx_socket(cfg: &SocketConfig) -> Result<(Socket, SocketInfo), IoErro
     if cfg.rcvbuf > 0 {
         set_buffer(&sock, BufDir::Recv, cfg.rcvbuf)?;
     }
-    sock.bind(&SockAddr::from(cfg.group))
-        .map_err(|e| IoError::sys("bind (rx to group)", e))?;
-    sock.join_multicast_v4(cfg.group.ip(), &cfg.iface.addr)
-        .map_err(|e| IoError::sys("setsockopt(IP_ADD_MEMBERSHIP)", e))?;
+    let local = if cfg.bind_any {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.group.port())
+    } else {
+        cfg.group
+    };
+    sock.bind(&SockAddr::from(local))
+        .map_err(|e| IoError::sys("bind (rx)", e))?;
+    if cfg.join {
+        sock.join_multicast_v4(cfg.group.ip(), &cfg.iface.addr)
+            .map_err(|e| IoError::sys("setsockopt(IP_ADD_MEMBERSHIP)", e))?;
+    }
     sock.set_multicast_all_v4(false)
         .map_err(|e| IoError::sys("setsockopt(IP_MULTICAST_ALL)", e))?;
     sock.set_nonblocking(true)
@@ -154,7 +167,9 @@ pub fn open_control_rx(cfg: &SocketConfig, wait: std::time::Duration) -> Result<
 }
 
 /// Opens the discovery sockets on `group` (same interface, TTL and loop as data):
-/// a blocking receive socket joined to it, and a send socket connected to it.
+/// a blocking receive socket joined to it, and a send socket connected to it; with
+/// `bind_any`, the send socket is the receive socket (bound to the discovery port
+/// on every address), so unicast announces come from the port peers answer to.
 pub fn open_discovery(
     cfg: &SocketConfig,
     group: SocketAddrV4,
@@ -176,6 +191,20 @@ pub fn open_discovery(
     let (rx, _) = open_rx_socket(&aux)?;
     rx.set_nonblocking(false)
         .map_err(|e| IoError::sys("fcntl(O_NONBLOCK)", e))?;
+    if cfg.bind_any {
+        // Unicast peers answer the address announces come from: send from the
+        // discovery port itself (to the group as well).
+        rx.set_multicast_if_v4(&cfg.iface.addr)
+            .map_err(|e| IoError::sys("setsockopt(IP_MULTICAST_IF)", e))?;
+        rx.set_multicast_ttl_v4(cfg.ttl)
+            .map_err(|e| IoError::sys("setsockopt(IP_MULTICAST_TTL)", e))?;
+        rx.set_multicast_loop_v4(cfg.loopback)
+            .map_err(|e| IoError::sys("setsockopt(IP_MULTICAST_LOOP)", e))?;
+        let tx = rx
+            .try_clone()
+            .map_err(|e| IoError::sys("dup (discovery)", e))?;
+        return Ok((rx.into(), tx.into()));
+    }
     let (tx, _) = open_tx_socket(&aux)?;
     Ok((rx.into(), tx.into()))
 }
@@ -334,6 +363,8 @@ pub(crate) mod tests {
             gro_from_env: false,
             busy_poll: None,
             offload: Default::default(),
+            bind_any: false,
+            join: true,
         }
     }
 
@@ -466,6 +497,38 @@ pub(crate) mod tests {
                 .expect("final recv");
             assert_eq!(n, 0);
         }
+
+        // Unicast: batches (one datagram, and many) to a port bound on every address
+        // arrive there in order, from the same socket.
+        let mut uni = cfg.clone();
+        uni.group = SocketAddrV4::new(*cfg.group.ip(), port + 500);
+        uni.bind_any = true;
+        uni.join = false;
+        let mut rx_uni = open_rx(&uni);
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, uni.group.port());
+        let mut got = 0;
+        let mut sent = 0;
+        for n in [1, 2, cfg.batch, 1] {
+            let refs: Vec<&[u8]> = expected[sent..sent + n].iter().map(Vec::as_slice).collect();
+            tx.send_batch_to(&refs, Some(to)).expect("send_batch_to");
+            sent += n;
+            drain(&mut *rx_uni, &mut got, &expected[..sent], tinfo.local);
+        }
+        // And the next plain batch goes to the group again.
+        tx.send_batch(&[&marker]).expect("send to group");
+        let mut got = 0;
+        drain(
+            &mut *rx_a,
+            &mut got,
+            std::slice::from_ref(&marker),
+            tinfo.local,
+        );
+        let n = rx_uni
+            .recv_batch(64, Some(Duration::from_millis(30)), &mut |d, _| {
+                panic!("unexpected datagram of {} bytes", d.len())
+            })
+            .expect("final unicast recv");
+        assert_eq!(n, 0);
     }
 
     /// Datagram `i` of the offload tests: mostly runs of 1000 bytes, with full-size

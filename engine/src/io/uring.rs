@@ -378,6 +378,10 @@ pub struct UringTx {
     gso: bool,
     max_segment: usize,
     offload: Offload,
+    /// The destination of the current batch when it is not the connected group
+    /// (boxed: the kernel reads it through the msghdrs).
+    dest: Box<libc::sockaddr_in>,
+    to: bool,
     /// Set when the ring may hold SQEs pointing into a caller's buffers that the
     /// kernel never consumed; the instance refuses further work.
     poisoned: bool,
@@ -426,6 +430,11 @@ impl UringTx {
             gso: cfg.gso,
             max_segment: cfg.max_datagram,
             offload: cfg.offload.clone(),
+            dest: Box::new(super::sockaddr_in(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::UNSPECIFIED,
+                0,
+            ))),
+            to: false,
             poisoned: false,
         })
     }
@@ -473,20 +482,34 @@ impl UringTx {
         let iovp = self.iovs.as_mut_ptr();
         let cmsgp = self.cmsgs.as_mut_ptr();
         let msgp = self.msgs.as_mut_ptr();
+        let name: *mut libc::sockaddr_in = if self.to {
+            &mut *self.dest
+        } else {
+            std::ptr::null_mut()
+        };
         {
             let mut sq = self.ring.submission();
             let mut at = 0;
             for (k, g) in self.groups.iter().enumerate() {
-                let sqe = if g.is_gso() {
+                // A batch to a unicast destination goes as `SendMsg`s naming it.
+                let sqe = if g.is_gso() || self.to {
                     // SAFETY: k < m ≤ chunk, so the msghdr, its iovecs
-                    // (at..at + count ≤ n) and cmsg are in bounds of our slices.
+                    // (at..at + count ≤ n) and cmsg are in bounds of our slices; the
+                    // destination is boxed in `self` (or null: the connected group).
                     let h = unsafe {
                         let h = msgp.add(k);
                         let mut v: libc::msghdr = std::mem::zeroed();
                         v.msg_iov = iovp.add(at);
                         v.msg_iovlen = g.count as _;
-                        v.msg_control = cmsgp.add(k).cast();
-                        v.msg_controllen = GsoCmsg::LEN as _;
+                        if g.is_gso() {
+                            v.msg_control = cmsgp.add(k).cast();
+                            v.msg_controllen = GsoCmsg::LEN as _;
+                        }
+                        if !name.is_null() {
+                            v.msg_name = name.cast();
+                            v.msg_namelen =
+                                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                        }
                         h.write(v);
                         h
                     };
@@ -583,7 +606,15 @@ impl UringTx {
 }
 
 impl TxBackend for UringTx {
-    fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<(), IoError> {
+    fn send_batch_to(
+        &mut self,
+        datagrams: &[&[u8]],
+        to: Option<std::net::SocketAddrV4>,
+    ) -> Result<(), IoError> {
+        self.to = to.is_some();
+        if let Some(a) = to {
+            *self.dest = super::sockaddr_in(a);
+        }
         if self.poisoned {
             return Err(IoError::sys(
                 "io_uring send",

@@ -16,7 +16,9 @@ pub mod sender;
 #[cfg(test)]
 mod sim_tests;
 
-pub use discovery::{Discovery, DiscoveryConfig, DiscoveryCounters, LeaveReason, Peer, PeerEvent};
+pub use discovery::{
+    Destination, Discovery, DiscoveryConfig, DiscoveryCounters, LeaveReason, Peer, PeerEvent,
+};
 pub use flow::{FlowControl, RateLimiter};
 pub use publisher::{Blocked, ControlEvent, Publisher, PublisherConfig, Transmit, Transmitted};
 pub use receiver::{Delivery, Receiver, ReceiverConfig, SessionKey};

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! Announce = header(kind 5, session 0, network, seq = the node's announce counter)
-//!            | node u64 | flags u8 (1 = leave, 2 = topic lists truncated)
+//!            | node u64 | flags u8 (1 = leave, 2 = topic lists truncated,
+//!                                   4 = a unicast copy)
 //!            | name_len u8 | version_len u8 | publishes u8 | subscribes u8
 //!            | group ip [4] | group port u16 | reserved u8
 //!            | name | version | (topic_len u16 | topic){publishes + subscribes}
@@ -21,6 +22,7 @@ pub const MAX_ANNOUNCE: usize = 1400;
 const FIXED: usize = 8 + 1 + 1 + 1 + 1 + 1 + 4 + 2 + 1;
 const LEAVE: u8 = 1;
 const TRUNCATED: u8 = 2;
+const UNICAST: u8 = 4;
 /// Longest node name (bytes; longer names are cut at a character boundary).
 pub const MAX_NAME: usize = 64;
 
@@ -47,6 +49,9 @@ pub struct Announce {
     pub subscribes: Vec<String>,
     /// The topic lists were cut to fit one datagram.
     pub truncated: bool,
+    /// Sent by unicast (to a seed or a peer), not to the discovery group: what a node
+    /// hears tells it whether multicast reaches it.
+    pub unicast: bool,
 }
 
 fn cut(s: &str, max: usize) -> &str {
@@ -94,7 +99,11 @@ impl Announce {
         let (np, ns) = (fit(&self.publishes), fit(&self.subscribes));
         let truncated = self.truncated || np < self.publishes.len() || ns < self.subscribes.len();
         out.extend_from_slice(&self.node.to_le_bytes());
-        out.push((u8::from(self.leave) * LEAVE) | (u8::from(truncated) * TRUNCATED));
+        out.push(
+            (u8::from(self.leave) * LEAVE)
+                | (u8::from(truncated) * TRUNCATED)
+                | (u8::from(self.unicast) * UNICAST),
+        );
         out.push(name.len() as u8);
         out.push(version.len() as u8);
         out.push(np as u8);
@@ -159,6 +168,7 @@ impl Announce {
             publishes: topics,
             subscribes,
             truncated: flags & TRUNCATED != 0,
+            unicast: flags & UNICAST != 0,
         })
     }
 }
@@ -190,6 +200,7 @@ mod tests {
             publishes: vec!["/md/eurusd".into(), "/md/gbpusd".into()],
             subscribes: vec!["/orders/".into(), "".into()],
             truncated: false,
+            unicast: false,
         }
     }
 
@@ -204,6 +215,12 @@ mod tests {
         };
         leave.encode(&mut b);
         assert!(Announce::decode(&b).unwrap().leave);
+        let copy = Announce {
+            unicast: true,
+            ..sample()
+        };
+        copy.encode(&mut b);
+        assert_eq!(Announce::decode(&b), Ok(copy));
         // Every cut of a valid announcement is rejected, never a panic.
         sample().encode(&mut b);
         for n in 0..b.len() {

@@ -209,7 +209,7 @@ impl<'a> Frames<'a> {
         let header = Header::decode(datagram)?;
         let body = &datagram[HEADER_LEN..];
         match header.kind {
-            Kind::Status | Kind::Heartbeat | Kind::Nak | Kind::Announce => {
+            Kind::Status | Kind::Heartbeat | Kind::Nak | Kind::Announce | Kind::PeerList => {
                 return Err(WireError::Empty)
             }
             Kind::Data => {

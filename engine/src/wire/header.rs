@@ -26,6 +26,9 @@ pub enum Kind {
     Nak = 4,
     /// A node's announcement (or leave) on the discovery group.
     Announce = 5,
+    /// The addresses of the peers a node knows, sent by unicast to a newcomer (so a
+    /// seed relays the directory).
+    PeerList = 6,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             3 => Ok(Kind::Heartbeat),
             4 => Ok(Kind::Nak),
             5 => Ok(Kind::Announce),
+            6 => Ok(Kind::PeerList),
             other => Err(WireError::BadKind(other)),
         }
     }

@@ -23,6 +23,7 @@ mod announce;
 mod control;
 mod frame;
 mod header;
+mod peer_list;
 
 pub use announce::{Announce, MAX_ANNOUNCE, MAX_NAME};
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
@@ -31,6 +32,7 @@ pub use frame::{
     EXPIRY_EXT_LEN, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
 };
 pub use header::{stamp_network, Header, Kind, HEADER_LEN, MAX_SEQ};
+pub use peer_list::{decode_peer_list, encode_peer_list, MAX_PEER_LIST};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

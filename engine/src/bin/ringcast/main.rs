@@ -95,6 +95,15 @@ struct Net {
     /// This node's name in discovery [default: RINGCAST_NODE_NAME, else host:pid].
     #[arg(long)]
     node_name: Option<String>,
+    /// A rendezvous node where multicast does not reach, HOST[:PORT] (the port
+    /// defaults to the discovery port); repeatable. A node that hears no multicast
+    /// discovery within 2 s then sends by unicast [default: RINGCAST_SEEDS].
+    #[arg(long = "seed", value_name = "HOST[:PORT]")]
+    seeds: Vec<String>,
+    /// Send by unicast from the start (discovery through --seed) [default:
+    /// RINGCAST_TRANSPORT, else auto].
+    #[arg(long)]
+    unicast: bool,
 }
 
 /// `--threading` values.
@@ -205,6 +214,12 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     }
     if let Some(n) = &net.node_name {
         b = b.node_name(Some(n.clone()));
+    }
+    if !net.seeds.is_empty() {
+        b = b.seeds(&net.seeds);
+    }
+    if net.unicast {
+        b = b.transport(ringcast::Transport::Unicast);
     }
     if let Some(t) = ttl {
         b = b.ttl(t);

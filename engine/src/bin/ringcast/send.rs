@@ -67,6 +67,10 @@ pub struct SendArgs {
     /// clocks must agree).
     #[arg(long, value_name = "SECS")]
     expire_after: Option<f64>,
+    /// Wait until N receivers report (up to 10 s, exit code 1 if fewer) before
+    /// sending the first message.
+    #[arg(long, value_name = "N")]
+    wait_receivers: Option<usize>,
     /// The message (default: read standard input, one message per line).
     message: Option<String>,
 }
@@ -194,6 +198,10 @@ pub fn run(a: SendArgs) -> Res {
         Some(t) => node.publisher_with_ttl(&a.topic, Duration::from_secs_f64(t.max(0.0)))?,
         None => node.publisher(&a.topic)?,
     };
+    if let Some(n) = a.wait_receivers {
+        let got = node.wait_for_receivers(n, Duration::from_secs(10))?;
+        eprintln!("{got} receivers");
+    }
     let mut input = Vec::new();
     let mut payload = Vec::with_capacity(a.size.unwrap_or(0).max(64));
     let interval = a
