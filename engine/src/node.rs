@@ -318,7 +318,7 @@ impl Node {
 
     /// A publisher on `topic` (UTF-8, at most 256 bytes).
     pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
-        self.make_publisher(topic, None)
+        self.make_publisher(topic, None, false)
     }
 
     /// A publisher whose messages live `ttl`: each carries a deadline (its offer
@@ -328,10 +328,26 @@ impl Node {
     /// worthless late (quotes, telemetry). The hosts' clocks must agree to well
     /// within `ttl` (NTP or PTP).
     pub fn publisher_with_ttl(&self, topic: &str, ttl: Duration) -> Result<Publisher, Error> {
-        self.make_publisher(topic, Some(ttl))
+        self.make_publisher(topic, Some(ttl), false)
     }
 
-    fn make_publisher(&self, topic: &str, ttl: Option<Duration>) -> Result<Publisher, Error> {
+    /// A publisher whose node keeps the latest message of `topic` (a last-value
+    /// cache, as ZeroMQ's guide and glue describe): a node that joins this node's
+    /// session late gets the latest value of every cached topic once, flagged
+    /// [`Message::is_snapshot`](crate::Message::is_snapshot), before live data, with
+    /// no gap or duplicate at the seam. The snapshot travels in the session's
+    /// reliable stream as one burst (repaired like any data); the cache holds at most
+    /// 65,536 topics and 64 MiB.
+    pub fn publisher_with_last_value(&self, topic: &str) -> Result<Publisher, Error> {
+        self.make_publisher(topic, None, true)
+    }
+
+    fn make_publisher(
+        &self,
+        topic: &str,
+        ttl: Option<Duration>,
+        cache: bool,
+    ) -> Result<Publisher, Error> {
         self.check_running()?;
         if topic.len() > MAX_TOPIC_LEN {
             return Err(Error::Topic(format!(
@@ -349,6 +365,7 @@ impl Node {
                 ring: consumer,
                 closed: closed.clone(),
                 ttl: ttl.is_some(),
+                cache,
             }));
         self.shared.kick_sender();
         if let Some(m) = self.shared.membership.get() {
@@ -361,6 +378,7 @@ impl Node {
             closed,
             self.config.max_message,
             ttl,
+            cache,
         ))
     }
 

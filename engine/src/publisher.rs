@@ -23,6 +23,9 @@ pub struct Publisher {
     /// Messages' time to live (`Node::publisher_with_ttl`): ring records then start
     /// with the deadline.
     ttl: Option<Duration>,
+    /// Its messages go into the node's last-value cache
+    /// (`Node::publisher_with_last_value`): always through the ring.
+    cached: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -91,6 +94,7 @@ impl Publisher {
         closed: Arc<AtomicBool>,
         max_message: usize,
         ttl: Option<Duration>,
+        cached: bool,
     ) -> Self {
         let prefix = if ttl.is_some() { 8 } else { 0 };
         let max_message = max_message.min(ring.max_record().saturating_sub(prefix));
@@ -101,6 +105,7 @@ impl Publisher {
             closed,
             max_message,
             ttl,
+            cached,
         }
     }
 
@@ -154,8 +159,9 @@ impl Publisher {
             c.skip = 8;
             return Ok(c);
         }
-        if let Some(i) = shared.inline.get() {
-            // Inline, with nothing of ours queued ahead: in the datagram being built.
+        if let Some(i) = shared.inline.get().filter(|_| !self.cached) {
+            // Inline, with nothing of ours queued ahead: in the datagram being built
+            // (a cached message goes through the ring: the cache keeps a copy).
             if ring.is_empty() {
                 if let Some(c) = i.claim_direct(shared, topic, len) {
                     return Ok(Claim {
@@ -173,7 +179,7 @@ impl Publisher {
     pub fn offer(&mut self, payload: &[u8]) -> Result<(), PublishError> {
         self.check(payload.len())?;
         let deadline = self.deadline();
-        if let Some(i) = self.shared.inline.get() {
+        if let Some(i) = self.shared.inline.get().filter(|_| !self.cached) {
             // Inline, with nothing of ours queued ahead: straight into the datagram
             // being built (one copy fewer, no ring record).
             if self.ring.is_empty() && i.offer_direct(&self.shared, &self.topic, payload, deadline)

@@ -60,6 +60,8 @@ pub(crate) struct SenderCounters {
     pub naks_received: Counter,
     pub retransmits: Counter,
     pub heartbeats: Counter,
+    pub snapshots: Counter,
+    pub cache_refused: Counter,
     pub next_seq: Counter,
     pub acked: Counter,
     pub left_behind: Counter,
@@ -80,6 +82,9 @@ pub(crate) struct ReceiverCounters {
     pub malformed: Counter,
     pub foreign: Counter,
     pub expired: Counter,
+    pub snapshot_messages: Counter,
+    pub before_snapshot: Counter,
+    pub snapshot_timeouts: Counter,
     pub ring_full_drops: Counter,
     pub recv_errors: Counter,
     pub truncated: Counter,
@@ -189,6 +194,10 @@ pub struct Stats {
     pub retransmits: u64,
     /// Heartbeats sent while idle.
     pub heartbeats_sent: u64,
+    /// Last-value snapshot bursts sent for late joiners.
+    pub snapshots_sent: u64,
+    /// Topics not taken into a full last-value cache.
+    pub cache_refused: u64,
     /// Valid datagrams received.
     pub datagrams_received: u64,
     /// Messages received (before topic filtering).
@@ -214,6 +223,13 @@ pub struct Stats {
     pub duplicates: u64,
     /// Malformed or hostile datagrams dropped.
     pub malformed: u64,
+    /// Last-value snapshot entries received (this node joined a session late).
+    pub snapshot_messages: u64,
+    /// Datagrams dropped while waiting for a session's snapshot (their content is
+    /// in the snapshot or follows it: not a loss).
+    pub before_snapshot: u64,
+    /// Late joins whose snapshot did not come within a second (joined live).
+    pub snapshot_timeouts: u64,
     /// Data and heartbeats of another network ID, ignored (never delivered).
     pub foreign_network: u64,
     /// Messages past their time to live at delivery, dropped (each reported to the
@@ -310,6 +326,8 @@ impl Stats {
             ("naks_received", self.naks_received),
             ("retransmits", self.retransmits),
             ("heartbeats_sent", self.heartbeats_sent),
+            ("snapshots_sent", self.snapshots_sent),
+            ("cache_refused", self.cache_refused),
             ("datagrams_received", self.datagrams_received),
             ("messages_received", self.messages_received),
             ("bytes_received", self.bytes_received),
@@ -324,6 +342,9 @@ impl Stats {
             ("malformed", self.malformed),
             ("foreign_network", self.foreign_network),
             ("expired", self.expired),
+            ("snapshot_messages", self.snapshot_messages),
+            ("before_snapshot", self.before_snapshot),
+            ("snapshot_timeouts", self.snapshot_timeouts),
             ("ring_full_drops", self.ring_full_drops),
             ("unmatched", self.unmatched),
             ("delivered_direct", self.delivered_direct),
@@ -395,6 +416,8 @@ impl Counters {
             naks_received: self.tx.naks_received.get(),
             retransmits: self.tx.retransmits.get(),
             heartbeats_sent: self.tx.heartbeats.get(),
+            snapshots_sent: self.tx.snapshots.get(),
+            cache_refused: self.tx.cache_refused.get(),
             naks_sent: self.rx.naks_sent.get(),
             naks_suppressed: self.rx.naks_suppressed.get(),
             sessions_gone: self.rx.sessions_gone.get(),
@@ -418,6 +441,9 @@ impl Counters {
             malformed: self.rx.malformed.get(),
             foreign_network: self.rx.foreign.get(),
             expired: self.rx.expired.get(),
+            snapshot_messages: self.rx.snapshot_messages.get(),
+            before_snapshot: self.rx.before_snapshot.get(),
+            snapshot_timeouts: self.rx.snapshot_timeouts.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),

@@ -22,9 +22,18 @@ pub struct Message<'a> {
     pub(crate) session: u32,
     pub(crate) source: SocketAddrV4,
     pub(crate) seq: u64,
+    pub(crate) snapshot: bool,
 }
 
 impl<'a> Message<'a> {
+    /// A last-value snapshot entry: this subscriber's node joined the session late,
+    /// and its publisher (one made with
+    /// [`Node::publisher_with_last_value`](crate::Node::publisher_with_last_value))
+    /// sent the latest value of each of its cached topics first. The snapshot comes
+    /// before the session's live data, with no gap or duplicate at the seam.
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot
+    }
     /// The topic it was published on.
     pub fn topic(&self) -> &'a str {
         self.topic

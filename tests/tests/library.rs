@@ -829,3 +829,94 @@ fn messages_past_their_time_to_live_are_dropped_and_counted() {
         }
     }
 }
+
+/// Acceptance (issue 10, 4): a subscriber started after 1,000 updates on each of 100
+/// topics gets 100 snapshot values (the latest of each), then live data with no gap
+/// or duplicate — for each backend, with the publishing node's agents inline and
+/// dedicated.
+#[test]
+fn a_late_subscriber_gets_the_last_values_then_live_data() {
+    const TOPICS: usize = 100;
+    const BEFORE: usize = 1000;
+    const AFTER: usize = 200;
+    for (backend, name) in BACKENDS {
+        for mode in [ThreadingMode::Inline, ThreadingMode::Dedicated] {
+            let who = format!("{name}/{mode:?}");
+            let tx = Node::new(config(73, backend, name).threading(mode).build().unwrap()).unwrap();
+            let mut pubs: Vec<_> = (0..TOPICS)
+                .map(|t| tx.publisher_with_last_value(&format!("/lv/{t}")).unwrap())
+                .collect();
+            for k in 0..BEFORE {
+                for p in pubs.iter_mut() {
+                    p.offer_blocking(k.to_string().as_bytes(), Duration::from_secs(5))
+                        .unwrap();
+                }
+            }
+            for p in pubs.iter_mut() {
+                p.flush(Duration::from_secs(5)).unwrap();
+            }
+            // The late joiner: a node of its own, started now.
+            let rx = Node::new(config(73, backend, name).build().unwrap()).unwrap();
+            let mut sub = rx.subscriber(&["/lv/"]).unwrap();
+            let mut got: Vec<(bool, usize, usize)> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut poll = |got: &mut Vec<(bool, usize, usize)>| {
+                sub.poll_timeout(256, Duration::from_millis(10), |ev| {
+                    if let Event::Message(m) = ev {
+                        let t = m.topic().trim_start_matches("/lv/").parse().unwrap();
+                        let k = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+                        got.push((m.is_snapshot(), t, k));
+                    }
+                });
+            };
+            while got.len() < TOPICS {
+                assert!(
+                    Instant::now() < deadline,
+                    "[{who}] {} snapshot values",
+                    got.len()
+                );
+                poll(&mut got);
+            }
+            for k in BEFORE..BEFORE + AFTER {
+                for p in pubs.iter_mut() {
+                    p.offer_blocking(k.to_string().as_bytes(), Duration::from_secs(5))
+                        .unwrap();
+                }
+                poll(&mut got);
+            }
+            while got.len() < TOPICS * (1 + AFTER) {
+                assert!(Instant::now() < deadline, "[{who}] {} messages", got.len());
+                poll(&mut got);
+            }
+            let (snap, live) = got.split_at(TOPICS);
+            let mut latest: Vec<(bool, usize, usize)> = snap.to_vec();
+            latest.sort_unstable();
+            let want: Vec<(bool, usize, usize)> =
+                (0..TOPICS).map(|t| (true, t, BEFORE - 1)).collect();
+            assert_eq!(
+                latest, want,
+                "[{who}] one snapshot value per topic, the latest"
+            );
+            for t in 0..TOPICS {
+                let ks: Vec<(bool, usize)> = live
+                    .iter()
+                    .filter(|g| g.1 == t)
+                    .map(|g| (g.0, g.2))
+                    .collect();
+                let want: Vec<(bool, usize)> =
+                    (BEFORE..BEFORE + AFTER).map(|k| (false, k)).collect();
+                assert_eq!(ks, want, "[{who}] topic {t}: live data after the snapshot");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            poll(&mut got);
+            assert_eq!(got.len(), TOPICS * (1 + AFTER), "[{who}] nothing more");
+            let s = rx.stats();
+            assert_eq!(
+                (s.snapshot_messages, s.lost_messages),
+                (TOPICS as u64, 0),
+                "[{who}]"
+            );
+            assert!(tx.stats().snapshots_sent >= 1, "[{who}]");
+        }
+    }
+}

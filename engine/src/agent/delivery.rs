@@ -5,6 +5,7 @@
 //! 8  seq u64 (loss: first lost) | 16 source ip [u8;4] | 20 source port u16 | 22 pad
 //! 24 message: topic | payload          loss: to_seq u64       session event: -
 //! ```
+//! A message's reason byte: 1 when it is a last-value snapshot entry, else 0.
 //! A loss's reason: 1 network, 2 slow consumer (dropped), 3 disconnected (resync).
 //! A session event's reason: 1 joined, 2 gone.
 
@@ -45,8 +46,9 @@ pub(crate) fn write_message(
     seq: u64,
     topic: &str,
     payload: &[u8],
+    snapshot: bool,
 ) {
-    head(out, KIND_MESSAGE, 0, topic.len(), key, seq);
+    head(out, KIND_MESSAGE, u8::from(snapshot), topic.len(), key, seq);
     let t = HEADER + topic.len();
     out[HEADER..t].copy_from_slice(topic.as_bytes());
     out[t..t + payload.len()].copy_from_slice(payload);
@@ -104,6 +106,7 @@ pub(crate) fn read(rec: &[u8]) -> Option<Event<'_>> {
                 session,
                 source,
                 seq,
+                snapshot: h[1] == 1,
             }))
         }
         KIND_LOSS => Some(Event::Loss(Loss {
@@ -143,7 +146,7 @@ mod tests {
     #[test]
     fn message_round_trip() {
         let mut buf = vec![0u8; message_len("/md/eurusd", b"1.0842")];
-        write_message(&mut buf, KEY, 99, "/md/eurusd", b"1.0842");
+        write_message(&mut buf, KEY, 99, "/md/eurusd", b"1.0842", false);
         match read(&buf) {
             Some(Event::Message(m)) => {
                 assert_eq!(

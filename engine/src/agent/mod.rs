@@ -41,6 +41,8 @@ pub(crate) struct PublisherEntry {
     pub closed: Arc<AtomicBool>,
     /// Its records start with their message's deadline (u64 µs since the UNIX epoch).
     pub ttl: bool,
+    /// Its messages go into the last-value cache (late joiners get the latest).
+    pub cache: bool,
 }
 
 /// A subscription's ring as the receiver agent sees it.

@@ -46,6 +46,7 @@ enum Pending {
         seq: u64,
         topic: String,
         payload: Vec<u8>,
+        snapshot: bool,
     },
 }
 
@@ -68,12 +69,14 @@ impl Pending {
                 seq,
                 topic,
                 payload,
+                snapshot,
             } => Event::Message(Message {
                 topic,
                 payload,
                 session: key.session,
                 source: key.source,
                 seq: *seq,
+                snapshot: *snapshot,
             }),
         }
     }
@@ -97,7 +100,8 @@ impl Pending {
                 seq,
                 topic,
                 payload,
-            } => delivery::write_message(out, *key, *seq, topic, payload),
+                snapshot,
+            } => delivery::write_message(out, *key, *seq, topic, payload, *snapshot),
         }
     }
 }
@@ -406,7 +410,10 @@ impl Subscription {
             match head {
                 Head::Message(l) => {
                     if let Some(key) = l.key {
-                        delivery::write_message(&mut claim, key, l.seq, &l.topic, &l.payload);
+                        // (a conflated snapshot entry is handed on as the latest value)
+                        delivery::write_message(
+                            &mut claim, key, l.seq, &l.topic, &l.payload, false,
+                        );
                         claim.commit();
                     }
                 }
@@ -464,8 +471,8 @@ impl Subscription {
         &mut self,
         key: SessionKey,
         seq: u64,
-        topic: &str,
-        payload: &[u8],
+        (topic, payload): (&str, &[u8]),
+        snapshot: bool,
         shared: &Shared,
     ) {
         if let Some(h) = self.entry.handler.as_mut() {
@@ -476,6 +483,7 @@ impl Subscription {
                 session: key.session,
                 source: key.source,
                 seq,
+                snapshot,
             }));
             return;
         }
@@ -496,7 +504,7 @@ impl Subscription {
         }
         if self.flush() {
             if let Some(mut claim) = self.entry.ring.try_claim(len) {
-                delivery::write_message(&mut claim, key, seq, topic, payload);
+                delivery::write_message(&mut claim, key, seq, topic, payload, snapshot);
                 claim.commit();
                 return;
             }
@@ -507,6 +515,7 @@ impl Subscription {
                 seq,
                 topic: topic.to_string(),
                 payload: payload.to_vec(),
+                snapshot,
             }),
             SlowConsumerPolicy::Drop => {
                 c.ring_full_drops.add(1);
@@ -555,6 +564,7 @@ fn dispatch(
             topic,
             payload,
             expires,
+            snapshot,
         } => {
             if expires.is_some_and(|e| e < crate::stats_file::now_us()) {
                 // Past its time to live: dropped for everyone, counted, and
@@ -580,12 +590,13 @@ fn dispatch(
                         session: from.session,
                         source: from.source,
                         seq,
+                        snapshot,
                     };
                     if dr.take(s, Event::Message(m)) {
                         continue;
                     }
                 }
-                s.deliver_message(from, seq, topic, payload, shared);
+                s.deliver_message(from, seq, (topic, payload), snapshot, shared);
             }
             if !matched {
                 shared.counters.rx.unmatched.add(1);
@@ -771,7 +782,7 @@ impl ReceiverAgent {
         let network = self.proto.network();
         let (unicast, port) = (shared.unicast.is_active(), self.control_port);
         self.proto
-            .poll_status(now, self.window, &mut |key, next_seq, window| {
+            .poll_status(now, self.window, &mut |key, next_seq, window, snapshot| {
                 let mut buf = [0u8; STATUS_LEN];
                 Status {
                     session: key.session,
@@ -779,6 +790,7 @@ impl ReceiverAgent {
                     next_seq,
                     window,
                     tag,
+                    snapshot,
                 }
                 .encode(&mut buf);
                 crate::wire::stamp_network(&mut buf, network);
@@ -910,6 +922,9 @@ impl ReceiverAgent {
         c.lost_datagrams.set(pc.lost_datagrams);
         c.lost_messages.set(pc.lost_messages);
         c.duplicates.set(pc.duplicates);
+        c.snapshot_messages.set(pc.snapshot_messages);
+        c.before_snapshot.set(pc.before_snapshot);
+        c.snapshot_timeouts.set(pc.snapshot_timeouts);
         c.malformed.set(pc.malformed);
         c.foreign.set(pc.foreign);
         c.sessions.set(pc.sessions);
@@ -1084,7 +1099,7 @@ mod tests {
         // two sessions interleaved until the ring overflows, then some more
         for seq in 0..40u64 {
             for s in [1, 2] {
-                sub.deliver_message(key(s), seq, "/t", &payload, &shared);
+                sub.deliver_message(key(s), seq, ("/t", &payload), false, &shared);
             }
         }
         assert!(sub.resyncing);
@@ -1127,12 +1142,12 @@ mod tests {
         let big = vec![0u8; 8192];
         let mut seq = 0;
         while sub.latest.is_empty() {
-            sub.deliver_message(key(1), seq, "/a", &small, &shared);
+            sub.deliver_message(key(1), seq, ("/a", &small), false, &shared);
             seq += 1;
         }
         let waiting = seq - 1; // /a@waiting is conflated, waiting for room
-        sub.deliver_message(key(1), seq, "/big", &big, &shared);
-        sub.deliver_message(key(1), seq + 1, "/b", &small, &shared);
+        sub.deliver_message(key(1), seq, ("/big", &big), false, &shared);
+        sub.deliver_message(key(1), seq + 1, ("/b", &small), false, &shared);
         let mut got = Vec::new();
         for _ in 0..50 {
             subscriber.poll(1024, |ev| got.push(owned(ev)));
@@ -1157,7 +1172,7 @@ mod tests {
         let mut seq = 0;
         for _ in 0..10_000 {
             // a slow-consumer drop, then a network gap, over and over
-            sub.deliver_message(key(1), seq, "/t", &payload, &shared);
+            sub.deliver_message(key(1), seq, ("/t", &payload), false, &shared);
             sub.deliver_event(Pending::Loss(Loss {
                 session: 1,
                 source: key(1).source,

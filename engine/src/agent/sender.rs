@@ -228,6 +228,8 @@ impl SenderAgent {
         c.naks_received.set(m.naks_received);
         c.retransmits.set(m.retransmits);
         c.heartbeats.set(m.heartbeats);
+        c.snapshots.set(m.snapshots);
+        c.cache_refused.set(self.machine.cache_refused());
     }
 
     /// Inline `offer` from a publisher whose ring is empty: the message goes straight
@@ -249,8 +251,10 @@ impl SenderAgent {
         // least MIN_PAYLOAD bytes, a fragment well over 256 of them), plus the batch
         // ahead of it.
         let rounds = payload.len() / 256 + 4;
+        // (cached publishers never offer directly: their records go through the ring)
         self.direct(shared, now, rounds, |m, now| {
             m.set_expiry(expires);
+            m.set_cached(false);
             m.offer(now, topic, payload).map(Some)
         })
         .is_some()
@@ -268,6 +272,7 @@ impl SenderAgent {
     ) -> Option<std::ops::Range<usize>> {
         self.direct(shared, now, 4, |m, now| {
             m.set_expiry(None);
+            m.set_cached(false);
             m.claim(now, topic, len)
         })
     }
@@ -381,6 +386,7 @@ impl SenderAgent {
                     _ => (None, rec),
                 };
                 machine.set_expiry(expires);
+                machine.set_cached(p.cache);
                 match machine.offer(now, &p.topic, rec) {
                     Ok(()) => {
                         p.ring.consume();

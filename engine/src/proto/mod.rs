@@ -8,6 +8,7 @@
 
 pub mod discovery;
 pub mod flow;
+pub mod last_value;
 pub mod publisher;
 pub mod receiver;
 pub mod retransmit;

@@ -29,11 +29,13 @@
 // (the simulator, the inline threading mode).
 #![cfg_attr(not(test), allow(dead_code))]
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::last_value::{LastValues, Value};
 use super::{Append, DatagramBuf, FlowControl, RateLimiter, Retransmitter, SenderStream};
 use crate::config::FlowControlStrategy;
-use crate::wire::{Control, Header, Nak, WireError, HEARTBEAT_LEN};
+use crate::wire::{Control, Header, Nak, WireError, HEARTBEAT_LEN, SNAPSHOT, SNAPSHOT_FIRST};
 
 /// Largest number of datagrams in one transmit (the I/O layer's batch limit).
 pub const MAX_BATCH: usize = 256;
@@ -238,6 +240,10 @@ pub struct PublisherCounters {
     pub retransmits: u64,
     /// Heartbeats sent.
     pub heartbeats: u64,
+    /// Snapshot bursts put in the stream for late joiners.
+    pub snapshots: u64,
+    /// Snapshot entries sent in them.
+    pub snapshot_messages: u64,
 }
 
 fn bump(c: &mut u64, n: usize) {
@@ -278,7 +284,20 @@ pub struct Publisher {
     heartbeat_every: Duration,
     timers: TimerTable,
     counters: PublisherCounters,
+    /// The last-value cache (late joiners), and whether the next message goes in it.
+    cache: LastValues,
+    cache_next: bool,
+    /// A late joiner asked for the snapshot; the burst not yet in the stream (its
+    /// first entry starts a datagram of its own, flagged so a waiting receiver joins
+    /// there); when the last burst began.
+    snapshot_wanted: bool,
+    burst: VecDeque<(String, Value)>,
+    burst_first: bool,
+    last_burst: Option<Instant>,
 }
+
+/// A snapshot is sent at most this often (late joiners asking meanwhile share it).
+pub const SNAPSHOT_HOLDOFF: Duration = Duration::from_millis(50);
 
 impl Publisher {
     /// A session that starts at `now` (the rate limit's bucket starts full).
@@ -324,6 +343,12 @@ impl Publisher {
             heartbeat_every: cfg.heartbeat_interval,
             timers,
             counters: PublisherCounters::default(),
+            cache: LastValues::default(),
+            cache_next: false,
+            snapshot_wanted: false,
+            burst: VecDeque::new(),
+            burst_first: false,
+            last_burst: None,
         }
     }
 
@@ -434,6 +459,82 @@ impl Publisher {
         }
     }
 
+    /// The next messages offered go into the last-value cache (`true`) or not; a
+    /// driver sets it before each message, as it does the expiry.
+    pub fn set_cached(&mut self, cached: bool) {
+        self.cache_next = cached;
+    }
+
+    /// Topics in the last-value cache.
+    pub fn cached_topics(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// New topics the full last-value cache did not take.
+    pub fn cache_refused(&self) -> u64 {
+        self.cache.refused()
+    }
+
+    fn snapshot_pending(&self) -> bool {
+        self.snapshot_wanted || !self.burst.is_empty()
+    }
+
+    /// Puts the snapshot burst a late joiner asked for into the stream, before any
+    /// further live message (a live message half fragmented goes first). `Err` as
+    /// [`offer`](Self::offer)'s: the rest of the burst follows at the next call.
+    fn drive_burst(&mut self, now: Instant) -> Result<(), Blocked> {
+        if self.burst.is_empty() {
+            if self.frag.is_some() || !self.snapshot_wanted {
+                return Ok(());
+            }
+            self.snapshot_wanted = false;
+            self.burst = self
+                .cache
+                .entries()
+                .map(|(t, v)| (t.clone(), v.clone()))
+                .collect();
+            self.burst_first = true;
+            self.last_burst = Some(now);
+            bump(&mut self.counters.snapshots, 1);
+        }
+        let expiry = self.stream.expiry();
+        let mut result = Ok(());
+        while let Some((topic, v)) = self.burst.pop_front() {
+            let first = self.burst_first && self.frag.is_none();
+            if first {
+                // The burst starts a datagram: a waiting receiver joins there.
+                self.seal();
+                if self.needs_transmit() {
+                    self.burst.push_front((topic, v));
+                    result = Err(Blocked::Transmit);
+                    break;
+                }
+            }
+            self.stream.set_expiry(v.expires);
+            self.stream
+                .set_snapshot(SNAPSHOT | if first { SNAPSHOT_FIRST } else { 0 });
+            match self.offer_live(now, &topic, &v.payload) {
+                Ok(()) => {
+                    self.burst_first = false;
+                    bump(&mut self.counters.snapshot_messages, 1);
+                }
+                Err(e) => {
+                    self.burst.push_front((topic, v));
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.stream.set_snapshot(0);
+        self.stream.set_expiry(expiry);
+        if result == Err(Blocked::Transmit) {
+            // Resumed after this transmit even if nothing else is offered (flow
+            // control and the rate limit have their own wake-ups).
+            self.timers.set(Timer::Resume, now);
+        }
+        result
+    }
+
     /// Takes one message: packs it into the datagram being built (sealing full ones)
     /// or, when it is larger than a datagram, fragments it. The payload is copied
     /// once, straight into the datagram pool, so the caller can offer records it
@@ -443,6 +544,22 @@ impl Publisher {
     /// After [`Blocked::Transmit`] the caller transmits and offers the same message
     /// again.
     pub fn offer(&mut self, now: Instant, topic: &str, payload: &[u8]) -> Result<(), Blocked> {
+        // A burst under way (its entry may be the fragmented message), or one to
+        // start at this message boundary.
+        if !self.burst.is_empty() || (self.snapshot_wanted && self.frag.is_none()) {
+            self.drive_burst(now)?;
+        }
+        self.offer_live(now, topic, payload)?;
+        if self.cache_next {
+            self.cache.put(topic, payload, self.stream.expiry());
+            if !self.stream.cache_flag() {
+                self.stream.set_cache_flag();
+            }
+        }
+        Ok(())
+    }
+
+    fn offer_live(&mut self, now: Instant, topic: &str, payload: &[u8]) -> Result<(), Blocked> {
         if self.needs_transmit() {
             return Err(Blocked::Transmit);
         }
@@ -526,8 +643,12 @@ impl Publisher {
         if self.needs_transmit() {
             return Err(Blocked::Transmit);
         }
-        if self.frag.is_some() {
+        if self.frag.is_some() || self.cache_next {
+            // (a cached message is offered whole: the cache keeps a copy)
             return Ok(None);
+        }
+        if self.snapshot_pending() {
+            self.drive_burst(now)?;
         }
         self.room_for(now, topic, len)
     }
@@ -590,6 +711,14 @@ impl Publisher {
             Ok(Control::Status(s)) if s.session == session => {
                 self.flow
                     .on_status(now, s.receiver, s.next_seq, s.window, s.tag);
+                let held_off = self
+                    .last_burst
+                    .is_some_and(|t| now.saturating_duration_since(t) < SNAPSHOT_HOLDOFF);
+                if s.snapshot && !self.cache.is_empty() && !self.snapshot_pending() && !held_off {
+                    // A late joiner waits for the snapshot.
+                    self.snapshot_wanted = true;
+                    self.timers.set(Timer::Resume, now);
+                }
                 bump(&mut self.counters.status_received, 1);
                 if let Some(at) = self.flow.next_expiry() {
                     self.timers.set(Timer::ReceiverExpiry, at);
@@ -722,6 +851,10 @@ impl Publisher {
                 done.retransmits = k;
             }
         }
+        if self.snapshot_pending() {
+            // What the burst could not put in now follows at the next transmit.
+            let _ = self.drive_burst(now);
+        }
         self.seal();
         if self.unsent > 0 {
             let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
@@ -754,6 +887,9 @@ impl Publisher {
             let mut hb = [0u8; HEARTBEAT_LEN];
             self.stream.heartbeat(self.oldest()).encode(&mut hb);
             crate::wire::stamp_network(&mut hb, self.stream.network());
+            if self.stream.cache_flag() {
+                crate::wire::stamp_flags(&mut hb, crate::wire::CACHE_FLAG);
+            }
             if send(Transmit::Heartbeat, &[&hb]) {
                 bump(&mut self.counters.heartbeats, 1);
             }
@@ -802,6 +938,7 @@ mod tests {
             next_seq,
             window,
             tag: 0,
+            snapshot: false,
         }
         .encode(&mut b);
         assert_eq!(p.handle_control(now, &b), Ok(ControlEvent::Status));

@@ -17,7 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Frame, Frames, Header, Heartbeat, Kind, WireError};
+use crate::wire::{
+    header_flags, Frame, Frames, Header, Heartbeat, Kind, WireError, CACHE_FLAG, SNAPSHOT,
+    SNAPSHOT_FIRST,
+};
 
 /// Identifies a publishing session: its source address and session id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +47,9 @@ pub enum Delivery<'a> {
         /// Its deadline (µs since the UNIX epoch), if its publisher gave it a time
         /// to live: the driver drops it when delivered later.
         expires: Option<u64>,
+        /// A last-value snapshot entry: the latest value of its topic when this
+        /// receiver joined late, delivered before the live data that follows it.
+        snapshot: bool,
     },
     /// Messages `from_seq..to_seq` of a session will never be delivered.
     Loss {
@@ -96,6 +102,10 @@ pub struct ReceiverConfig {
     /// wide the window: a publisher that keeps fewer datagrams than the window is
     /// held by what it keeps, and must hear the position move before it runs out.
     pub status_every: u32,
+    /// Join sessions whose publisher keeps a last-value cache at its snapshot: a
+    /// late joiner waits (at most [`SNAPSHOT_WAIT`]) for the burst of last values and
+    /// starts there, instead of starting live.
+    pub snapshots: bool,
     /// This node's network ID: datagrams of other networks are ignored (counted).
     pub network: u32,
 }
@@ -114,6 +124,7 @@ impl Default for ReceiverConfig {
             seed: 0x5eed,
             publisher_timeout: Duration::from_secs(2),
             status_every: u32::MAX,
+            snapshots: true,
             network: 0,
         }
     }
@@ -162,6 +173,15 @@ pub struct ReceiverCounters {
     pub sessions_evicted: u64,
     /// Sessions declared gone (not heard for `publisher_timeout`).
     pub sessions_gone: u64,
+    /// Datagrams dropped while waiting for a session's snapshot (what they carried
+    /// is in the snapshot, or comes after it).
+    pub before_snapshot: u64,
+    /// Snapshot entries delivered to a late joiner.
+    pub snapshot_messages: u64,
+    /// Snapshot entries of bursts meant for others, skipped.
+    pub snapshot_skipped: u64,
+    /// Sessions whose snapshot did not come within [`SNAPSHOT_WAIT`] (joined live).
+    pub snapshot_timeouts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +190,8 @@ struct Reassembly {
     msg_seq: u64,
     /// The deadline its first fragment carried.
     expires: Option<u64>,
+    /// Its first fragment was a snapshot entry.
+    snapshot: bool,
     total: usize,
     topic: String,
     buf: Vec<u8>,
@@ -227,9 +249,49 @@ struct Session {
     repair_time: Option<Duration>,
     /// Declared gone (not heard for the publisher timeout); cleared when heard again.
     gone: bool,
+    /// Where the session stands with its publisher's last-value snapshot.
+    snap: Snap,
+}
+
+/// A late joiner and its publisher's last-value snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Snap {
+    /// Live data (no snapshot due, or it is over).
+    Live,
+    /// Joined late a session that keeps a cache: its data is dropped (asking for the
+    /// snapshot meanwhile) until a datagram starts the snapshot burst.
+    Waiting { since: Instant },
+    /// No snapshot came in time: the next data datagram is joined as it comes.
+    Rejoin,
+    /// Delivering the burst this receiver joined at (until the first live message).
+    InBurst,
 }
 
 impl Session {
+    fn waiting(&self) -> bool {
+        matches!(self.snap, Snap::Waiting { .. } | Snap::Rejoin)
+    }
+
+    /// Starts the session over at datagram `seq` whose first new message is `msg`
+    /// (a late joiner joins at its snapshot): nothing before is owed. Returns how
+    /// many held datagrams it let go (into `pool`).
+    fn rejoin_at(&mut self, seq: u64, msg: u64, pool: &mut Vec<Vec<u8>>) -> usize {
+        let held = self.held.len();
+        pool.extend(
+            std::mem::take(&mut self.held)
+                .into_values()
+                .map(|h| h.bytes),
+        );
+        self.next_seq = seq;
+        self.next_msg = msg;
+        self.highest = seq;
+        self.tail_msg = None;
+        self.front = seq;
+        self.naked_upto = seq;
+        self.asm.active = false;
+        self.close_gap();
+        held
+    }
     fn missing(&self) -> bool {
         self.highest > self.next_seq
     }
@@ -281,6 +343,10 @@ const NAK_RANGES: usize = 64;
 /// was listening before the publisher started must not lose the session's first
 /// datagrams silently. Later joiners start live.
 pub const JOIN_FROM_START: u64 = 64;
+/// How long a late joiner waits for its publisher's snapshot before it joins live.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+/// How often a late joiner asks for the snapshot while it waits.
+pub const SNAPSHOT_ASK: Duration = Duration::from_millis(100);
 
 /// The receive-side protocol state for every session heard on a group.
 #[derive(Debug)]
@@ -295,6 +361,8 @@ pub struct Receiver {
     next_timeout: Option<Instant>,
     /// When sessions are next checked for liveness (`None`: no live session).
     next_liveness: Option<Instant>,
+    /// When a session waiting for its snapshot next asks (`None`: none waits).
+    next_ask: Option<Instant>,
     rng: u64,
 }
 
@@ -319,6 +387,7 @@ impl Receiver {
             naks: Vec::new(),
             next_timeout: None,
             next_liveness: None,
+            next_ask: None,
             rng,
         }
     }
@@ -347,6 +416,31 @@ impl Receiver {
         self.rng ^= self.rng << 17;
         let max = self.cfg.nak_delay.as_nanos().max(1) as u64;
         Duration::from_nanos(self.rng % max)
+    }
+
+    /// [`ensure_session`](Self::ensure_session); a session whose publisher keeps a
+    /// cache (`cache`) and that is first heard past its first datagram (`heard`)
+    /// then waits for its snapshot. (Within [`JOIN_FROM_START`] datagrams of the start
+    /// too: datagrams can be large enough for a long history to fit, and a late
+    /// joiner wants the last values, not the history; a receiver that was listening
+    /// hears datagram 0.)
+    fn begin_session(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        (seq, msg): (u64, u64),
+        (cache, heard): (bool, u64),
+        out: &mut dyn FnMut(Delivery<'_>),
+    ) {
+        let fresh = !self.sessions.contains_key(&key);
+        self.ensure_session(now, key, seq, msg, out);
+        if fresh && cache && heard > 0 && self.cfg.snapshots {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.snap = Snap::Waiting { since: now };
+                s.reported = None;
+                self.next_ask = Some(now);
+            }
+        }
     }
 
     /// Creates the session at `seq`/`msg` if it is new, and notes it was heard
@@ -390,6 +484,7 @@ impl Receiver {
                     front_naked_at: None,
                     repair_time: None,
                     gone: false,
+                    snap: Snap::Live,
                 },
             );
             out(Delivery::Joined { from: key });
@@ -420,10 +515,11 @@ impl Receiver {
             return Ok(());
         }
         let kind = head.map(|h| h.kind);
+        let cache = header_flags(bytes) & CACHE_FLAG != 0;
         if kind == Ok(Kind::Heartbeat) {
             return match Heartbeat::decode(bytes) {
                 Ok(hb) => {
-                    self.on_heartbeat(now, source, hb, out);
+                    self.on_heartbeat(now, source, hb, cache, out);
                     Ok(())
                 }
                 Err(e) => {
@@ -450,10 +546,22 @@ impl Receiver {
         } else {
             (header.seq, first_start)
         };
-        self.ensure_session(now, key, join_seq, join_msg, out);
+        self.begin_session(now, key, (join_seq, join_msg), (cache, header.seq), out);
         let Some(s) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
+        if s.waiting() {
+            let first = frames.clone().next().map_or(0, |f| f.snapshot);
+            let burst = first & SNAPSHOT_FIRST != 0;
+            if !burst && s.snap != Snap::Rejoin {
+                // What this carries is in the snapshot to come, or follows it.
+                s.next_seq = s.next_seq.max(header.seq + 1);
+                self.counters.before_snapshot += 1;
+                return Ok(());
+            }
+            self.held_total -= s.rejoin_at(header.seq, first_start, &mut self.pool);
+            s.snap = if burst { Snap::InBurst } else { Snap::Live };
+        }
         if header.seq < s.next_seq || s.held.contains_key(&header.seq) {
             self.counters.duplicates += 1;
             return Ok(());
@@ -522,6 +630,7 @@ impl Receiver {
         now: Instant,
         source: SocketAddrV4,
         hb: Heartbeat,
+        cache: bool,
         out: &mut dyn FnMut(Delivery<'_>),
     ) {
         self.counters.heartbeats += 1;
@@ -535,10 +644,15 @@ impl Receiver {
         } else {
             (hb.next_seq, hb.next_msg_seq)
         };
-        self.ensure_session(now, key, join_seq, join_msg, out);
+        self.begin_session(now, key, (join_seq, join_msg), (cache, hb.next_seq), out);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
+        if s.waiting() {
+            // Nothing is missing before the snapshot: only the position moves.
+            s.next_seq = s.next_seq.max(hb.next_seq);
+            return;
+        }
         s.oldest_available = s.oldest_available.max(hb.oldest);
         if hb.next_seq >= s.highest {
             s.highest = hb.next_seq;
@@ -691,7 +805,12 @@ impl Receiver {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_timeout, self.next_liveness) {
+        let t = match (self.next_timeout, self.next_liveness) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // A late joiner asks for its snapshot again (or gives up) on time.
+        match (t, self.next_ask) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -896,7 +1015,7 @@ impl Receiver {
         &mut self,
         now: Instant,
         window: u32,
-        out: &mut dyn FnMut(SessionKey, u64, u32),
+        out: &mut dyn FnMut(SessionKey, u64, u32, bool),
     ) {
         let live = self
             .sessions
@@ -906,8 +1025,30 @@ impl Receiver {
             .max(1);
         let share = (window / live as u32).max(1);
         let every = (share / 4).min(self.cfg.status_every).max(1);
+        self.next_ask = None;
         for (key, s) in self.sessions.iter_mut() {
             if now.saturating_duration_since(s.last_seen) >= SESSION_QUIET {
+                continue;
+            }
+            if let Snap::Waiting { since } = s.snap {
+                if now.saturating_duration_since(since) >= SNAPSHOT_WAIT {
+                    s.snap = Snap::Rejoin;
+                    self.counters.snapshot_timeouts += 1;
+                    continue;
+                }
+                // Ask (again) for the snapshot.
+                if s.reported.is_none()
+                    || now.saturating_duration_since(s.last_status) >= SNAPSHOT_ASK
+                {
+                    out(*key, s.next_seq, share, true);
+                    s.reported = Some(s.next_seq);
+                    s.last_status = now;
+                }
+                let ask = s.last_status + SNAPSHOT_ASK;
+                self.next_ask = Some(self.next_ask.map_or(ask, |a| a.min(ask)));
+                continue;
+            }
+            if s.snap == Snap::Rejoin {
                 continue;
             }
             let due = match s.reported {
@@ -920,7 +1061,7 @@ impl Receiver {
                 }
             };
             if due {
-                out(*key, s.next_seq, share);
+                out(*key, s.next_seq, share, false);
                 s.reported = Some(s.next_seq);
                 s.last_status = now;
             }
@@ -982,6 +1123,27 @@ fn lose_until(
     s.highest = s.highest.max(seq);
 }
 
+/// Whether a complete message (a snapshot entry when `snapshot`) is delivered: the
+/// entries of the burst a late joiner joined at are (until its first live message),
+/// those of bursts meant for other receivers are skipped (counted).
+fn deliverable(s: &mut Session, snapshot: bool, c: &mut ReceiverCounters) -> bool {
+    match (snapshot, s.snap) {
+        (true, Snap::InBurst) => {
+            c.snapshot_messages += 1;
+            true
+        }
+        (true, _) => {
+            c.snapshot_skipped += 1;
+            false
+        }
+        (false, Snap::InBurst) => {
+            s.snap = Snap::Live;
+            true
+        }
+        (false, _) => true,
+    }
+}
+
 /// Delivers the frames of the datagram that is next in line (`header.seq == next_seq`).
 fn process(
     s: &mut Session,
@@ -1015,15 +1177,18 @@ fn process(
     for frame in frames {
         match frame.fragment {
             None => {
-                c.messages += 1;
-                c.bytes += frame.payload.len() as u64;
-                out(Delivery::Message {
-                    from: key,
-                    seq,
-                    topic: frame.topic,
-                    payload: frame.payload,
-                    expires: frame.expires,
-                });
+                if deliverable(s, frame.snapshot & SNAPSHOT != 0, c) {
+                    c.messages += 1;
+                    c.bytes += frame.payload.len() as u64;
+                    out(Delivery::Message {
+                        from: key,
+                        seq,
+                        topic: frame.topic,
+                        payload: frame.payload,
+                        expires: frame.expires,
+                        snapshot: s.snap == Snap::InBurst,
+                    });
+                }
                 seq += 1;
                 s.next_msg = seq;
             }
@@ -1032,6 +1197,7 @@ fn process(
                 a.active = true;
                 a.msg_seq = seq;
                 a.expires = frame.expires;
+                a.snapshot = frame.snapshot & SNAPSHOT != 0;
                 a.total = f.total_len as usize;
                 a.topic.clear();
                 a.topic.push_str(frame.topic);
@@ -1049,16 +1215,20 @@ fn process(
                     a.buf.extend_from_slice(frame.payload);
                     if a.buf.len() == a.total {
                         a.active = false;
-                        c.messages += 1;
-                        c.bytes += a.buf.len() as u64;
                         s.next_msg = seq + 1;
-                        out(Delivery::Message {
-                            from: key,
-                            seq,
-                            topic: &a.topic,
-                            payload: &a.buf,
-                            expires: a.expires,
-                        });
+                        let snapshot = a.snapshot;
+                        if deliverable(s, snapshot, c) {
+                            c.messages += 1;
+                            c.bytes += s.asm.buf.len() as u64;
+                            out(Delivery::Message {
+                                from: key,
+                                seq,
+                                topic: &s.asm.topic,
+                                payload: &s.asm.buf,
+                                expires: s.asm.expires,
+                                snapshot: s.snap == Snap::InBurst,
+                            });
+                        }
                     }
                 } else if !a.active && seq < s.next_msg {
                     // The rest of a message already reported lost, or begun before

@@ -80,6 +80,11 @@ pub struct SenderStream {
     network: u32,
     /// The deadline the next messages' frames carry (a publisher with a TTL).
     expires: Option<u64>,
+    /// Snapshot bits the next frames carry (`SNAPSHOT`, `SNAPSHOT_FIRST`; the
+    /// latter goes on one frame only).
+    snapshot: u8,
+    /// Headers say the session keeps a last-value cache.
+    cache_flag: bool,
     max_payload: usize,
     next_seq: u64,
     next_msg_seq: u64,
@@ -92,6 +97,8 @@ impl SenderStream {
             session,
             network: 0,
             expires: None,
+            snapshot: 0,
+            cache_flag: false,
             max_payload,
             next_seq: 0,
             next_msg_seq: 0,
@@ -109,6 +116,37 @@ impl SenderStream {
     /// for all its pieces (set it before its first).
     pub fn set_expiry(&mut self, expires: Option<u64>) {
         self.expires = expires;
+    }
+
+    /// The deadline the next frames carry.
+    pub fn expiry(&self) -> Option<u64> {
+        self.expires
+    }
+
+    /// The snapshot bits of the next frames (see [`crate::wire::SNAPSHOT`]); the
+    /// first-of-burst bit is cleared once a frame carries it.
+    pub fn set_snapshot(&mut self, bits: u8) {
+        self.snapshot = bits;
+    }
+
+    /// From now on every header says the session keeps a last-value cache.
+    pub fn set_cache_flag(&mut self) {
+        self.cache_flag = true;
+    }
+
+    /// Whether headers say so.
+    pub fn cache_flag(&self) -> bool {
+        self.cache_flag
+    }
+
+    /// Marks the frame just encoded at `at` with the snapshot bits.
+    fn mark(&mut self, buf: &mut [u8], at: usize) {
+        if self.snapshot != 0 {
+            if let Some(ext) = buf.get_mut(at + 7) {
+                *ext |= self.snapshot;
+            }
+            self.snapshot &= !crate::wire::SNAPSHOT_FIRST;
+        }
     }
 
     fn ext_len(&self) -> usize {
@@ -194,7 +232,11 @@ impl SenderStream {
             return Err(Append::Full);
         }
         match encode_frame_head_ext(&mut d.buf[d.len..limit], topic, len, None, self.expires) {
-            Some((at, need)) => Ok(d.len + at..d.len + need),
+            Some((at, need)) => {
+                let start = d.len;
+                self.mark(&mut d.buf, start);
+                Ok(d.len + at..d.len + need)
+            }
             None => Err(Append::Full),
         }
     }
@@ -247,6 +289,8 @@ impl SenderStream {
             self.expires,
         ) {
             Some(n) => {
+                let start = d.len;
+                self.mark(&mut d.buf, start);
                 d.len += n;
                 d.count = 1;
                 d.msg_seq = self.next_msg_seq;
@@ -279,6 +323,9 @@ impl SenderStream {
             Err(_) => return,
         };
         h.encode(head);
+        if self.cache_flag {
+            crate::wire::stamp_flags(&mut d.buf, crate::wire::CACHE_FLAG);
+        }
         d.seq = Some(self.next_seq);
         self.next_seq += 1;
     }

@@ -266,7 +266,7 @@ fn status_comes_every_few_datagrams_however_wide_the_window() {
         let mut at = Vec::new();
         for dg in &d {
             let _ = rx.handle_datagram(now, SRC, dg, &mut |_| {});
-            rx.poll_status(now, 10_000, &mut |_, next_seq, _| at.push(next_seq));
+            rx.poll_status(now, 10_000, &mut |_, next_seq, _, _| at.push(next_seq));
         }
         at
     };
@@ -699,7 +699,7 @@ impl Sim {
             });
             let (tag, window) = (r.tag, r.window);
             let (mut max_pos, mut max_edge) = (r.max_pos, r.max_edge);
-            r.rx.poll_status(now, window, &mut |key, next_seq, window| {
+            r.rx.poll_status(now, window, &mut |key, next_seq, window, snapshot| {
                 let mut b = [0u8; STATUS_LEN];
                 Status {
                     session: key.session,
@@ -707,6 +707,7 @@ impl Sim {
                     next_seq,
                     window,
                     tag,
+                    snapshot,
                 }
                 .encode(&mut b);
                 max_pos = max_pos.max(next_seq);
@@ -1577,4 +1578,194 @@ fn a_message_cut_short_by_a_gone_publisher_is_reported_lost() {
         *events.borrow(),
         ["joined 77", "loss 0..1", "gone 77", "joined 77"]
     );
+}
+
+/// Late joiners (issue 10, build 4): a publisher keeps the last value of each of 100
+/// topics; after 1,000 updates of each, a receiver joins — while the publisher keeps
+/// publishing, through a lossy link (NAK repair on). It gets exactly one snapshot
+/// value per topic, all before any live message, then every later update with no gap
+/// or duplicate: per topic, what it sees is the unbroken run of updates from the
+/// snapshot's value to the last. The receiver that was there from the start gets
+/// every update and no snapshot entry.
+#[test]
+fn a_late_joiner_gets_the_last_values_then_live_data_with_no_seam() {
+    use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
+    const TOPICS: usize = 100;
+    const BEFORE: usize = 1000;
+    const AFTER: usize = 300;
+    for seed in 1..=20u64 {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut p = Publisher::new(
+            PublisherConfig {
+                startup_grace: Duration::ZERO,
+                // Small batches: the burst spans several transmits, with live offers
+                // waiting in between.
+                batch: 4,
+                ..PublisherConfig::new(9, 1400)
+            },
+            t0,
+        );
+        p.set_cached(true);
+        let rcfg = ReceiverConfig {
+            max_message: 1 << 20,
+            ..ReceiverConfig::default()
+        };
+        let mut early = Receiver::new(rcfg.clone());
+        let mut late = Receiver::new(ReceiverConfig { seed, ..rcfg });
+        let mut rng = Rng((seed * 0x9e37_79b9) | 1);
+        // (snapshot, topic, update index) as each receiver got them
+        let mut got_early: Vec<(bool, usize, usize)> = Vec::new();
+        let mut got_late: Vec<(bool, usize, usize)> = Vec::new();
+        let mut late_on = false;
+        let parse = |topic: &str, payload: &[u8]| -> (usize, usize) {
+            let t = topic.trim_start_matches("/t/").parse().unwrap();
+            let k = std::str::from_utf8(payload)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            (t, k)
+        };
+        // One step of the world: the publisher transmits, both receivers take what
+        // arrives (5 % lost on the way to the late one), and status and NAKs go back.
+        let mut step = |p: &mut Publisher,
+                        early: &mut Receiver,
+                        late: &mut Receiver,
+                        late_on: bool,
+                        now: Instant,
+                        got_early: &mut Vec<(bool, usize, usize)>,
+                        got_late: &mut Vec<(bool, usize, usize)>| {
+            p.handle_timeout(now);
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            p.poll_transmit(now, &mut |_, b| {
+                out.extend(b.iter().map(|d| d.to_vec()));
+                true
+            });
+            for d in &out {
+                let _ = early.handle_datagram(now, SRC, d, &mut |ev| {
+                    if let Delivery::Message {
+                        topic,
+                        payload,
+                        snapshot,
+                        ..
+                    } = ev
+                    {
+                        let (t, k) = parse(topic, payload);
+                        got_early.push((snapshot, t, k));
+                    }
+                });
+                if late_on && !rng.percent(5) {
+                    let _ = late.handle_datagram(now, SRC, d, &mut |ev| {
+                        if let Delivery::Message {
+                            topic,
+                            payload,
+                            snapshot,
+                            ..
+                        } = ev
+                        {
+                            let (t, k) = parse(topic, payload);
+                            got_late.push((snapshot, t, k));
+                        }
+                    });
+                }
+            }
+            let mut control: Vec<Vec<u8>> = Vec::new();
+            for (id, r, on) in [(1u64, &mut *early, true), (2, &mut *late, late_on)] {
+                if !on {
+                    continue;
+                }
+                r.handle_timeout(now, &mut |_| {});
+                r.poll_nak(&mut |key, from, to| {
+                    let mut b = [0u8; NAK_LEN];
+                    Nak {
+                        session: key.session,
+                        from,
+                        to,
+                        receiver: id,
+                    }
+                    .encode(&mut b);
+                    control.push(b.to_vec());
+                });
+                r.poll_status(now, 4096, &mut |key, next_seq, window, snapshot| {
+                    let mut b = [0u8; STATUS_LEN];
+                    Status {
+                        session: key.session,
+                        receiver: id,
+                        next_seq,
+                        window,
+                        tag: 0,
+                        snapshot,
+                    }
+                    .encode(&mut b);
+                    control.push(b.to_vec());
+                });
+            }
+            for c in control {
+                let _ = p.handle_control(now, &c);
+            }
+        };
+        let mut offered = 0usize;
+        let total = TOPICS * (BEFORE + AFTER);
+        let mut rounds = 0;
+        let mut tail = 0;
+        // Until everything was offered, then 50 ms more for the last repairs.
+        while offered < total || tail < 500 {
+            rounds += 1;
+            if offered == total {
+                tail += 1;
+            }
+            assert!(rounds < 200_000, "seed {seed}: no progress");
+            now += Duration::from_micros(100);
+            if offered == TOPICS * BEFORE {
+                late_on = true;
+            }
+            // A few messages per step: the late joiner arrives mid-stream.
+            for _ in 0..7 {
+                if offered >= total || (offered == TOPICS * BEFORE && !late_on) {
+                    break;
+                }
+                let (t, k) = (offered % TOPICS, offered / TOPICS);
+                match p.offer(now, &format!("/t/{t}"), format!("{k:<200}").as_bytes()) {
+                    Ok(()) => offered += 1,
+                    Err(_) => break,
+                }
+            }
+            step(
+                &mut p,
+                &mut early,
+                &mut late,
+                late_on,
+                now,
+                &mut got_early,
+                &mut got_late,
+            );
+        }
+        // The early receiver: every update of every topic, in order, no snapshot.
+        assert_eq!(got_early.len(), total, "seed {seed}");
+        assert!(
+            got_early.iter().all(|g| !g.0),
+            "seed {seed}: snapshot at early"
+        );
+        // The late one: 100 snapshot values first, then live.
+        let snaps = got_late.iter().take_while(|g| g.0).count();
+        assert_eq!(snaps, TOPICS, "seed {seed}: snapshot entries");
+        assert!(
+            got_late[snaps..].iter().all(|g| !g.0),
+            "seed {seed}: snapshot after live"
+        );
+        for t in 0..TOPICS {
+            let ks: Vec<usize> = got_late.iter().filter(|g| g.1 == t).map(|g| g.2).collect();
+            let first = ks[0];
+            assert!(
+                first + 1 >= BEFORE,
+                "seed {seed}: topic {t} starts at {first}"
+            );
+            let want: Vec<usize> = (first..BEFORE + AFTER).collect();
+            assert_eq!(ks, want, "seed {seed}: topic {t} has a gap or a duplicate");
+        }
+        assert_eq!(late.counters().lost_messages, 0, "seed {seed}");
+        assert!(p.counters().snapshots >= 1);
+        assert_eq!(p.cached_topics(), TOPICS);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! Status    (receiver → publisher, control port): header(kind 2, session = the
-//!           publisher's, seq = next datagram expected) | receiver u64 | window u32 |
+//!           publisher's, seq = next datagram expected, msg_seq = 1 when it waits
+//!           for a last-value snapshot) | receiver u64 | window u32 |
 //!           tag u32 (flow-control tag, 0 = untagged)
 //! Heartbeat (publisher → receivers, data port): header(kind 3, session, seq = next
 //!           datagram seq, msg_seq = next message seq) | oldest retransmittable seq u64
@@ -72,12 +73,20 @@ pub struct Status {
     /// The receiver's flow-control tag (0 = untagged), for publishers using
     /// [`FlowControlStrategy::Tagged`](crate::FlowControlStrategy::Tagged).
     pub tag: u32,
+    /// The receiver joined the session late and waits for a last-value snapshot
+    /// (carried as the header's `msg_seq`, 1 or 0).
+    pub snapshot: bool,
 }
 
 impl Status {
     /// Encodes into `out`.
     pub fn encode(&self, out: &mut [u8; STATUS_LEN]) {
-        out[..HEADER_LEN].copy_from_slice(&header(Kind::Status, self.session, self.next_seq, 0));
+        out[..HEADER_LEN].copy_from_slice(&header(
+            Kind::Status,
+            self.session,
+            self.next_seq,
+            u64::from(self.snapshot),
+        ));
         out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&self.receiver.to_le_bytes());
         out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&self.window.to_le_bytes());
         out[HEADER_LEN + 12..].copy_from_slice(&self.tag.to_le_bytes());
@@ -92,6 +101,7 @@ impl Status {
             next_seq: h.seq,
             window: u32_at(bytes, HEADER_LEN + 8),
             tag: u32_at(bytes, HEADER_LEN + 12),
+            snapshot: h.msg_seq == 1,
         })
     }
 }
@@ -216,10 +226,18 @@ mod tests {
             next_seq: 1 << 40,
             window: 512,
             tag: 0xdead_beef,
+            snapshot: false,
         };
         let mut b = [0u8; STATUS_LEN];
         s.encode(&mut b);
         assert_eq!(Status::decode(&b), Ok(s));
+        let waiting = Status {
+            snapshot: true,
+            ..s
+        };
+        waiting.encode(&mut b);
+        assert_eq!(Status::decode(&b), Ok(waiting));
+        s.encode(&mut b);
         assert_eq!(b[HEADER_LEN + 12..], 0xdead_beef_u32.to_le_bytes());
         // an untagged status keeps the old layout: zero after the window
         let mut untagged = [0xffu8; STATUS_LEN];

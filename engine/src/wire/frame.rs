@@ -11,6 +11,11 @@ pub const FRAGMENT_EXT_LEN: usize = 8;
 pub const EXPIRY_EXT_LEN: usize = 8;
 /// The frame's `ext` byte (formerly reserved): an expiry extension follows.
 const EXPIRES: u8 = 0x1;
+/// `ext` bit: the message is a last-value snapshot entry (a late joiner's), not live.
+pub const SNAPSHOT: u8 = 0x2;
+/// `ext` bit (with [`SNAPSHOT`]): the first entry of a snapshot burst — where a
+/// receiver waiting for a snapshot joins the session.
+pub const SNAPSHOT_FIRST: u8 = 0x4;
 
 const BEGIN: u8 = 0x1;
 const END: u8 = 0x2;
@@ -44,6 +49,8 @@ pub struct Frame<'a> {
     /// The message's deadline (µs since the UNIX epoch, publisher's clock), if it
     /// has a time to live.
     pub expires: Option<u64>,
+    /// Its snapshot bits ([`SNAPSHOT`], [`SNAPSHOT_FIRST`]; 0 for live data).
+    pub snapshot: u8,
 }
 
 /// Bytes a frame needs on the wire.
@@ -144,7 +151,11 @@ fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize)
     let topic_len = u16::from_le_bytes([h[4], h[5]]) as usize;
     let flags = h[6];
     let ext = h[7];
-    if flags & !WHOLE != 0 || ext & !EXPIRES != 0 {
+    let snapshot = ext & (SNAPSHOT | SNAPSHOT_FIRST);
+    if flags & !WHOLE != 0
+        || ext & !(EXPIRES | SNAPSHOT | SNAPSHOT_FIRST) != 0
+        || snapshot == SNAPSHOT_FIRST
+    {
         return Err(WireError::FragmentOutOfRange);
     }
     let mut p = pos + FRAME_HEADER_LEN;
@@ -184,6 +195,7 @@ fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize)
             payload,
             fragment,
             expires,
+            snapshot,
         },
         p + len,
     ))
@@ -440,6 +452,24 @@ mod tests {
             Frames::decode(&f, MAX).unwrap_err(),
             WireError::FragmentOutOfRange
         );
+        // Snapshot bits: an entry, the first of a burst; "first" alone or an unknown
+        // ext bit is rejected.
+        let mut g = build(&[("/a", b"x", None)]);
+        for (ext, ok) in [
+            (SNAPSHOT, true),
+            (SNAPSHOT | SNAPSHOT_FIRST, true),
+            (SNAPSHOT_FIRST, false),
+            (0x10, false),
+        ] {
+            g[HEADER_LEN + 7] = ext;
+            match Frames::decode(&g, MAX) {
+                Ok((_, mut fr)) => {
+                    assert!(ok, "ext {ext:#x} accepted");
+                    assert_eq!(fr.next().unwrap().snapshot, ext);
+                }
+                Err(e) => assert!(!ok, "ext {ext:#x}: {e}"),
+            }
+        }
     }
 
     #[test]

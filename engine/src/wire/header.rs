@@ -95,13 +95,30 @@ impl Header {
             return Err(WireError::SeqOutOfRange(seq.max(msg_seq)));
         }
         Ok(Header {
-            kind: Kind::from_u8(h[5])?,
+            kind: Kind::from_u8(h[5] & 0x0f)?,
             count: u16::from_le_bytes([h[6], h[7]]),
             session: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
             network: u32::from_le_bytes([h[12], h[13], h[14], h[15]]),
             seq,
             msg_seq,
         })
+    }
+}
+
+/// Header flag (high nibble of the kind byte) on a session's data and heartbeats: its
+/// publisher keeps a last-value cache, so a receiver joining late waits for the
+/// snapshot burst instead of starting live.
+pub const CACHE_FLAG: u8 = 0x1;
+
+/// The flags of an encoded datagram's header (0 when too short).
+pub fn header_flags(datagram: &[u8]) -> u8 {
+    datagram.get(5).map_or(0, |k| k >> 4)
+}
+
+/// Sets `flags` in an encoded datagram's header (shorter buffers are left alone).
+pub fn stamp_flags(datagram: &mut [u8], flags: u8) {
+    if let Some(k) = datagram.get_mut(5) {
+        *k = (*k & 0x0f) | (flags << 4);
     }
 }
 

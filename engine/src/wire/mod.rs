@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! datagram = header (32 bytes) frame{count}
-//! header   = magic "RCST" | version u8 (2) | kind u8 | count u16 | session u32
+//! header   = magic "RCST" | version u8 (2) | kind u8 (low nibble; high nibble flags:
+//!            1 = the session keeps a last-value cache) | count u16 | session u32
 //!            | network u32 | seq u64 | msg_seq u64                   (little-endian)
-//! frame    = len u32 | topic_len u16 | flags u8 | ext u8
+//! frame    = len u32 | topic_len u16 | flags u8 | ext u8 (1 expiry, 2 snapshot,
+//!            4 first of a snapshot burst)
 //!            [ total_len u32 | offset u32 ]   only when the frame is a fragment
 //!            [ expires_us u64 ]               only when ext has bit 0 (a TTL)
 //!            topic (topic_len bytes, UTF-8) | payload (len bytes)
@@ -29,9 +31,11 @@ pub use announce::{Announce, MAX_ANNOUNCE, MAX_NAME};
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
 pub use frame::{
     encode_frame, encode_frame_ext, encode_frame_head_ext, frame_len_ext, Fragment, Frame, Frames,
-    EXPIRY_EXT_LEN, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN,
+    EXPIRY_EXT_LEN, FRAGMENT_EXT_LEN, FRAME_HEADER_LEN, SNAPSHOT, SNAPSHOT_FIRST,
 };
-pub use header::{stamp_network, Header, Kind, HEADER_LEN, MAX_SEQ};
+pub use header::{
+    header_flags, stamp_flags, stamp_network, Header, Kind, CACHE_FLAG, HEADER_LEN, MAX_SEQ,
+};
 pub use peer_list::{decode_peer_list, encode_peer_list, MAX_PEER_LIST};
 
 /// Why a datagram was rejected. Each variant is counted by the receiver.

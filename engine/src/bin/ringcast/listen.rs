@@ -152,6 +152,10 @@ fn write_message(
                 "payload": text,
                 "encoding": encoding,
             });
+            if m.is_snapshot() {
+                // The latest value of its topic, sent before live data to a late joiner.
+                o["snapshot"] = true.into();
+            }
             if let (Some(s), Some(l)) = (sent, latency) {
                 o["sent_ns"] = s.into();
                 o["latency_ns"] = l.into();
@@ -275,7 +279,7 @@ pub fn run(a: ListenArgs) -> Res {
     let _ = out.flush();
     let s = node.stats();
     eprintln!(
-        "received {received} messages, gaps {gaps} (lost {lost}), gaps filled {}, unrecoverable {}, naks sent {}, naks suppressed {}, duplicates {}, malformed {}, datagrams {}, ring-full drops {}, conflated {}, slow disconnects {}",
+        "received {received} messages, gaps {gaps} (lost {lost}), gaps filled {}, unrecoverable {}, naks sent {}, naks suppressed {}, duplicates {}, malformed {}, datagrams {}, ring-full drops {}, conflated {}, slow disconnects {}, snapshot values {}",
         s.gaps_filled,
         s.gaps,
         s.naks_sent,
@@ -285,7 +289,8 @@ pub fn run(a: ListenArgs) -> Res {
         s.datagrams_received,
         s.ring_full_drops,
         s.conflated,
-        s.slow_disconnects
+        s.slow_disconnects,
+        s.snapshot_messages
     );
     if a.latency {
         if lat.is_empty() {

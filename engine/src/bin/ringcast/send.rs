@@ -67,6 +67,11 @@ pub struct SendArgs {
     /// clocks must agree).
     #[arg(long, value_name = "SECS")]
     expire_after: Option<f64>,
+    /// Keep the latest message as a last-value cache: a listener that joins late gets
+    /// it first (flagged as a snapshot), then live data. Useful while `send` stays up
+    /// (reading standard input).
+    #[arg(long, conflicts_with = "expire_after")]
+    last_value: bool,
     /// Wait until N receivers report (up to 10 s, exit code 1 if fewer) before
     /// sending the first message.
     #[arg(long, value_name = "N")]
@@ -196,6 +201,7 @@ pub fn run(a: SendArgs) -> Res {
     let node = Node::new(config)?;
     let mut publisher = match a.expire_after {
         Some(t) => node.publisher_with_ttl(&a.topic, Duration::from_secs_f64(t.max(0.0)))?,
+        None if a.last_value => node.publisher_with_last_value(&a.topic)?,
         None => node.publisher(&a.topic)?,
     };
     if let Some(n) = a.wait_receivers {
