@@ -397,23 +397,7 @@ impl Lab {
 
     /// How many packets the loss rule has dropped so far (`None` without a rule).
     pub fn dropped(&self) -> Option<u64> {
-        let o = output(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.bridge_ns(),
-                "nft",
-                "list",
-                "table",
-                "bridge",
-                LOSS_TABLE,
-            ],
-        )
-        .ok()?;
-        let text = String::from_utf8_lossy(&o.stdout);
-        let after = text.split("counter packets ").nth(1)?;
-        after.split_whitespace().next()?.parse().ok()
+        self.dropped_by_rule().first().copied()
     }
 
     /// `cmd` (program, arguments, environment changes, directory) wrapped so it runs

@@ -1642,8 +1642,8 @@ fn a_late_joiner_gets_the_last_values_then_live_data_with_no_seam() {
                 out.extend(b.iter().map(|d| d.to_vec()));
                 true
             });
-            for d in &out {
-                let _ = early.handle_datagram(now, SRC, d, &mut |ev| {
+            let take = |r: &mut Receiver, d: &[u8], got: &mut Vec<(bool, usize, usize)>| {
+                let _ = r.handle_datagram(now, SRC, d, &mut |ev| {
                     if let Delivery::Message {
                         topic,
                         payload,
@@ -1652,22 +1652,14 @@ fn a_late_joiner_gets_the_last_values_then_live_data_with_no_seam() {
                     } = ev
                     {
                         let (t, k) = parse(topic, payload);
-                        got_early.push((snapshot, t, k));
+                        got.push((snapshot, t, k));
                     }
                 });
+            };
+            for d in &out {
+                take(early, d, got_early);
                 if late_on && !rng.percent(5) {
-                    let _ = late.handle_datagram(now, SRC, d, &mut |ev| {
-                        if let Delivery::Message {
-                            topic,
-                            payload,
-                            snapshot,
-                            ..
-                        } = ev
-                        {
-                            let (t, k) = parse(topic, payload);
-                            got_late.push((snapshot, t, k));
-                        }
-                    });
+                    take(late, d, got_late);
                 }
             }
             let mut control: Vec<Vec<u8>> = Vec::new();
