@@ -60,4 +60,7 @@ pub enum PublishError {
     /// The node's agents have stopped.
     #[error("node stopped")]
     Stopped,
+    /// A whisper by name found no peer of that name in the directory, or several.
+    #[error("no single peer named {0:?} in the directory")]
+    UnknownPeer(String),
 }

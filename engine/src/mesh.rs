@@ -124,6 +124,26 @@ impl Mesh {
             .offer_blocking(&self.buf, Duration::from_secs(1))
     }
 
+    /// Sends `payload` to the peer named `name` (its node name, as `ringcast peers`
+    /// lists it); `PublishError::UnknownPeer` unless the directory holds exactly one
+    /// peer of that name. Returns its id.
+    pub fn whisper_named(&mut self, name: &str, payload: &[u8]) -> Result<u64, PublishError> {
+        let peers = self
+            .whisper
+            .shared()
+            .membership
+            .get()
+            .map(|m| m.peers())
+            .unwrap_or_default();
+        let mut named = peers.iter().filter(|p| p.name == name);
+        let (Some(p), None) = (named.next(), named.next()) else {
+            return Err(PublishError::UnknownPeer(name.to_string()));
+        };
+        let id = p.id;
+        self.whisper(id, payload)?;
+        Ok(id)
+    }
+
     /// Sends `payload` to every member of `group` (joined or not, as Zyre allows).
     pub fn shout(&mut self, group: &str, payload: &[u8]) -> Result<(), PublishError> {
         if group.is_empty() || group.len() > MAX_GROUP {

@@ -116,6 +116,11 @@ impl Publisher {
         Some(crate::stats_file::now_us().saturating_add(ttl))
     }
 
+    /// The node's shared state.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The topic this publisher sends on.
     pub fn topic(&self) -> &str {
         &self.topic

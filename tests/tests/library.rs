@@ -920,3 +920,54 @@ fn a_late_subscriber_gets_the_last_values_then_live_data() {
         }
     }
 }
+
+/// Issue 10, build 6: a whisper by node name reaches that node (and says which id it
+/// went to); an unknown name is refused with `UnknownPeer`, nothing sent.
+#[test]
+fn a_whisper_by_name_reaches_that_peer() {
+    for (backend, name) in BACKENDS {
+        let mk = |id: u64| {
+            Node::new(
+                config(74, backend, name)
+                    .node_id(Some(id))
+                    .node_name(Some(format!("node-{id}")))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let (a, b) = (mk(1), mk(2));
+        let mut ma = a.mesh().unwrap();
+        let mut mb = b.mesh().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !a.peers().iter().any(|p| p.id == 2) {
+            assert!(Instant::now() < deadline, "[{name}] a never heard b");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.wait_for_receivers(1, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            ma.whisper_named("node-9", b"lost"),
+            Err(PublishError::UnknownPeer("node-9".into()))
+        );
+        assert_eq!(ma.whisper_named("node-2", b"hello"), Ok(2), "[{name}]");
+        let got = loop {
+            assert!(Instant::now() < deadline, "[{name}] no whisper");
+            if let Some(ev) = mb.recv(Duration::from_millis(50)) {
+                break ev;
+            }
+        };
+        assert_eq!(
+            got,
+            ringcast::MeshEvent::Whisper {
+                from: 1,
+                name: "node-1".into(),
+                payload: b"hello".to_vec()
+            },
+            "[{name}]"
+        );
+        assert!(
+            mb.recv(Duration::from_millis(100)).is_none(),
+            "[{name}] only one"
+        );
+    }
+}

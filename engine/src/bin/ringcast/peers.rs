@@ -175,7 +175,7 @@ pub fn run(a: PeersArgs) -> Res {
         let _ = out.flush();
         if peers.is_empty() {
             eprintln!(
-                "ringcast peers: heard nobody in {:.1} s (discovery group, interface and network as configured: see `ringcast config`)",
+                "ringcast peers: heard nobody in {:.1} s (discovery group, interface and network as configured: see `ringcast config`; where multicast is blocked, give a seed with --seed HOST)",
                 a.wait
             );
             return Ok(ExitCode::from(1));
