@@ -1330,3 +1330,70 @@ fn configuration_from_a_file_and_the_environment_reaches_the_nodes() {
         );
     }
 }
+
+/// `send --last-value` reading standard input keeps the latest line for late joiners: a
+/// `listen --format json` started after 1,000 lines gets the last one first, marked
+/// `"snapshot": true`, then each line sent after it, in order, unmarked.
+#[test]
+fn a_late_listener_gets_the_last_value_of_send_first() {
+    use std::io::Write;
+    let backend = BACKENDS[1];
+    let g = group(57, backend).to_string();
+    let mut sender = ringcast(
+        backend,
+        &["send", "--group", &g, "--topic", "/lv/cli", "--last-value"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn send");
+    let mut input = sender.stdin.take().expect("stdin");
+    for i in 0..1000 {
+        writeln!(input, "v{i}").unwrap();
+    }
+    input.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let listener = start_listener(
+        backend,
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/lv/",
+            "--format",
+            "json",
+            "--count",
+            "11",
+            "--timeout",
+            "20",
+        ],
+    );
+    // The snapshot comes before anything else is sent.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1000..1010 {
+        writeln!(input, "v{i}").unwrap();
+    }
+    input.flush().unwrap();
+    let f = listener.finish(WAIT);
+    drop(input);
+    let _ = sender.wait();
+    assert!(f.status.success(), "{}", f.stderr);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&f.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let got: Vec<(String, bool)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["payload"].as_str().unwrap_or("").to_string(),
+                v["snapshot"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let mut want = vec![("v999".to_string(), true)];
+    want.extend((1000..1010).map(|i| (format!("v{i}"), false)));
+    assert_eq!(got, want, "{}", f.stderr);
+    assert!(f.stderr.contains("snapshot values 1"), "{}", f.stderr);
+}
