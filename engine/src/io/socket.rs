@@ -103,6 +103,12 @@ pub fn open_rx_socket(cfg: &SocketConfig) -> Result<(Socket, SocketInfo), IoErro
         set_buffer(&sock, BufDir::Recv, cfg.rcvbuf)?;
     }
     let local = if cfg.bind_any {
+        if wildcard_bound(cfg.group.port()) {
+            tracing::warn!(
+                port = cfg.group.port(),
+                "another socket on this host already takes unicast on this port: two unicast nodes on one host and port share (and split) what is sent to it; give each its own group port"
+            );
+        }
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.group.port())
     } else {
         cfg.group
@@ -123,6 +129,18 @@ pub fn open_rx_socket(cfg: &SocketConfig) -> Result<(Socket, SocketInfo), IoErro
         requested = cfg.rcvbuf, granted = info.rcvbuf, "rx socket open"
     );
     Ok((sock, info))
+}
+
+/// Whether a UDP socket of this network namespace is bound to `port` on every
+/// address already (`/proc/net/udp`, local address `00000000:PORT`): a unicast node
+/// binding it too would share its unicast datagrams (`SO_REUSEPORT` spreads them).
+fn wildcard_bound(port: u16) -> bool {
+    let want = format!("00000000:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+    })
 }
 
 /// The group's control address: the same group on the data port + 1 (as RTCP sits
@@ -504,7 +522,12 @@ pub(crate) mod tests {
         uni.group = SocketAddrV4::new(*cfg.group.ip(), port + 500);
         uni.bind_any = true;
         uni.join = false;
+        assert!(!wildcard_bound(port + 500));
         let mut rx_uni = open_rx(&uni);
+        assert!(
+            wildcard_bound(port + 500),
+            "/proc/net/udp shows the bound port"
+        );
         let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, uni.group.port());
         let mut got = 0;
         let mut sent = 0;
