@@ -128,13 +128,7 @@ impl Mesh {
     /// lists it); `PublishError::UnknownPeer` unless the directory holds exactly one
     /// peer of that name. Returns its id.
     pub fn whisper_named(&mut self, name: &str, payload: &[u8]) -> Result<u64, PublishError> {
-        let peers = self
-            .whisper
-            .shared()
-            .membership
-            .get()
-            .map(|m| m.peers())
-            .unwrap_or_default();
+        let peers = self.whisper.shared().peers();
         let mut named = peers.iter().filter(|p| p.name == name);
         let (Some(p), None) = (named.next(), named.next()) else {
             return Err(PublishError::UnknownPeer(name.to_string()));

@@ -268,11 +268,7 @@ impl Node {
     /// The nodes this one hears on the discovery group (its own network only), with
     /// their names, addresses and topics. Empty with discovery off.
     pub fn peers(&self) -> Vec<crate::Peer> {
-        self.shared
-            .membership
-            .get()
-            .map(|m| m.peers())
-            .unwrap_or_default()
+        self.shared.peers()
     }
 
     /// A handle receiving every `PeerEvent` (joined, left with the reason) from now on.

@@ -178,6 +178,11 @@ impl Shared {
         }
     }
 
+    /// The peer directory now (empty with discovery off).
+    pub(crate) fn peers(&self) -> Vec<crate::Peer> {
+        self.membership.get().map(|m| m.peers()).unwrap_or_default()
+    }
+
     /// A snapshot of the node's counters.
     pub(crate) fn stats(&self) -> crate::stats::Stats {
         let b = &self.base;

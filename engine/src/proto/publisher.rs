@@ -552,9 +552,7 @@ impl Publisher {
         self.offer_live(now, topic, payload)?;
         if self.cache_next {
             self.cache.put(topic, payload, self.stream.expiry());
-            if !self.stream.cache_flag() {
-                self.stream.set_cache_flag();
-            }
+            self.stream.set_cache_flag();
         }
         Ok(())
     }

@@ -676,7 +676,6 @@ impl Sim {
 
     /// The receivers' duty cycle: timers, then NAKs and status out.
     fn receivers(&mut self) {
-        use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
         let now = self.now;
         for i in 0..self.rxs.len() {
             let r = &mut self.rxs[i];
@@ -686,33 +685,14 @@ impl Sim {
             }
             let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
             let id = r.id;
-            r.rx.poll_nak(&mut |key, from, to| {
-                let mut b = [0u8; NAK_LEN];
-                Nak {
-                    session: key.session,
-                    from,
-                    to,
-                    receiver: id,
-                }
-                .encode(&mut b);
-                out.push((true, b.to_vec()));
-            });
+            r.rx.poll_nak(&mut |key, from, to| out.push((true, nak_bytes(key, from, to, id))));
             let (tag, window) = (r.tag, r.window);
             let (mut max_pos, mut max_edge) = (r.max_pos, r.max_edge);
             r.rx.poll_status(now, window, &mut |key, next_seq, window, snapshot| {
-                let mut b = [0u8; STATUS_LEN];
-                Status {
-                    session: key.session,
-                    receiver: id,
-                    next_seq,
-                    window,
-                    tag,
-                    snapshot,
-                }
-                .encode(&mut b);
                 max_pos = max_pos.max(next_seq);
                 max_edge = max_edge.max(next_seq + u64::from(window));
-                out.push((false, b.to_vec()));
+                let st = (next_seq, window, tag, snapshot);
+                out.push((false, status_bytes(key, id, st)));
             });
             r.max_pos = max_pos;
             r.max_edge = max_edge;
@@ -871,6 +851,38 @@ impl Sim {
     fn retransmit_batches(&self) -> impl Iterator<Item = &Sent> {
         self.log.iter().filter(|s| s.kind == Transmit::Retransmit)
     }
+}
+
+/// A NAK from receiver `id`, encoded.
+fn nak_bytes(key: SessionKey, from: u64, to: u64, id: u64) -> Vec<u8> {
+    let mut b = [0u8; crate::wire::NAK_LEN];
+    crate::wire::Nak {
+        session: key.session,
+        from,
+        to,
+        receiver: id,
+    }
+    .encode(&mut b);
+    b.to_vec()
+}
+
+/// A status from receiver `id` — (next_seq, window, tag, snapshot) — encoded.
+fn status_bytes(
+    key: SessionKey,
+    id: u64,
+    (next_seq, window, tag, snapshot): (u64, u32, u32, bool),
+) -> Vec<u8> {
+    let mut b = [0u8; crate::wire::STATUS_LEN];
+    crate::wire::Status {
+        session: key.session,
+        receiver: id,
+        next_seq,
+        window,
+        tag,
+        snapshot,
+    }
+    .encode(&mut b);
+    b.to_vec()
 }
 
 fn record(seen: &mut Seen, ev: Delivery<'_>) {
@@ -1589,7 +1601,6 @@ fn a_message_cut_short_by_a_gone_publisher_is_reported_lost() {
 /// every update and no snapshot entry.
 #[test]
 fn a_late_joiner_gets_the_last_values_then_live_data_with_no_seam() {
-    use crate::wire::{Nak, Status, NAK_LEN, STATUS_LEN};
     const TOPICS: usize = 100;
     const BEFORE: usize = 1000;
     const AFTER: usize = 300;
@@ -1668,29 +1679,9 @@ fn a_late_joiner_gets_the_last_values_then_live_data_with_no_seam() {
                     continue;
                 }
                 r.handle_timeout(now, &mut |_| {});
-                r.poll_nak(&mut |key, from, to| {
-                    let mut b = [0u8; NAK_LEN];
-                    Nak {
-                        session: key.session,
-                        from,
-                        to,
-                        receiver: id,
-                    }
-                    .encode(&mut b);
-                    control.push(b.to_vec());
-                });
+                r.poll_nak(&mut |key, from, to| control.push(nak_bytes(key, from, to, id)));
                 r.poll_status(now, 4096, &mut |key, next_seq, window, snapshot| {
-                    let mut b = [0u8; STATUS_LEN];
-                    Status {
-                        session: key.session,
-                        receiver: id,
-                        next_seq,
-                        window,
-                        tag: 0,
-                        snapshot,
-                    }
-                    .encode(&mut b);
-                    control.push(b.to_vec());
+                    control.push(status_bytes(key, id, (next_seq, window, 0, snapshot)));
                 });
             }
             for c in control {
