@@ -56,6 +56,12 @@ mod stats_file;
 mod subscriber;
 mod wire;
 
+/// Entry points for the coverage-guided fuzz targets in `fuzz/` (feature `fuzzing`):
+/// each feeds arbitrary bytes to a decoder or a state machine.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use config::{
     BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, Origin,
     SlowConsumerPolicy, ThreadingMode, Transport, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,

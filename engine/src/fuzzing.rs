@@ -1,0 +1,1 @@
+//! Fuzz entry points (see `fuzz/`). Filled in by the fuzzing work.
