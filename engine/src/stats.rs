@@ -7,7 +7,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::io::{BackendKind, BackendReport};
 
-/// A monotonically increasing counter with one writer (an agent) and many readers.
+/// A monotonically increasing counter with one writer (an agent) and many readers;
+/// it saturates instead of wrapping.
 #[derive(Debug, Default)]
 pub(crate) struct Counter(AtomicU64);
 
@@ -16,13 +17,16 @@ impl Counter {
     /// locked read-modify-write on the hot path).
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+        self.0
+            .store(self.0.load(Relaxed).saturating_add(n), Relaxed);
     }
 
-    /// Adds `n` from any thread.
+    /// Adds `n` from any thread (saturating: one that would wrap stays at the top).
     #[inline]
     pub(crate) fn add_shared(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
+        if self.0.fetch_add(n, Relaxed).checked_add(n).is_none() {
+            self.0.store(u64::MAX, Relaxed);
+        }
     }
 
     /// Sets the value (for counters mirrored from a protocol state machine).
@@ -62,6 +66,12 @@ pub(crate) struct SenderCounters {
     pub heartbeats: Counter,
     pub snapshots: Counter,
     pub cache_refused: Counter,
+    pub receivers_unpaced: Counter,
+    pub receivers_evicted: Counter,
+    pub status_clamped: Counter,
+    pub repair_limited: Counter,
+    pub nak_clamped: Counter,
+    pub retransmit_bytes: Counter,
     pub next_seq: Counter,
     pub acked: Counter,
     pub left_behind: Counter,
@@ -85,6 +95,8 @@ pub(crate) struct ReceiverCounters {
     pub snapshot_messages: Counter,
     pub before_snapshot: Counter,
     pub snapshot_timeouts: Counter,
+    pub reassembly_refused: Counter,
+    pub implausible: Counter,
     pub ring_full_drops: Counter,
     pub recv_errors: Counter,
     pub truncated: Counter,
@@ -198,6 +210,19 @@ pub struct Stats {
     pub snapshots_sent: u64,
     /// Topics not taken into a full last-value cache.
     pub cache_refused: u64,
+    /// Receivers left out of flow control for never acknowledging data within the
+    /// receiver timeout (a fake receiver stalls a publisher that long at most).
+    pub receivers_unpaced: u64,
+    /// Receivers dropped from flow control to make room (1,024 at most).
+    pub receivers_evicted: u64,
+    /// Status messages claiming a position past what was sent, clamped.
+    pub status_clamped: u64,
+    /// NAKs whose retransmissions waited for the repair budget (`repair_share`).
+    pub repair_limited: u64,
+    /// NAK ranges cut to the amplification ceiling (256 datagrams a NAK).
+    pub nak_clamped: u64,
+    /// Bytes retransmitted (with `naks_received`, the amplification NAKs caused).
+    pub retransmit_bytes: u64,
     /// Valid datagrams received.
     pub datagrams_received: u64,
     /// Messages received (before topic filtering).
@@ -230,6 +255,11 @@ pub struct Stats {
     pub before_snapshot: u64,
     /// Late joins whose snapshot did not come within a second (joined live).
     pub snapshot_timeouts: u64,
+    /// Fragmented messages not reassembled (the reassembly memory bound was reached),
+    /// each reported lost.
+    pub reassembly_refused: u64,
+    /// Data and heartbeats rejected for jumping implausibly far ahead of their session.
+    pub implausible: u64,
     /// Data and heartbeats of another network ID, ignored (never delivered).
     pub foreign_network: u64,
     /// Messages past their time to live at delivery, dropped (each reported to the
@@ -328,6 +358,12 @@ impl Stats {
             ("heartbeats_sent", self.heartbeats_sent),
             ("snapshots_sent", self.snapshots_sent),
             ("cache_refused", self.cache_refused),
+            ("receivers_unpaced", self.receivers_unpaced),
+            ("receivers_evicted", self.receivers_evicted),
+            ("status_clamped", self.status_clamped),
+            ("repair_limited", self.repair_limited),
+            ("nak_clamped", self.nak_clamped),
+            ("retransmit_bytes", self.retransmit_bytes),
             ("datagrams_received", self.datagrams_received),
             ("messages_received", self.messages_received),
             ("bytes_received", self.bytes_received),
@@ -345,6 +381,8 @@ impl Stats {
             ("snapshot_messages", self.snapshot_messages),
             ("before_snapshot", self.before_snapshot),
             ("snapshot_timeouts", self.snapshot_timeouts),
+            ("reassembly_refused", self.reassembly_refused),
+            ("implausible", self.implausible),
             ("ring_full_drops", self.ring_full_drops),
             ("unmatched", self.unmatched),
             ("delivered_direct", self.delivered_direct),
@@ -418,6 +456,12 @@ impl Counters {
             heartbeats_sent: self.tx.heartbeats.get(),
             snapshots_sent: self.tx.snapshots.get(),
             cache_refused: self.tx.cache_refused.get(),
+            receivers_unpaced: self.tx.receivers_unpaced.get(),
+            receivers_evicted: self.tx.receivers_evicted.get(),
+            status_clamped: self.tx.status_clamped.get(),
+            repair_limited: self.tx.repair_limited.get(),
+            nak_clamped: self.tx.nak_clamped.get(),
+            retransmit_bytes: self.tx.retransmit_bytes.get(),
             naks_sent: self.rx.naks_sent.get(),
             naks_suppressed: self.rx.naks_suppressed.get(),
             sessions_gone: self.rx.sessions_gone.get(),
@@ -444,6 +488,8 @@ impl Counters {
             snapshot_messages: self.rx.snapshot_messages.get(),
             before_snapshot: self.rx.before_snapshot.get(),
             snapshot_timeouts: self.rx.snapshot_timeouts.get(),
+            reassembly_refused: self.rx.reassembly_refused.get(),
+            implausible: self.rx.implausible.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),

@@ -709,6 +709,14 @@ impl ReceiverAgent {
                 publisher_timeout: config.publisher_timeout,
                 status_every: status_every(max_payload),
                 network: config.network_id(),
+                // Twice the largest window a publisher with this node's settings
+                // keeps, and never less than the default.
+                max_jump: (2 * (config.retransmit_window / max_payload.max(1)) as u64)
+                    .max(crate::proto::ReceiverConfig::default().max_jump),
+                // Room for a few of the largest messages at once.
+                reassembly_bytes: crate::proto::ReceiverConfig::default()
+                    .reassembly_bytes
+                    .max(config.max_message.saturating_mul(4)),
                 ..Default::default()
             }),
             subs: Vec::new(),
@@ -925,6 +933,8 @@ impl ReceiverAgent {
         c.snapshot_messages.set(pc.snapshot_messages);
         c.before_snapshot.set(pc.before_snapshot);
         c.snapshot_timeouts.set(pc.snapshot_timeouts);
+        c.reassembly_refused.set(pc.reassembly_refused);
+        c.implausible.set(pc.implausible);
         c.malformed.set(pc.malformed);
         c.foreign.set(pc.foreign);
         c.sessions.set(pc.sessions);

@@ -60,6 +60,7 @@ pub(crate) fn publisher_config(
         receiver_timeout: RECEIVER_TIMEOUT,
         startup_grace: crate::proto::publisher::STARTUP_GRACE,
         rate_limit: config.rate_limit,
+        repair_share: config.repair_share,
     }
 }
 
@@ -230,6 +231,14 @@ impl SenderAgent {
         c.heartbeats.set(m.heartbeats);
         c.snapshots.set(m.snapshots);
         c.cache_refused.set(self.machine.cache_refused());
+        c.receivers_unpaced
+            .set(self.machine.flow_counters().unpaced);
+        c.receivers_evicted
+            .set(self.machine.flow_counters().evicted);
+        c.status_clamped.set(self.machine.flow_counters().clamped);
+        c.repair_limited.set(m.repair_limited);
+        c.nak_clamped.set(m.nak_clamped);
+        c.retransmit_bytes.set(m.retransmit_bytes);
     }
 
     /// Inline `offer` from a publisher whose ring is empty: the message goes straight

@@ -197,6 +197,7 @@ pub struct Config {
     pub(crate) flow_control: FlowControlStrategy,
     pub(crate) receiver_tag: u32,
     pub(crate) rate_limit: Option<u64>,
+    pub(crate) repair_share: u32,
     pub(crate) gso: bool,
     pub(crate) gro: bool,
     pub(crate) busy_poll: Option<Duration>,
@@ -248,6 +249,7 @@ impl Default for Config {
             flow_control: FlowControlStrategy::default(),
             receiver_tag: 0,
             rate_limit: None,
+            repair_share: 100,
             gso: true,
             gro: true,
             busy_poll: None,
@@ -598,6 +600,15 @@ impl ConfigBuilder {
     /// back-pressure reaches `offer`. Default `None`: no limit.
     pub fn rate_limit(mut self, bytes_per_sec: Option<u64>) -> Self {
         self.0.rate_limit = bytes_per_sec;
+        self
+    }
+
+    /// Caps what a publisher retransmits for NAKs, in bytes per 100 bytes of data
+    /// it sent (on top of one retransmit window, and of one window per second while
+    /// flow control holds it back): a storm of NAKs, forged or not, cannot make it
+    /// send more. Default 100: repair may double the traffic, no more.
+    pub fn repair_share(mut self, percent: u32) -> Self {
+        self.0.repair_share = percent;
         self
     }
 

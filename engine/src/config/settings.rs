@@ -439,6 +439,16 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |c| opt(c.rate_limit, |r| r.to_string())
     ),
     setting!(
+        "repair_share",
+        "percent",
+        "Retransmitted bytes a publisher may send per 100 bytes of data",
+        |c, v| c.repair_share = v
+            .trim_end_matches('%')
+            .parse()
+            .map_err(|_| format!("{v:?} is not a percentage (0 or more)"))?,
+        |c| format!("{}%", c.repair_share)
+    ),
+    setting!(
         "gso",
         "bool",
         "UDP GSO on send where the kernel has it",
@@ -912,6 +922,7 @@ mod tests {
             flow_control: _,
             receiver_tag: _,
             rate_limit: _,
+            repair_share: _,
             gso: _,
             gro: _,
             busy_poll: _,
@@ -957,6 +968,7 @@ mod tests {
             "flow_control",
             "receiver_tag",
             "rate_limit",
+            "repair_share",
             "gso",
             "gro",
             "busy_poll",

@@ -25,19 +25,55 @@ struct Peer {
     window: u32,
     tag: u32,
     last_heard: Instant,
+    /// Whether its position ever moved, and since when it has been behind what was
+    /// sent (`None`: it has everything): one that never moved stops pacing the
+    /// session once it has been behind for the timeout ([`FlowControl::expire`]).
+    advanced: bool,
+    behind_since: Option<Instant>,
+    /// Left out of pacing for never acknowledging.
+    unpaced: bool,
 }
 
 impl Peer {
+    /// Notes whether it is behind what the session sent or wants to send (everything
+    /// before `wanted`).
+    fn behind(&mut self, now: Instant, wanted: u64) {
+        if self.next_seq >= wanted {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(now);
+        }
+    }
+
     /// First sequence number past this receiver's window.
     fn edge(&self) -> u64 {
         self.next_seq.saturating_add(u64::from(self.window))
     }
 }
 
+/// Receivers a session keeps in flow control at most (the one heard least recently
+/// makes room for a new one, counted).
+pub const MAX_RECEIVERS: usize = 1024;
+
+/// What hostile or confused status messages made flow control do (counters).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// Status positions past what the session has sent, clamped to it.
+    pub clamped: u64,
+    /// Receivers forgotten to make room (the table is full).
+    pub evicted: u64,
+    /// Receivers left out of pacing for never acknowledging data they could have
+    /// received within the timeout.
+    pub unpaced: u64,
+}
+
 /// The flow-control state of one publishing session.
 #[derive(Debug)]
 pub struct FlowControl {
     peers: Vec<Peer>,
+    counters: FlowCounters,
+    /// Everything before it was sent, or is waiting to be (held back by the limit).
+    wanted: u64,
     timeout: Duration,
     strategy: FlowControlStrategy,
     /// Datagrams the publisher keeps for retransmission, when it does.
@@ -52,6 +88,8 @@ impl FlowControl {
     pub fn new(timeout: Duration, strategy: FlowControlStrategy) -> Self {
         FlowControl {
             peers: Vec::new(),
+            counters: FlowCounters::default(),
+            wanted: 0,
             timeout,
             strategy,
             retained: None,
@@ -83,34 +121,83 @@ impl FlowControl {
         self
     }
 
-    /// Records a status from receiver `id` (carrying `tag`, 0 when untagged).
-    /// Positions never move backwards.
-    pub fn on_status(&mut self, now: Instant, id: u64, next_seq: u64, window: u32, tag: u32) {
+    /// Records a status from receiver `id` (carrying `tag`, 0 when untagged) when the
+    /// session has sent everything before `sent`. Positions never move backwards, nor
+    /// past what was sent (clamped, counted): a forged status cannot take a receiver
+    /// out of pacing by claiming data that does not exist.
+    pub fn on_status(
+        &mut self,
+        now: Instant,
+        id: u64,
+        next_seq: u64,
+        window: u32,
+        tag: u32,
+        sent: u64,
+    ) {
+        if next_seq > sent {
+            self.counters.clamped = self.counters.clamped.saturating_add(1);
+        }
+        let next_seq = next_seq.min(sent);
         match self.peers.iter_mut().find(|p| p.id == id) {
             Some(p) => {
+                if next_seq > p.next_seq {
+                    // acknowledging: it paces (again)
+                    p.advanced = true;
+                    p.unpaced = false;
+                }
                 p.next_seq = p.next_seq.max(next_seq);
+                p.behind(now, self.wanted.max(sent));
                 p.window = window;
                 p.tag = tag;
                 p.last_heard = now;
             }
-            None => self.peers.push(Peer {
-                id,
-                next_seq,
-                window,
-                tag,
-                last_heard: now,
-            }),
+            None => {
+                if self.peers.len() >= MAX_RECEIVERS {
+                    // The one heard least recently makes room.
+                    if let Some(i) = (0..self.peers.len()).min_by_key(|&i| self.peers[i].last_heard)
+                    {
+                        self.peers.swap_remove(i);
+                        self.counters.evicted = self.counters.evicted.saturating_add(1);
+                    }
+                }
+                self.peers.push(Peer {
+                    id,
+                    next_seq,
+                    window,
+                    tag,
+                    last_heard: now,
+                    advanced: false,
+                    behind_since: (next_seq < self.wanted.max(sent)).then_some(now),
+                    unpaced: false,
+                })
+            }
         }
         if self.pacing().next().is_some() {
             self.startup_until = None;
         }
     }
 
-    /// Forgets receivers not heard from within the timeout.
-    pub fn expire(&mut self, now: Instant) {
+    /// Forgets receivers not heard from within the timeout, and leaves out of pacing
+    /// those that never acknowledged anything while behind what was sent (everything
+    /// before `sent`) for longer than the timeout: a fake receiver that stays at
+    /// position 0 stalls a publisher for the timeout at most. (One that ever moved
+    /// keeps pacing however slow it is: that is what `Min` flow control promises.)
+    pub fn expire(&mut self, now: Instant, sent: u64) {
         let timeout = self.timeout;
         self.peers
             .retain(|p| now.saturating_duration_since(p.last_heard) <= timeout);
+        let wanted = self.wanted.max(sent);
+        for p in &mut self.peers {
+            p.behind(now, wanted);
+            let stale = !p.advanced
+                && !p.unpaced
+                && p.behind_since
+                    .is_some_and(|t| now.saturating_duration_since(t) > timeout);
+            if stale {
+                p.unpaced = true;
+                self.counters.unpaced = self.counters.unpaced.saturating_add(1);
+            }
+        }
         if self.startup_until.is_some_and(|t| t <= now) {
             self.startup_until = None;
         }
@@ -123,7 +210,10 @@ impl FlowControl {
         let peer = self
             .peers
             .iter()
-            .map(|p| p.last_heard)
+            .map(|p| match (p.advanced || p.unpaced, p.behind_since) {
+                (false, Some(t)) => t.min(p.last_heard),
+                _ => p.last_heard,
+            })
             .min()
             .map(|t| t + self.timeout + Duration::from_nanos(1));
         match (peer, self.startup_until) {
@@ -141,7 +231,7 @@ impl FlowControl {
         };
         self.peers
             .iter()
-            .filter(move |p| tag.is_none_or(|t| p.tag == t))
+            .filter(move |p| !p.unpaced && tag.is_none_or(|t| p.tag == t))
     }
 
     /// First datagram sequence number the session may not send yet, or `None` when no
@@ -190,9 +280,24 @@ impl FlowControl {
         self.peers.iter().filter(|p| p.edge() < bar).count()
     }
 
+    /// The session would send everything before `seq` but the limit holds it back:
+    /// the receivers behind it are waited for from now (see [`expire`](Self::expire)).
+    pub fn want(&mut self, now: Instant, seq: u64) {
+        self.wanted = self.wanted.max(seq);
+        let wanted = self.wanted;
+        for p in &mut self.peers {
+            p.behind(now, wanted);
+        }
+    }
+
     /// Receivers currently counted.
     pub fn receivers(&self) -> usize {
         self.peers.len()
+    }
+
+    /// What hostile or confused status messages made it do.
+    pub fn counters(&self) -> FlowCounters {
+        self.counters
     }
 }
 
@@ -274,6 +379,9 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    /// What the session has sent, in the tests that do not care.
+    const SENT: u64 = 1 << 40;
+
     const T: Duration = Duration::from_secs(1);
 
     fn ms(t0: Instant, ms: u64) -> Instant {
@@ -285,15 +393,15 @@ mod tests {
         let t0 = Instant::now();
         let mut f = FlowControl::new(Duration::from_secs(1), FlowControlStrategy::Min)
             .with_retransmit_window(64);
-        f.on_status(t0, 1, 100, 1000, 0);
+        f.on_status(t0, 1, 100, 1000, 0, SENT);
         assert_eq!(f.limit(), Some(164), "the window would allow 1100");
-        f.on_status(t0, 2, 90, 20, 0);
+        f.on_status(t0, 2, 90, 20, 0, SENT);
         assert_eq!(f.limit(), Some(110), "a small window still wins");
         // Max leaves the slow behind: no cap
         let mut m = FlowControl::new(Duration::from_secs(1), FlowControlStrategy::Max)
             .with_retransmit_window(64);
-        m.on_status(t0, 1, 100, 1000, 0);
-        m.on_status(t0, 2, 10, 1000, 0);
+        m.on_status(t0, 1, 100, 1000, 0, SENT);
+        m.on_status(t0, 2, 10, 1000, 0, SENT);
         assert_eq!(m.limit(), Some(1100));
     }
 
@@ -302,19 +410,19 @@ mod tests {
         let t0 = Instant::now();
         let mut f = FlowControl::new(T, FlowControlStrategy::Min);
         assert_eq!(f.limit(), None);
-        f.on_status(t0, 1, 100, 10, 0);
-        f.on_status(t0, 2, 50, 20, 0);
+        f.on_status(t0, 1, 100, 10, 0, SENT);
+        f.on_status(t0, 2, 50, 20, 0, SENT);
         assert_eq!(f.limit(), Some(70));
         assert_eq!(f.acked(), Some(50));
         assert_eq!(f.left_behind(70), 0);
         // stale reordering never moves a position back
-        f.on_status(t0, 2, 40, 20, 0);
+        f.on_status(t0, 2, 40, 20, 0, SENT);
         assert_eq!(f.limit(), Some(70));
-        f.on_status(ms(t0, 900), 1, 120, 10, 0);
-        f.expire(ms(t0, 1500));
+        f.on_status(ms(t0, 900), 1, 120, 10, 0, SENT);
+        f.expire(ms(t0, 1500), SENT);
         assert_eq!(f.receivers(), 1);
         assert_eq!(f.limit(), Some(130));
-        f.expire(ms(t0, 3000));
+        f.expire(ms(t0, 3000), SENT);
         assert_eq!(f.limit(), None);
         assert_eq!(f.acked(), None);
     }
@@ -323,9 +431,9 @@ mod tests {
     fn min_never_marks_a_receiver_even_when_its_window_shrinks() {
         let t0 = Instant::now();
         let mut f = FlowControl::new(T, FlowControlStrategy::Min);
-        f.on_status(t0, 1, 100, 50, 0);
+        f.on_status(t0, 1, 100, 50, 0, SENT);
         // the publisher reached 150, then the receiver's window shrank
-        f.on_status(t0, 1, 100, 10, 0);
+        f.on_status(t0, 1, 100, 10, 0, SENT);
         assert_eq!(f.limit(), Some(110));
         assert_eq!(f.left_behind(150), 0);
     }
@@ -336,9 +444,9 @@ mod tests {
         let mut f = FlowControl::new(T, FlowControlStrategy::Max);
         assert_eq!(f.limit(), None);
         assert_eq!(f.left_behind(1000), 0);
-        f.on_status(t0, 1, 100, 10, 0);
-        f.on_status(t0, 2, 50, 20, 0);
-        f.on_status(t0, 3, 10, 5, 7);
+        f.on_status(t0, 1, 100, 10, 0, SENT);
+        f.on_status(t0, 2, 50, 20, 0, SENT);
+        f.on_status(t0, 3, 10, 5, 7, SENT);
         assert_eq!(f.limit(), Some(110));
         assert_eq!(f.acked(), Some(100));
         // the publisher has sent up to 60: only receiver 3 (edge 15) was overrun
@@ -346,14 +454,14 @@ mod tests {
         // at 110 receiver 2 (edge 70) is behind as well; the pacer never is
         assert_eq!(f.left_behind(110), 2);
         // a slow receiver that caught up, with a smaller window, is no longer marked
-        f.on_status(ms(t0, 100), 2, 110, 4, 0);
-        f.on_status(ms(t0, 100), 3, 110, 4, 7);
+        f.on_status(ms(t0, 100), 2, 110, 4, 0, SENT);
+        f.on_status(ms(t0, 100), 3, 110, 4, 7, SENT);
         assert_eq!(f.left_behind(110), 0);
         // the fast one goes quiet: the next fastest takes over
-        f.expire(ms(t0, 1050));
+        f.expire(ms(t0, 1050), SENT);
         assert_eq!(f.receivers(), 2);
         assert_eq!(f.limit(), Some(114));
-        f.expire(ms(t0, 2000));
+        f.expire(ms(t0, 2000), SENT);
         assert_eq!(f.limit(), None);
     }
 
@@ -363,27 +471,27 @@ mod tests {
         let mut f = FlowControl::new(T, FlowControlStrategy::Tagged(9));
         // receiver 1 is untagged (and slowest), receiver 2 has another tag: with no
         // tagged receiver live the publisher is unconstrained, everyone overrun marked
-        f.on_status(t0, 1, 10, 10, 0);
-        f.on_status(t0, 2, 50, 10, 3);
+        f.on_status(t0, 1, 10, 10, 0, SENT);
+        f.on_status(t0, 2, 50, 10, 3, SENT);
         assert_eq!(f.limit(), None);
         assert_eq!(f.acked(), None);
         assert_eq!(f.left_behind(40), 1);
         assert_eq!(f.left_behind(100), 2);
-        f.on_status(t0, 3, 100, 20, 9);
-        f.on_status(ms(t0, 500), 4, 90, 20, 9);
+        f.on_status(t0, 3, 100, 20, 9, SENT);
+        f.on_status(ms(t0, 500), 4, 90, 20, 9, SENT);
         assert_eq!(f.limit(), Some(110), "slowest tagged receiver");
         assert_eq!(f.acked(), Some(90));
         assert_eq!(f.left_behind(110), 2);
         assert_eq!(f.left_behind(15), 0);
         // the tagged receivers expire one by one
-        f.on_status(ms(t0, 1200), 1, 10, 10, 0);
-        f.expire(ms(t0, 1200));
+        f.on_status(ms(t0, 1200), 1, 10, 10, 0, SENT);
+        f.expire(ms(t0, 1200), SENT);
         assert_eq!(f.limit(), Some(110));
-        f.expire(ms(t0, 1600));
+        f.expire(ms(t0, 1600), SENT);
         assert_eq!(f.limit(), None);
         assert_eq!(f.receivers(), 1);
         // a receiver that changes its tag changes its role
-        f.on_status(ms(t0, 1700), 1, 12, 10, 9);
+        f.on_status(ms(t0, 1700), 1, 12, 10, 9, SENT);
         assert_eq!(f.limit(), Some(22));
         assert_eq!(f.left_behind(22), 0);
     }

@@ -15,6 +15,8 @@ pub mod retransmit;
 pub mod sender;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod sim_tests;
 
 pub use discovery::{

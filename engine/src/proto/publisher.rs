@@ -77,6 +77,8 @@ pub struct PublisherConfig {
     pub startup_grace: Duration,
     /// Bytes per second at most (bursts of a batch or 1 ms worth, whichever is larger).
     pub rate_limit: Option<u64>,
+    /// Retransmitted bytes allowed per 100 bytes of data sent (see [`RepairBudget`]).
+    pub repair_share: u32,
 }
 
 impl PublisherConfig {
@@ -97,6 +99,7 @@ impl PublisherConfig {
             receiver_timeout: Duration::from_secs(1),
             startup_grace: STARTUP_GRACE,
             rate_limit: None,
+            repair_share: 100,
         }
     }
 
@@ -238,12 +241,83 @@ pub struct PublisherCounters {
     pub naks_received: u64,
     /// Datagrams retransmitted.
     pub retransmits: u64,
+    /// Bytes of those.
+    pub retransmit_bytes: u64,
+    /// NAK ranges cut to [`MAX_NAK_SPAN`] datagrams (the amplification ceiling).
+    pub nak_clamped: u64,
+    /// NAKs whose retransmissions were held back by the repair budget.
+    pub repair_limited: u64,
     /// Heartbeats sent.
     pub heartbeats: u64,
     /// Snapshot bursts put in the stream for late joiners.
     pub snapshots: u64,
     /// Snapshot entries sent in them.
     pub snapshot_messages: u64,
+}
+
+/// Datagrams one NAK can have retransmitted at most: a NAK (48 bytes) costs the
+/// publisher at most this many datagrams, whatever range it names (a receiver asks
+/// again for the rest).
+pub const MAX_NAK_SPAN: u64 = 256;
+
+/// Retransmit windows per second the repair budget refills by, whatever is sent.
+pub const REFILL_PER_SEC: u128 = 4;
+
+/// What retransmissions may cost, in bytes: a share of the data sent
+/// (`repair_share` bytes per 100), kept in a bucket no larger than the retransmit
+/// window (which it starts with); it also refills by [`REFILL_PER_SEC`] windows per
+/// second, so a repair never waits for data that is not coming (an idle publisher's
+/// tail, or a session that flow control holds back until the repair is done). Over
+/// a session, retransmitted bytes stay below one window + `repair_share`% of the
+/// data + four windows per second: a NAK storm gets no more than that.
+#[derive(Debug)]
+pub struct RepairBudget {
+    tokens: u64,
+    cap: u64,
+    share: u64,
+    at: Instant,
+}
+
+impl RepairBudget {
+    fn new(cap: u64, share: u32, now: Instant) -> Self {
+        RepairBudget {
+            tokens: cap,
+            cap,
+            share: u64::from(share),
+            at: now,
+        }
+    }
+
+    /// Data bytes were sent.
+    fn earn(&mut self, bytes: u64) {
+        let more = bytes.saturating_mul(self.share) / 100;
+        self.tokens = self.tokens.saturating_add(more).min(self.cap);
+    }
+
+    /// Refills for the time passed ([`REFILL_PER_SEC`] windows per second).
+    fn refill(&mut self, now: Instant) {
+        let ns = now.saturating_duration_since(self.at).as_nanos();
+        let more = ns.saturating_mul(u128::from(self.cap) * REFILL_PER_SEC) / 1_000_000_000;
+        let more = u64::try_from(more).unwrap_or(u64::MAX);
+        self.tokens = self.tokens.saturating_add(more).min(self.cap);
+        self.at = now;
+    }
+
+    /// Datagrams of `size` bytes it pays for now.
+    fn affordable(&self, size: u64) -> usize {
+        (self.tokens / size.max(1)).min(usize::MAX as u64) as usize
+    }
+
+    /// When a datagram of `size` bytes is next affordable (`None`: never, the
+    /// bucket being empty).
+    fn ready_at(&self, size: u64) -> Option<Instant> {
+        if self.cap == 0 {
+            return None;
+        }
+        let short = size.saturating_sub(self.tokens);
+        let ns = u128::from(short) * 1_000_000_000 / (u128::from(self.cap) * REFILL_PER_SEC);
+        Some(self.at + Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64))
+    }
 }
 
 fn bump(c: &mut u64, n: usize) {
@@ -294,6 +368,10 @@ pub struct Publisher {
     burst: VecDeque<(String, Value)>,
     burst_first: bool,
     last_burst: Option<Instant>,
+    /// What retransmissions may still cost.
+    repair: RepairBudget,
+    /// The largest datagram the session builds.
+    max_datagram: u64,
 }
 
 /// A snapshot is sent at most this often (late joiners asking meanwhile share it).
@@ -349,6 +427,12 @@ impl Publisher {
             burst: VecDeque::new(),
             burst_first: false,
             last_burst: None,
+            repair: RepairBudget::new(
+                (slots as u64 - 1).saturating_mul(cfg.max_payload as u64),
+                cfg.repair_share,
+                now,
+            ),
+            max_datagram: cfg.max_payload as u64,
         }
     }
 
@@ -370,6 +454,11 @@ impl Publisher {
     /// Receivers currently holding a place in flow control.
     pub fn receivers(&self) -> usize {
         self.flow.receivers()
+    }
+
+    /// What hostile or confused status messages made flow control do.
+    pub fn flow_counters(&self) -> super::flow::FlowCounters {
+        self.flow.counters()
     }
 
     /// The pacing position (see [`FlowControl::acked`]).
@@ -404,6 +493,16 @@ impl Publisher {
     /// Whether a message is half fragmented (the same message must be offered again).
     pub fn in_message(&self) -> bool {
         self.frag.is_some()
+    }
+
+    /// Flow control holds back the next `datagrams`: the receivers it waits for are
+    /// timed from now (one that never acknowledges stops pacing after the timeout).
+    fn held_back(&mut self, now: Instant, datagrams: u64) {
+        self.flow
+            .want(now, self.stream.next_seq().saturating_add(datagrams));
+        if let Some(at) = self.flow.next_expiry() {
+            self.timers.set(Timer::ReceiverExpiry, at);
+        }
     }
 
     /// Everything sealed before the unsent ones was handed out.
@@ -589,6 +688,7 @@ impl Publisher {
             .acked()
             .is_none_or(|a| a >= self.stream.next_seq());
         if !self.window_allows(pieces) && !drained {
+            self.held_back(now, pieces);
             return Err(Blocked::FlowControl);
         }
         self.rate_allows(now)?;
@@ -607,6 +707,7 @@ impl Publisher {
         for _ in 0..2 {
             if self.pool[self.head].is_empty() {
                 if !self.window_allows(1) {
+                    self.held_back(now, 1);
                     return Err(Blocked::FlowControl);
                 }
                 self.rate_allows(now)?;
@@ -707,8 +808,9 @@ impl Publisher {
         }
         match Control::decode(bytes) {
             Ok(Control::Status(s)) if s.session == session => {
+                let sent = self.sent_up_to();
                 self.flow
-                    .on_status(now, s.receiver, s.next_seq, s.window, s.tag);
+                    .on_status(now, s.receiver, s.next_seq, s.window, s.tag, sent);
                 let held_off = self
                     .last_burst
                     .is_some_and(|t| now.saturating_duration_since(t) < SNAPSHOT_HOLDOFF);
@@ -748,11 +850,25 @@ impl Publisher {
             // Asked for what is no longer kept: say at once where the window starts.
             self.beat = Some(Beat::Now);
         }
-        let budget = self.budget - self.resend.len();
+        // The amplification ceiling: one NAK, whatever it names, costs at most
+        // MAX_NAK_SPAN datagrams of what the session sent.
+        let lo = from.max(r.oldest(sent_up_to));
+        let to = to.min(sent_up_to);
+        let to = if to.saturating_sub(lo) > MAX_NAK_SPAN {
+            bump(&mut self.counters.nak_clamped, 1);
+            lo + MAX_NAK_SPAN
+        } else {
+            to
+        };
+        self.repair.refill(now);
+        let affordable = self.repair.affordable(self.max_datagram);
+        let budget = (self.budget - self.resend.len()).min(affordable);
+        if budget == 0 && lo < to {
+            // kept for later (resumed when the budget allows)
+            bump(&mut self.counters.repair_limited, 1);
+        }
         let resend = &mut self.resend;
-        r.on_nak(now, from, to, sent_up_to, budget, &mut |seq| {
-            resend.push(seq)
-        });
+        r.on_nak(now, lo, to, sent_up_to, budget, &mut |seq| resend.push(seq));
     }
 
     /// The deadline (µs since the UNIX epoch) that the messages offered or claimed
@@ -795,7 +911,8 @@ impl Publisher {
                     self.heartbeat_every = (self.heartbeat_every * 2).min(self.max_heartbeat);
                 }
                 Timer::ReceiverExpiry => {
-                    self.flow.expire(now);
+                    let sent = self.sent_up_to();
+                    self.flow.expire(now, sent);
                     if let Some(at) = self.flow.next_expiry() {
                         self.timers.set(Timer::ReceiverExpiry, at);
                     }
@@ -803,7 +920,9 @@ impl Publisher {
                 Timer::RateLimit => {}
                 Timer::Resume => {
                     let sent_up_to = self.sent_up_to();
-                    let budget = self.budget - self.resend.len();
+                    self.repair.refill(now);
+                    let affordable = self.repair.affordable(self.max_datagram);
+                    let budget = (self.budget - self.resend.len()).min(affordable);
                     if let Some(r) = self.retransmit.as_mut() {
                         let resend = &mut self.resend;
                         r.resume(now, sent_up_to, budget, &mut |seq| resend.push(seq));
@@ -838,8 +957,11 @@ impl Publisher {
             }
             self.resend.clear();
             if k > 0 {
+                self.repair.tokens = self.repair.tokens.saturating_sub(total);
                 if send(Transmit::Retransmit, &refs[..k]) {
                     bump(&mut self.counters.retransmits, k);
+                    self.counters.retransmit_bytes =
+                        self.counters.retransmit_bytes.saturating_add(total);
                     if let Some(r) = self.rate.as_mut() {
                         r.consume(total);
                     }
@@ -868,6 +990,7 @@ impl Publisher {
             if send(Transmit::Data, &refs[..self.unsent]) {
                 bump(&mut self.counters.datagrams, self.unsent);
                 self.counters.bytes = self.counters.bytes.saturating_add(bytes);
+                self.repair.earn(bytes);
             } else {
                 bump(&mut self.counters.send_errors, self.unsent);
             }
@@ -894,7 +1017,12 @@ impl Publisher {
             done.heartbeats = 1;
         }
         if self.retransmit.as_ref().is_some_and(|r| r.has_pending()) {
-            self.timers.set(Timer::Resume, now);
+            // Resumed now, or when the repair budget allows one more datagram.
+            if self.repair.affordable(self.max_datagram) > 0 {
+                self.timers.set(Timer::Resume, now);
+            } else if let Some(at) = self.repair.ready_at(self.max_datagram) {
+                self.timers.set(Timer::Resume, at.max(now));
+            }
         }
         done
     }
@@ -1066,6 +1194,8 @@ mod tests {
         }
         // a third datagram would pass the window of 2
         assert_eq!(p.offer(t0, "/t", &[4; 50]), Err(Blocked::FlowControl));
+        // (a receiver has only what was sent)
+        drain(&mut p, t0);
         status(&mut p, t0, 1, 1, 2);
         p.offer(t0, "/t", &[4; 50]).unwrap();
         // a message wider than the window waits until everything before it arrived

@@ -108,6 +108,19 @@ pub struct ReceiverConfig {
     pub snapshots: bool,
     /// This node's network ID: datagrams of other networks are ignored (counted).
     pub network: u32,
+    /// A datagram or heartbeat more than this many datagrams ahead of what its session
+    /// is known to have sent is rejected (counted as implausible), not adopted: one
+    /// forged heartbeat must neither declare a session's data lost nor move the
+    /// session out of its publisher's reach. A real session that did jump further (a
+    /// receiver cut off for longer than that) is declared gone after
+    /// `publisher_timeout` and joined again at its live position.
+    pub max_jump: u64,
+    /// Bytes held out of order over all sessions before the oldest gap is given up
+    /// (with `reorder_limit`, the count of datagrams).
+    pub reorder_bytes: usize,
+    /// Bytes of reassembly buffers over all sessions: a fragmented message that would
+    /// pass it is reported lost (counted as refused) instead of buffered.
+    pub reassembly_bytes: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -126,6 +139,9 @@ impl Default for ReceiverConfig {
             status_every: u32::MAX,
             snapshots: true,
             network: 0,
+            max_jump: 1 << 16,
+            reorder_bytes: 64 << 20,
+            reassembly_bytes: 64 << 20,
         }
     }
 }
@@ -182,6 +198,12 @@ pub struct ReceiverCounters {
     pub snapshot_skipped: u64,
     /// Sessions whose snapshot did not come within [`SNAPSHOT_WAIT`] (joined live).
     pub snapshot_timeouts: u64,
+    /// Datagrams and heartbeats rejected for jumping implausibly far ahead of their
+    /// session ([`ReceiverConfig::max_jump`]).
+    pub implausible: u64,
+    /// Fragmented messages not reassembled because the reassembly bound was reached
+    /// (each reported lost).
+    pub reassembly_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -272,16 +294,29 @@ impl Session {
         matches!(self.snap, Snap::Waiting { .. } | Snap::Rejoin)
     }
 
+    /// Whether a datagram `seq` starting message `msg` (or a heartbeat at that
+    /// position) jumps further ahead than a real publisher could have sent: more than
+    /// `max_jump` datagrams past the highest one known, or more messages than that many
+    /// datagrams can hold (a late joiner waiting for its snapshot has no message
+    /// position yet).
+    fn implausible(&self, seq: u64, msg: u64, max_jump: u64) -> bool {
+        let base = self.highest.max(self.next_seq);
+        if seq > base.saturating_add(max_jump) {
+            return true;
+        }
+        !self.waiting() && too_many_messages((self.next_seq, self.next_msg), (seq, msg))
+    }
+
     /// Starts the session over at datagram `seq` whose first new message is `msg`
     /// (a late joiner joins at its snapshot): nothing before is owed. Returns how
-    /// many held datagrams it let go (into `pool`).
-    fn rejoin_at(&mut self, seq: u64, msg: u64, pool: &mut Vec<Vec<u8>>) -> usize {
+    /// many held datagrams it let go (into `pool`), and their bytes.
+    fn rejoin_at(&mut self, seq: u64, msg: u64, pool: &mut Vec<Vec<u8>>) -> (usize, usize) {
         let held = self.held.len();
-        pool.extend(
-            std::mem::take(&mut self.held)
-                .into_values()
-                .map(|h| h.bytes),
-        );
+        let mut bytes = 0;
+        for h in std::mem::take(&mut self.held).into_values() {
+            bytes += h.bytes.len();
+            recycle(pool, h.bytes);
+        }
         self.next_seq = seq;
         self.next_msg = msg;
         self.highest = seq;
@@ -290,7 +325,7 @@ impl Session {
         self.naked_upto = seq;
         self.asm.active = false;
         self.close_gap();
-        held
+        (held, bytes)
     }
     fn missing(&self) -> bool {
         self.highest > self.next_seq
@@ -347,6 +382,12 @@ pub const JOIN_FROM_START: u64 = 64;
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 /// How often a late joiner asks for the snapshot while it waits.
 pub const SNAPSHOT_ASK: Duration = Duration::from_millis(100);
+/// Most frames (so messages) one datagram carries: its header counts them in 16 bits.
+const MAX_FRAMES: u64 = 1 << 16;
+/// Spare datagram buffers kept for reuse at most (the rest are freed).
+const POOL_KEEP: usize = 256;
+/// A reassembly buffer larger than this is freed when its message is done.
+const ASM_KEEP: usize = 256 << 10;
 
 /// The receive-side protocol state for every session heard on a group.
 #[derive(Debug)]
@@ -356,6 +397,10 @@ pub struct Receiver {
     counters: ReceiverCounters,
     pool: Vec<Vec<u8>>,
     held_total: usize,
+    /// Bytes of the datagrams held out of order.
+    held_bytes: usize,
+    /// Capacity of every session's reassembly buffer, and its bound.
+    asm: AsmBudget,
     naks: Vec<(SessionKey, u64, u64)>,
     /// Earliest NAK due.
     next_timeout: Option<Instant>,
@@ -384,6 +429,11 @@ impl Receiver {
             counters: ReceiverCounters::default(),
             pool: Vec::new(),
             held_total: 0,
+            held_bytes: 0,
+            asm: AsmBudget {
+                used: 0,
+                limit: cfg.reassembly_bytes,
+            },
             naks: Vec::new(),
             next_timeout: None,
             next_liveness: None,
@@ -407,6 +457,12 @@ impl Receiver {
     #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held_total
+    }
+
+    /// Bytes held out of order, and bytes of reassembly buffers.
+    #[cfg(test)]
+    pub fn memory(&self) -> (usize, usize) {
+        (self.held_bytes, self.asm.used)
     }
 
     fn random_delay(&mut self) -> Duration {
@@ -457,8 +513,8 @@ impl Receiver {
             self.next_liveness = Some(now + self.cfg.publisher_timeout / 4);
         }
         if !self.sessions.contains_key(&key) {
-            self.make_room();
-            self.counters.sessions += 1;
+            self.make_room(now, out);
+            add(&mut self.counters.sessions, 1);
             // A late joiner starts at the live position: nothing before is owed to it.
             self.sessions.insert(
                 key,
@@ -511,7 +567,7 @@ impl Receiver {
         let head = Header::decode(bytes);
         if head.is_ok_and(|h| h.network != self.cfg.network) {
             // Another network on the same group and port: not ours, not malformed.
-            self.counters.foreign += 1;
+            add(&mut self.counters.foreign, 1);
             return Ok(());
         }
         let kind = head.map(|h| h.kind);
@@ -523,7 +579,7 @@ impl Receiver {
                     Ok(())
                 }
                 Err(e) => {
-                    self.counters.malformed += 1;
+                    add(&mut self.counters.malformed, 1);
                     Err(e)
                 }
             };
@@ -531,7 +587,7 @@ impl Receiver {
         let (header, frames) = match Frames::decode(bytes, self.cfg.max_message) {
             Ok(d) => d,
             Err(e) => {
-                self.counters.malformed += 1;
+                add(&mut self.counters.malformed, 1);
                 return Err(e);
             }
         };
@@ -546,6 +602,9 @@ impl Receiver {
         } else {
             (header.seq, first_start)
         };
+        if !self.plausible(key, (header.seq, first_start), (join_seq, join_msg)) {
+            return Ok(());
+        }
         self.begin_session(now, key, (join_seq, join_msg), (cache, header.seq), out);
         let Some(s) = self.sessions.get_mut(&key) else {
             return Ok(());
@@ -556,20 +615,22 @@ impl Receiver {
             if !burst && s.snap != Snap::Rejoin {
                 // What this carries is in the snapshot to come, or follows it.
                 s.next_seq = s.next_seq.max(header.seq + 1);
-                self.counters.before_snapshot += 1;
+                add(&mut self.counters.before_snapshot, 1);
                 return Ok(());
             }
-            self.held_total -= s.rejoin_at(header.seq, first_start, &mut self.pool);
+            let (n, bytes) = s.rejoin_at(header.seq, first_start, &mut self.pool);
+            self.held_total -= n;
+            self.held_bytes -= bytes;
             s.snap = if burst { Snap::InBurst } else { Snap::Live };
         }
         if header.seq < s.next_seq || s.held.contains_key(&header.seq) {
-            self.counters.duplicates += 1;
+            add(&mut self.counters.duplicates, 1);
             return Ok(());
         }
         if header.seq > s.next_seq {
             if first_start < s.next_msg {
                 // Sequence moved forward while message numbers went back: not our sender.
-                self.counters.malformed += 1;
+                add(&mut self.counters.malformed, 1);
                 return Err(WireError::FragmentOutOfRange);
             }
             if !reliable {
@@ -578,6 +639,7 @@ impl Receiver {
                 let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
                 buf.extend_from_slice(bytes);
+                self.held_bytes += buf.len();
                 s.held.insert(
                     header.seq,
                     Held {
@@ -587,11 +649,13 @@ impl Receiver {
                 );
                 s.highest = s.highest.max(header.seq + 1);
                 self.held_total += 1;
-                self.counters.reordered += 1;
+                add(&mut self.counters.reordered, 1);
                 self.open_gap(now, key);
-                if self.held_total > self.cfg.reorder_limit {
+                if self.held_total > self.cfg.reorder_limit
+                    || self.held_bytes > self.cfg.reorder_bytes
+                {
                     // The session holding the most gives up its oldest gap.
-                    self.counters.lost_reorder_full += 1;
+                    add(&mut self.counters.lost_reorder_full, 1);
                     let victim = self
                         .sessions
                         .iter()
@@ -610,7 +674,7 @@ impl Receiver {
         }
         if s.gap_since.is_some() || s.highest > header.seq + 1 {
             // it fills a gap we knew of (held datagrams after it, or a heartbeat)
-            self.counters.repaired += 1;
+            add(&mut self.counters.repaired, 1);
             if let Some(t) = s.front_naked_at.take() {
                 let sample = now.saturating_duration_since(t);
                 s.repair_time = Some(match s.repair_time {
@@ -620,7 +684,15 @@ impl Receiver {
             }
         }
         s.highest = s.highest.max(header.seq + 1);
-        process(s, key, header, frames, &mut self.counters, out)?;
+        process(
+            s,
+            key,
+            header,
+            frames,
+            &mut self.counters,
+            &mut self.asm,
+            out,
+        )?;
         self.drain(now, key, out);
         Ok(())
     }
@@ -633,7 +705,7 @@ impl Receiver {
         cache: bool,
         out: &mut dyn FnMut(Delivery<'_>),
     ) {
-        self.counters.heartbeats += 1;
+        add(&mut self.counters.heartbeats, 1);
         let key = SessionKey {
             source,
             session: hb.session,
@@ -644,6 +716,9 @@ impl Receiver {
         } else {
             (hb.next_seq, hb.next_msg_seq)
         };
+        if !self.plausible(key, (hb.next_seq, hb.next_msg_seq), (join_seq, join_msg)) {
+            return;
+        }
         self.begin_session(now, key, (join_seq, join_msg), (cache, hb.next_seq), out);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
@@ -727,15 +802,19 @@ impl Receiver {
             };
             // Held datagrams a loss has jumped over (already reported) are let go.
             while let Some(stale) = s.held.first_entry().filter(|e| *e.key() < s.next_seq) {
+                let bytes = stale.remove().bytes;
                 self.held_total -= 1;
-                self.pool.push(stale.remove().bytes);
+                self.held_bytes -= bytes.len();
+                recycle(&mut self.pool, bytes);
             }
             if let Some(held) = s.held.remove(&s.next_seq) {
                 self.held_total -= 1;
+                self.held_bytes -= held.bytes.len();
                 if let Ok((header, frames)) = Frames::decode(&held.bytes, self.cfg.max_message) {
-                    let _ = process(s, key, header, frames, &mut self.counters, out);
+                    let c = &mut self.counters;
+                    let _ = process(s, key, header, frames, c, &mut self.asm, out);
                 }
-                self.pool.push(held.bytes);
+                recycle(&mut self.pool, held.bytes);
                 continue;
             }
             // Data older than what the publisher retains will never come: report it as
@@ -753,7 +832,7 @@ impl Receiver {
                     None => None,
                 };
                 if let Some(msg) = resume {
-                    self.counters.lost_beyond_window += 1;
+                    add(&mut self.counters.lost_beyond_window, 1);
                     lose_until(s, key, end, msg, &mut self.counters, out);
                     s.gap_since = None;
                     continue;
@@ -827,35 +906,7 @@ impl Receiver {
             .map(|(k, _)| *k)
             .collect();
         for key in silent {
-            // Nobody is left to repair what is missing: report it now.
-            for _ in 0..=self.cfg.reorder_limit {
-                let before = self.sessions.get(&key).map(|s| s.next_seq);
-                if !self.sessions.get(&key).is_some_and(|s| s.missing()) {
-                    break;
-                }
-                self.give_up_front_gap(now, key, out);
-                if self.sessions.get(&key).map(|s| s.next_seq) == before {
-                    break; // the end of the gap is unknown (no heartbeat told it)
-                }
-            }
-            if let Some(s) = self.sessions.get_mut(&key) {
-                if s.asm.active {
-                    // the rest of a fragmented message will not come either
-                    s.asm.active = false;
-                    self.counters.gaps += 1;
-                    self.counters.lost_messages += 1;
-                    out(Delivery::Loss {
-                        from: key,
-                        from_seq: s.next_msg,
-                        to_seq: s.next_msg + 1,
-                    });
-                    s.next_msg += 1;
-                }
-                s.gone = true;
-                s.close_gap();
-                self.counters.sessions_gone += 1;
-                out(Delivery::Gone { from: key });
-            }
+            self.declare_gone(now, key, out);
         }
         self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
         self.next_liveness = self
@@ -863,6 +914,43 @@ impl Receiver {
             .values()
             .any(|s| !s.gone)
             .then(|| now + timeout / 4);
+    }
+
+    /// A session's publisher is gone (silent, or its session evicted): what is still
+    /// missing is reported lost, then [`Delivery::Gone`]; its reassembly buffer is
+    /// freed.
+    fn declare_gone(&mut self, now: Instant, key: SessionKey, out: &mut dyn FnMut(Delivery<'_>)) {
+        // Nobody is left to repair what is missing: report it now.
+        for _ in 0..=self.cfg.reorder_limit {
+            let before = self.sessions.get(&key).map(|s| s.next_seq);
+            if !self.sessions.get(&key).is_some_and(|s| s.missing()) {
+                break;
+            }
+            self.give_up_front_gap(now, key, out);
+            if self.sessions.get(&key).map(|s| s.next_seq) == before {
+                break; // the end of the gap is unknown (no heartbeat told it)
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if s.asm.active {
+                // the rest of a fragmented message will not come either
+                s.asm.active = false;
+                add(&mut self.counters.gaps, 1);
+                add(&mut self.counters.lost_messages, 1);
+                out(Delivery::Loss {
+                    from: key,
+                    from_seq: s.next_msg,
+                    to_seq: s.next_msg + 1,
+                });
+                s.next_msg += 1;
+            }
+            s.gone = true;
+            s.close_gap();
+            self.asm.used -= s.asm.buf.capacity();
+            s.asm.buf = Vec::new();
+            add(&mut self.counters.sessions_gone, 1);
+            out(Delivery::Gone { from: key });
+        }
     }
 
     /// Sends due NAKs (into the queue read by [`poll_nak`](Self::poll_nak)), gives
@@ -897,7 +985,7 @@ impl Receiver {
                 .get(&key)
                 .is_some_and(|s| s.nak_attempts >= self.cfg.nak_retries);
             if expired {
-                self.counters.lost_nak_timeout += 1;
+                add(&mut self.counters.lost_nak_timeout, 1);
                 self.give_up_front_gap(now, key, out);
                 continue;
             }
@@ -938,7 +1026,7 @@ impl Receiver {
                     truncated = true;
                 }
             }
-            self.counters.naks += ranges as u64;
+            add(&mut self.counters.naks, ranges as u64);
             if asked_front {
                 s.nak_attempts += 1;
                 s.front_naked_at.get_or_insert(now);
@@ -994,7 +1082,7 @@ impl Receiver {
                 s.fresh_due = None;
             }
             s.sync_due();
-            self.counters.naks_suppressed += 1;
+            add(&mut self.counters.naks_suppressed, 1);
         }
         self.next_timeout = self.sessions.values().filter_map(|s| s.nak_due).min();
     }
@@ -1033,7 +1121,7 @@ impl Receiver {
             if let Snap::Waiting { since } = s.snap {
                 if now.saturating_duration_since(since) >= SNAPSHOT_WAIT {
                     s.snap = Snap::Rejoin;
-                    self.counters.snapshot_timeouts += 1;
+                    add(&mut self.counters.snapshot_timeouts, 1);
                     continue;
                 }
                 // Ask (again) for the snapshot.
@@ -1068,22 +1156,55 @@ impl Receiver {
         }
     }
 
-    fn make_room(&mut self) {
+    /// Forgets the least recently heard sessions until there is room for one more;
+    /// one still live is first declared gone (its open gaps reported lost).
+    fn make_room(&mut self, now: Instant, out: &mut dyn FnMut(Delivery<'_>)) {
         while self.sessions.len() >= self.cfg.max_sessions {
             let oldest = self
                 .sessions
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| *k);
-            match oldest.and_then(|k| self.sessions.remove(&k)) {
-                Some(s) => {
-                    self.held_total -= s.held.len();
-                    self.pool.extend(s.held.into_values().map(|h| h.bytes));
-                    self.counters.sessions_evicted += 1;
-                }
-                None => return,
+                .map(|(k, s)| (*k, s.gone));
+            let Some((key, gone)) = oldest else { return };
+            if !gone {
+                self.declare_gone(now, key, out);
             }
+            let Some(s) = self.sessions.remove(&key) else {
+                return;
+            };
+            self.held_total -= s.held.len();
+            self.asm.used -= s.asm.buf.capacity();
+            for h in s.held.into_values() {
+                self.held_bytes -= h.bytes.len();
+                recycle(&mut self.pool, h.bytes);
+            }
+            add(&mut self.counters.sessions_evicted, 1);
         }
+    }
+
+    /// Whether a datagram or heartbeat at `(seq, msg)` may be taken for its session
+    /// (see [`Session::implausible`]; a new session would start at `join`); an
+    /// implausible one is counted and changes nothing, unless its session was
+    /// declared gone: that is joined again there.
+    fn plausible(&mut self, key: SessionKey, (seq, msg): (u64, u64), join: (u64, u64)) -> bool {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            if too_many_messages(join, (seq, msg)) {
+                add(&mut self.counters.implausible, 1);
+                return false;
+            }
+            return true;
+        };
+        if !s.implausible(seq, msg, self.cfg.max_jump) {
+            return true;
+        }
+        if !s.gone {
+            add(&mut self.counters.implausible, 1);
+            return false;
+        }
+        let (n, bytes) = s.rejoin_at(seq, msg, &mut self.pool);
+        self.held_total -= n;
+        self.held_bytes -= bytes;
+        true
     }
 }
 
@@ -1093,6 +1214,33 @@ fn first_start(header: &Header, frames: &Frames<'_>) -> u64 {
     let first = frames.clone().next();
     let mid = matches!(first, Some(Frame { fragment: Some(f), .. }) if !f.is_first());
     header.msg_seq + u64::from(mid)
+}
+
+/// Whether reaching datagram `seq` at message `msg` from `(next_seq, next_msg)`
+/// takes more messages than that many datagrams can carry.
+fn too_many_messages((next_seq, next_msg): (u64, u64), (seq, msg): (u64, u64)) -> bool {
+    let datagrams = seq.saturating_sub(next_seq).saturating_add(1);
+    msg > next_msg.saturating_add(datagrams.saturating_mul(MAX_FRAMES))
+}
+
+/// Bytes of reassembly buffers (their capacity) over all sessions, and the bound.
+#[derive(Debug)]
+struct AsmBudget {
+    used: usize,
+    limit: usize,
+}
+
+/// Keeps a spare datagram buffer for reuse, while the pool is not full.
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOL_KEEP {
+        pool.push(buf);
+    }
+}
+
+/// Adds to a counter, saturating (a hostile peer must not make it wrap, or panic a
+/// build with overflow checks).
+fn add(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
 }
 
 /// Declares datagrams `next_seq..seq` lost, and with them messages `next_msg..msg`.
@@ -1107,11 +1255,11 @@ fn lose_until(
     if seq <= s.next_seq {
         return;
     }
-    c.gaps += 1;
-    c.lost_datagrams += seq - s.next_seq;
+    add(&mut c.gaps, 1);
+    add(&mut c.lost_datagrams, seq - s.next_seq);
     s.asm.active = false;
     if msg > s.next_msg {
-        c.lost_messages += msg - s.next_msg;
+        add(&mut c.lost_messages, msg - s.next_msg);
         out(Delivery::Loss {
             from: key,
             from_seq: s.next_msg,
@@ -1129,11 +1277,11 @@ fn lose_until(
 fn deliverable(s: &mut Session, snapshot: bool, c: &mut ReceiverCounters) -> bool {
     match (snapshot, s.snap) {
         (true, Snap::InBurst) => {
-            c.snapshot_messages += 1;
+            add(&mut c.snapshot_messages, 1);
             true
         }
         (true, _) => {
-            c.snapshot_skipped += 1;
+            add(&mut c.snapshot_skipped, 1);
             false
         }
         (false, Snap::InBurst) => {
@@ -1151,17 +1299,18 @@ fn process(
     header: Header,
     frames: Frames<'_>,
     c: &mut ReceiverCounters,
+    budget: &mut AsmBudget,
     out: &mut dyn FnMut(Delivery<'_>),
 ) -> Result<(), WireError> {
     let starts_mid_message = first_start(&header, &frames) != header.msg_seq;
     if !starts_mid_message && header.msg_seq != s.next_msg {
         if header.msg_seq < s.next_msg {
             // Changes nothing: the genuine datagram with this sequence may still come.
-            c.malformed += 1;
+            add(&mut c.malformed, 1);
             return Err(WireError::FragmentOutOfRange);
         }
         // In sequence but message numbers jumped: report them rather than hide it.
-        c.lost_messages += header.msg_seq - s.next_msg;
+        add(&mut c.lost_messages, header.msg_seq - s.next_msg);
         out(Delivery::Loss {
             from: key,
             from_seq: s.next_msg,
@@ -1171,15 +1320,15 @@ fn process(
         s.asm.active = false;
     }
     s.next_seq = header.seq + 1;
-    c.datagrams += 1;
+    add(&mut c.datagrams, 1);
 
     let mut seq = header.msg_seq;
     for frame in frames {
         match frame.fragment {
             None => {
                 if deliverable(s, frame.snapshot & SNAPSHOT != 0, c) {
-                    c.messages += 1;
-                    c.bytes += frame.payload.len() as u64;
+                    add(&mut c.messages, 1);
+                    add(&mut c.bytes, frame.payload.len() as u64);
                     out(Delivery::Message {
                         from: key,
                         seq,
@@ -1194,6 +1343,22 @@ fn process(
             }
             Some(f) if f.is_first() => {
                 let a = &mut s.asm;
+                let total = f.total_len as usize;
+                let others = budget.used - a.buf.capacity();
+                if others.saturating_add(total) > budget.limit {
+                    // Reassembly memory is bounded over all sessions: this message is
+                    // lost, and said so (its continuations are skipped).
+                    a.active = false;
+                    add(&mut c.reassembly_refused, 1);
+                    add(&mut c.lost_messages, 1);
+                    out(Delivery::Loss {
+                        from: key,
+                        from_seq: seq,
+                        to_seq: seq + 1,
+                    });
+                    s.next_msg = seq + 1;
+                    continue;
+                }
                 a.active = true;
                 a.msg_seq = seq;
                 a.expires = frame.expires;
@@ -1202,7 +1367,10 @@ fn process(
                 a.topic.clear();
                 a.topic.push_str(frame.topic);
                 a.buf.clear();
+                let before = a.buf.capacity();
+                a.buf.reserve_exact(total);
                 a.buf.extend_from_slice(frame.payload);
+                budget.used = budget.used - before + a.buf.capacity();
             }
             Some(f) => {
                 let a = &mut s.asm;
@@ -1210,16 +1378,18 @@ fn process(
                     && a.msg_seq == seq
                     && a.buf.len() == f.offset as usize
                     && a.total == f.total_len as usize
+                    && a.buf.len() + frame.payload.len() <= a.total
                     && a.topic == frame.topic;
                 if continues {
+                    // within the capacity reserved for `total`: no reallocation
                     a.buf.extend_from_slice(frame.payload);
                     if a.buf.len() == a.total {
                         a.active = false;
                         s.next_msg = seq + 1;
                         let snapshot = a.snapshot;
                         if deliverable(s, snapshot, c) {
-                            c.messages += 1;
-                            c.bytes += s.asm.buf.len() as u64;
+                            add(&mut c.messages, 1);
+                            add(&mut c.bytes, s.asm.buf.len() as u64);
                             out(Delivery::Message {
                                 from: key,
                                 seq,
@@ -1229,15 +1399,20 @@ fn process(
                                 snapshot: s.snap == Snap::InBurst,
                             });
                         }
+                        if s.asm.buf.capacity() > ASM_KEEP {
+                            // a large message's buffer is not kept for the next one
+                            budget.used -= s.asm.buf.capacity();
+                            s.asm.buf = Vec::new();
+                        }
                     }
                 } else if !a.active && seq < s.next_msg {
                     // The rest of a message already reported lost, or begun before
                     // this receiver joined.
                 } else {
-                    c.malformed += 1;
+                    add(&mut c.malformed, 1);
                     a.active = false;
                     if seq >= s.next_msg {
-                        c.lost_messages += seq + 1 - s.next_msg;
+                        add(&mut c.lost_messages, seq + 1 - s.next_msg);
                         out(Delivery::Loss {
                             from: key,
                             from_seq: s.next_msg,

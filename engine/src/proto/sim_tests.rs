@@ -27,7 +27,7 @@ use super::publisher::PublisherConfig;
 use super::receiver::JOIN_FROM_START;
 use super::*;
 
-const SRC: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
+pub(super) const SRC: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
 
 /// A receiver that reports gaps at once (no NAKs).
 fn best_effort(max_message: usize, max_sessions: usize) -> Receiver {
@@ -41,7 +41,7 @@ fn best_effort(max_message: usize, max_sessions: usize) -> Receiver {
 
 /// Runs the real publisher machine over `msgs` (no flow control, no rate limit) and
 /// returns every data datagram it produced, in order.
-fn send_all(max_payload: usize, msgs: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
+pub(super) fn send_all(max_payload: usize, msgs: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
     let t0 = Instant::now();
     let mut p = Publisher::new(
         PublisherConfig {
@@ -70,9 +70,9 @@ fn send_all(max_payload: usize, msgs: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
 }
 
 #[derive(Debug, Default)]
-struct Seen {
-    messages: Vec<(u64, String, Vec<u8>)>,
-    losses: Vec<(u64, u64)>,
+pub(super) struct Seen {
+    pub(super) messages: Vec<(u64, String, Vec<u8>)>,
+    pub(super) losses: Vec<(u64, u64)>,
 }
 
 fn receive(rx: &mut Receiver, datagrams: &[Vec<u8>]) -> Seen {
@@ -825,10 +825,12 @@ impl Sim {
         assert_eq!(
             r.accounted(),
             self.msgs.len() as u64,
-            "receiver {i} accounted for {} of {} ({:?})",
+            "receiver {i} accounted for {} of {} ({:?}) publisher {:?} now {:?}",
             r.accounted(),
             self.msgs.len(),
-            r.rx.counters()
+            r.rx.counters(),
+            self.publisher.counters(),
+            self.now - self.t0
         );
         r.rx.counters().lost_messages
     }
@@ -854,7 +856,7 @@ impl Sim {
 }
 
 /// A NAK from receiver `id`, encoded.
-fn nak_bytes(key: SessionKey, from: u64, to: u64, id: u64) -> Vec<u8> {
+pub(super) fn nak_bytes(key: SessionKey, from: u64, to: u64, id: u64) -> Vec<u8> {
     let mut b = [0u8; crate::wire::NAK_LEN];
     crate::wire::Nak {
         session: key.session,
@@ -867,7 +869,7 @@ fn nak_bytes(key: SessionKey, from: u64, to: u64, id: u64) -> Vec<u8> {
 }
 
 /// A status from receiver `id` — (next_seq, window, tag, snapshot) — encoded.
-fn status_bytes(
+pub(super) fn status_bytes(
     key: SessionKey,
     id: u64,
     (next_seq, window, tag, snapshot): (u64, u32, u32, bool),
@@ -885,7 +887,7 @@ fn status_bytes(
     b.to_vec()
 }
 
-fn record(seen: &mut Seen, ev: Delivery<'_>) {
+pub(super) fn record(seen: &mut Seen, ev: Delivery<'_>) {
     match ev {
         Delivery::Message {
             seq,
