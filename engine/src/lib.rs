@@ -51,6 +51,7 @@ mod peers;
 mod proto;
 mod publisher;
 mod ring;
+mod seal;
 mod stats;
 mod stats_file;
 mod subscriber;
@@ -76,6 +77,7 @@ pub use node::{HandlerGuard, Node};
 pub use peers::PeerEvents;
 pub use proto::{LeaveReason, Peer, PeerEvent};
 pub use publisher::{Claim, Publisher};
+pub use seal::{Keyring, SealError};
 pub use stats::Stats;
 pub use subscriber::{
     Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, SessionEvent, SessionState,

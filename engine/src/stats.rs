@@ -95,6 +95,7 @@ pub(crate) struct ReceiverCounters {
     pub snapshot_messages: Counter,
     pub before_snapshot: Counter,
     pub snapshot_timeouts: Counter,
+    pub events_dropped: Counter,
     pub reassembly_refused: Counter,
     pub implausible: Counter,
     pub ring_full_drops: Counter,
@@ -255,6 +256,9 @@ pub struct Stats {
     pub before_snapshot: u64,
     /// Late joins whose snapshot did not come within a second (joined live).
     pub snapshot_timeouts: u64,
+    /// Session events (joined, gone) dropped for a subscription that does not poll and
+    /// has 65,536 items waiting (losses are never dropped).
+    pub events_dropped: u64,
     /// Fragmented messages not reassembled (the reassembly memory bound was reached),
     /// each reported lost.
     pub reassembly_refused: u64,
@@ -381,6 +385,7 @@ impl Stats {
             ("snapshot_messages", self.snapshot_messages),
             ("before_snapshot", self.before_snapshot),
             ("snapshot_timeouts", self.snapshot_timeouts),
+            ("events_dropped", self.events_dropped),
             ("reassembly_refused", self.reassembly_refused),
             ("implausible", self.implausible),
             ("ring_full_drops", self.ring_full_drops),
@@ -488,6 +493,7 @@ impl Counters {
             snapshot_messages: self.rx.snapshot_messages.get(),
             before_snapshot: self.rx.before_snapshot.get(),
             snapshot_timeouts: self.rx.snapshot_timeouts.get(),
+            events_dropped: self.rx.events_dropped.get(),
             reassembly_refused: self.rx.reassembly_refused.get(),
             implausible: self.rx.implausible.get(),
             ring_full_drops: self.rx.ring_full_drops.get(),

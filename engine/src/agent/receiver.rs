@@ -167,6 +167,11 @@ impl Conflation {
         self.events += 1;
     }
 
+    /// Whether a message of (session, topic) waits.
+    fn has(&self, key: SessionKey, topic: &str) -> bool {
+        self.index.get(&key).is_some_and(|m| m.contains_key(topic))
+    }
+
     /// Keeps `payload` as the newest of its (session, topic); true if it replaced an
     /// older one still waiting.
     fn put(&mut self, key: SessionKey, seq: u64, topic: &str, payload: &[u8]) -> bool {
@@ -253,6 +258,13 @@ pub fn topic_matches(prefixes: &[String], topic: &str) -> bool {
 
 /// Waiting items past which a subscription's losses merge whatever their cause.
 const PENDING_FOLD: usize = 1024;
+/// Items waiting for a subscription that does not poll, at most, before its session
+/// events (joined, gone) are dropped (counted): a peer making up sessions cannot grow
+/// the queue without bound. Losses are never dropped (they merge, see `note_loss`).
+const PENDING_MAX: usize = 65_536;
+/// (session, topic) slots the conflate policy keeps at most: a message for a new one
+/// beyond that is reported lost (slow consumer) instead of kept.
+const CONFLATED_MAX: usize = 65_536;
 
 /// A poller that takes its own events straight out of the receive buffer during one
 /// receiver cycle it runs itself (inline threading): no copy into its ring, no ring
@@ -455,8 +467,13 @@ impl Subscription {
         self.pending.push_back(Pending::Loss(loss));
     }
 
-    fn deliver_event(&mut self, ev: Pending) {
+    fn deliver_event(&mut self, ev: Pending, shared: &Shared) {
         if self.hand_to_handler(&ev) {
+            return;
+        }
+        let waiting = self.pending.len() + self.latest.order.len();
+        if matches!(ev, Pending::Session(_)) && waiting >= PENDING_MAX && !self.flush() {
+            shared.counters.rx.events_dropped.add(1);
             return;
         }
         match ev {
@@ -499,7 +516,7 @@ impl Subscription {
         if len > self.entry.ring.max_record() {
             // can never fit this subscription's ring
             c.ring_full_drops.add(1);
-            self.deliver_event(Pending::Loss(loss(LossReason::SlowConsumer)));
+            self.deliver_event(Pending::Loss(loss(LossReason::SlowConsumer)), shared);
             return;
         }
         if self.flush() {
@@ -522,7 +539,10 @@ impl Subscription {
                 self.note_loss(loss(LossReason::SlowConsumer));
             }
             SlowConsumerPolicy::Conflate => {
-                if self.latest.put(key, seq, topic, payload) {
+                if self.latest.live >= CONFLATED_MAX && !self.latest.has(key, topic) {
+                    c.ring_full_drops.add(1);
+                    self.deliver_event(Pending::Loss(loss(LossReason::SlowConsumer)), shared);
+                } else if self.latest.put(key, seq, topic, payload) {
                     c.conflated.add(1);
                 }
             }
@@ -577,7 +597,12 @@ fn dispatch(
                     to_seq: seq + 1,
                     reason: LossReason::Expired,
                 });
-                hand_event(subs.iter_mut().filter(|s| s.matches(topic)), direct, &ev);
+                hand_event(
+                    subs.iter_mut().filter(|s| s.matches(topic)),
+                    direct,
+                    &ev,
+                    shared,
+                );
                 return;
             }
             let mut matched = false;
@@ -619,7 +644,7 @@ fn dispatch(
     };
     // What was lost cannot be filtered by topic, nor can a publisher's coming and
     // going: every subscription hears them.
-    hand_event(subs.iter_mut(), direct, &ev);
+    hand_event(subs.iter_mut(), direct, &ev, shared);
 }
 
 /// Hands `ev` to each of `subs`: straight to a direct poller that takes it, else
@@ -628,6 +653,7 @@ fn hand_event<'s>(
     subs: impl Iterator<Item = &'s mut Subscription>,
     direct: &mut Option<&mut Direct<'_>>,
     ev: &Pending,
+    shared: &Shared,
 ) {
     for s in subs {
         if let Some(dr) = direct.as_deref_mut() {
@@ -635,7 +661,7 @@ fn hand_event<'s>(
                 continue;
             }
         }
-        s.deliver_event(ev.clone());
+        s.deliver_event(ev.clone(), shared);
     }
 }
 
@@ -1183,13 +1209,16 @@ mod tests {
         for _ in 0..10_000 {
             // a slow-consumer drop, then a network gap, over and over
             sub.deliver_message(key(1), seq, ("/t", &payload), false, &shared);
-            sub.deliver_event(Pending::Loss(Loss {
-                session: 1,
-                source: key(1).source,
-                from_seq: seq + 1,
-                to_seq: seq + 2,
-                reason: LossReason::Network,
-            }));
+            sub.deliver_event(
+                Pending::Loss(Loss {
+                    session: 1,
+                    source: key(1).source,
+                    from_seq: seq + 1,
+                    to_seq: seq + 2,
+                    reason: LossReason::Network,
+                }),
+                &shared,
+            );
             seq += 2;
         }
         assert!(
@@ -1197,5 +1226,22 @@ mod tests {
             "{}",
             sub.pending.len()
         );
+    }
+
+    #[test]
+    fn made_up_sessions_cannot_grow_a_silent_subscribers_queue() {
+        let (mut sub, _subscriber, shared) = pair(SlowConsumerPolicy::Drop, 4096);
+        let payload = [0u8; 100];
+        // fill the ring so that nothing more is written
+        for seq in 0..1000 {
+            sub.deliver_message(key(1), seq, ("/t", &payload), false, &shared);
+        }
+        for session in 0..(PENDING_MAX as u32 + 5000) {
+            for state in [SessionState::Joined, SessionState::Gone] {
+                sub.deliver_event(session_event(key(session), state), &shared);
+            }
+        }
+        assert!(sub.pending.len() <= PENDING_MAX, "{}", sub.pending.len());
+        assert!(shared.counters.rx.events_dropped.get() > 0);
     }
 }
