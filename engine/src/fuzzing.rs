@@ -536,6 +536,9 @@ fn remember(h: &mut Vec<(SocketAddrV4, Vec<u8>)>, d: (SocketAddrV4, Vec<u8>)) {
     h.push(d);
 }
 
+// Every field is set today; the struct update keeps the harness building when a
+// field is added (it then keeps its default until the harness fuzzes it too).
+#[allow(clippy::needless_update)]
 fn receiver_config(input: &mut Input<'_>) -> ReceiverConfig {
     let flags = input.u8();
     let status_every = match input.u8() {
@@ -556,6 +559,10 @@ fn receiver_config(input: &mut Input<'_>) -> ReceiverConfig {
         status_every,
         snapshots: flags & 8 == 0,
         network: if flags & 16 != 0 { NETWORK } else { 0 },
+        // (bits 5, 6: how far ahead a datagram may be; bit 7: small memory bounds)
+        max_jump: [1 << 16, 64, 1, 0][usize::from((flags >> 5) & 3)],
+        reorder_bytes: if flags & 0x80 != 0 { 4096 } else { 64 << 20 },
+        reassembly_bytes: if flags & 0x80 != 0 { 2048 } else { 64 << 20 },
         // (limits added later keep their defaults)
         ..ReceiverConfig::default()
     }
@@ -631,8 +638,8 @@ fn data_from_input(input: &mut Input<'_>, network: u32) -> (SocketAddrV4, Vec<u8
 /// Drives one [`Receiver`] with a script read from `data`.
 ///
 /// A few leading bytes choose the configuration (reliable or not, snapshots, small
-/// session and reorder limits so that eviction and give-ups happen, NAK timing, the
-/// network id). Then up to [`MAX_OPS`] operations, each an op byte and its fields:
+/// session, reorder, reassembly and jump limits so that eviction, give-ups and
+/// rejections happen, NAK timing, the network id). Then up to [`MAX_OPS`] operations, each an op byte and its fields:
 /// a raw datagram; a data datagram or heartbeat built with a valid header; a replay
 /// of one of the last datagrams (optionally with a byte flipped); a clock step; a
 /// jump to [`Receiver::poll_timeout`]; [`Receiver::poll_nak`] (optionally echoing the
@@ -811,6 +818,9 @@ const OFFER_ROUNDS: usize = 2048;
 /// Largest datagram pool a script builds, in bytes.
 const POOL_BYTES: usize = 4 << 20;
 
+// Every field is set today; the struct update keeps the harness building when a
+// field is added (it then keeps its default until the harness fuzzes it too).
+#[allow(clippy::needless_update)]
 fn publisher_config(input: &mut Input<'_>) -> PublisherConfig {
     let f = input.u8();
     let max_payload = [512, 576, 1472, 1472, 8972, 65507][usize::from(input.u8()) % 6];
@@ -847,6 +857,8 @@ fn publisher_config(input: &mut Input<'_>) -> PublisherConfig {
             STARTUP_GRACE
         },
         rate_limit,
+        // (bits 6, 7: retransmitted bytes per 100 of data)
+        repair_share: [100, 0, 10, u32::MAX][usize::from(f >> 6)],
         // (settings added later keep a node's defaults)
         ..PublisherConfig::new(SESSION, max_payload)
     }
@@ -992,8 +1004,8 @@ impl PubRig {
 /// lossy link to a [`Receiver`].
 ///
 /// A few leading bytes choose the configuration (reliable or not, datagram size, batch,
-/// retransmit window and budget, heartbeat timing, flow-control strategy, rate limit,
-/// startup grace, network id) and the link's loss pattern. Then up to [`MAX_OPS`]
+/// retransmit window and budget, repair share, heartbeat timing, flow-control
+/// strategy, rate limit, startup grace, network id) and the link's loss pattern. Then up to [`MAX_OPS`]
 /// operations: offer (or claim) a message, cached or with a deadline, transmitting
 /// when a batch waits; a status or a NAK built from fuzzer-chosen fields (for this
 /// session or another, this network or another); raw control bytes; a clock step; a
