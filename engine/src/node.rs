@@ -132,7 +132,8 @@ impl Node {
         let iface: Interface = io::iface::resolve(&config.iface)?;
         let ceiling = iface.max_udp_payload();
         let max_payload = config.max_payload.map_or(ceiling, |p| p.min(ceiling));
-        if max_payload < MIN_PAYLOAD {
+        let seal = config.keys.as_ref().map_or(0, |_| crate::seal::OVERHEAD);
+        if max_payload < MIN_PAYLOAD + seal {
             return Err(Error::Config(format!(
                 "interface {} allows datagrams of {max_payload} bytes; at least {MIN_PAYLOAD} needed",
                 iface.name
@@ -196,8 +197,10 @@ impl Node {
         if config.transport == Transport::Unicast {
             shared.unicast.activate();
         }
+        // Sealed datagrams carry the seal: the protocol builds smaller ones.
+        let proto_payload = max_payload - seal;
         let mut threads =
-            agent::start(&shared, &config, mode, session, max_payload).map_err(Error::Thread)?;
+            agent::start(&shared, &config, mode, session, proto_payload).map_err(Error::Thread)?;
         let id = config.node_id.unwrap_or_else(agent::random_u64);
         let name = config.node_name.clone().unwrap_or_else(default_name);
         let _ = shared
@@ -225,6 +228,7 @@ impl Node {
                 group,
                 may_fall_back: config.transport == Transport::Auto && !seeds.is_empty(),
                 seeds: seeds.clone(),
+                keys: config.keys.clone(),
             };
             match agent::start_discovery(&shared, rx, tx, machine, driver) {
                 Ok(t) => threads.push(t),

@@ -55,6 +55,17 @@ const FILE_MAGIC: &str = "ringcast-key 1";
 /// HKDF salt: a sender's key is HKDF-SHA256(salt, group key, sender id ‖ key id).
 const SALT: &[u8] = b"ringcast seal v1";
 
+impl SealError {
+    /// Counts the refusal of a datagram under its reason.
+    pub(crate) fn count(&self, c: &crate::stats::ReceiverCounters) {
+        match self {
+            SealError::AuthFailed | SealError::BadFile(_) => c.auth_failed.add_shared(1),
+            SealError::Replayed => c.replayed.add_shared(1),
+            SealError::UnknownKey(_) => c.unknown_key.add_shared(1),
+        }
+    }
+}
+
 /// Why a key file or a datagram was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
@@ -257,10 +268,14 @@ impl Keyring {
         Keyring::parse(&text)
     }
 
-    /// A sealing context with a fresh random sender id.
-    pub fn sealer(&self) -> Result<Sealer, SealError> {
-        let sender = u64::from_le_bytes(random_bytes()?);
-        Ok(Sealer::with_sender(&self.keys[0], sender))
+    /// A sealing context with a fresh random sender id (from the operating system;
+    /// should it have none, from std's randomly seeded hasher, itself seeded by the
+    /// operating system).
+    pub fn sealer(&self) -> Sealer {
+        let sender = random_bytes()
+            .map(u64::from_le_bytes)
+            .unwrap_or_else(|_| crate::agent::random_u64());
+        Sealer::with_sender(&self.keys[0], sender)
     }
 
     /// An opener for the keys live now.
@@ -270,6 +285,81 @@ impl Keyring {
             senders: HashMap::new(),
             clock: 0,
         }
+    }
+}
+
+/// One thread's sealing and opening, for the agents: what it sends is sealed into its
+/// own buffers, what it receives is copied and opened there (refusals counted).
+pub(crate) struct Guard {
+    sealer: Sealer,
+    opener: Opener,
+    /// Sealed datagrams of one batch, `slot` bytes apart; and one opened datagram.
+    out: Vec<u8>,
+    slot: usize,
+    inbound: Vec<u8>,
+}
+
+impl Guard {
+    /// Seals batches of up to `batch` datagrams of up to `max_plain` bytes.
+    pub(crate) fn new(keys: &Keyring, max_plain: usize, batch: usize) -> Guard {
+        let slot = max_plain + OVERHEAD;
+        Guard {
+            sealer: keys.sealer(),
+            opener: keys.opener(),
+            out: vec![0; slot * batch.max(1)],
+            slot,
+            inbound: vec![0; slot],
+        }
+    }
+
+    /// Opens `bytes`: the plain datagram, or `None` (counted in `c`) to drop it.
+    pub(crate) fn open(
+        &mut self,
+        bytes: &[u8],
+        c: &crate::stats::ReceiverCounters,
+    ) -> Option<&[u8]> {
+        if bytes.len() > self.inbound.len() {
+            // (a datagram larger than this node builds: bounded by the UDP maximum)
+            self.inbound.resize(bytes.len(), 0);
+        }
+        let b = &mut self.inbound[..bytes.len()];
+        b.copy_from_slice(bytes);
+        match self.opener.open(unix_now(), b) {
+            Ok(r) => Some(&self.inbound[r]),
+            Err(e) => {
+                e.count(c);
+                None
+            }
+        }
+    }
+
+    /// Seals one datagram (control and discovery messages).
+    pub(crate) fn seal_one(&mut self, plain: &[u8]) -> Option<&[u8]> {
+        if plain.len() + OVERHEAD > self.out.len() {
+            return None;
+        }
+        let n = self.sealer.seal(plain, &mut self.out)?;
+        Some(&self.out[..n])
+    }
+
+    /// Seals a batch (the first as many as fit) and hands it to `send`.
+    pub(crate) fn seal_batch<R>(
+        &mut self,
+        datagrams: &[&[u8]],
+        send: impl FnOnce(&[&[u8]]) -> R,
+    ) -> R {
+        const MAX: usize = crate::agent::MAX_BATCH;
+        let n = datagrams.len().min(MAX).min(self.out.len() / self.slot);
+        let mut lens = [0usize; MAX];
+        for (i, d) in datagrams.iter().take(n).enumerate() {
+            let out = &mut self.out[i * self.slot..(i + 1) * self.slot];
+            lens[i] = self.sealer.seal(d, out).unwrap_or(0);
+        }
+        let mut refs: [&[u8]; MAX] = [&[]; MAX];
+        for (i, r) in refs.iter_mut().take(n).enumerate() {
+            *r = &self.out[i * self.slot..i * self.slot + lens[i]];
+        }
+        send(&refs[..n])
     }
 }
 
@@ -541,7 +631,7 @@ mod tests {
     #[test]
     fn a_sealed_datagram_opens_to_the_same_bytes_once() {
         let ring = Keyring::generate().unwrap();
-        let mut s = ring.sealer().unwrap();
+        let mut s = ring.sealer();
         let mut o = ring.opener();
         let plain = datagram(b"hello, group");
         let mut a = sealed(&mut s, &plain);
@@ -560,7 +650,7 @@ mod tests {
     #[test]
     fn every_mutation_truncation_and_forgery_fails() {
         let ring = Keyring::generate().unwrap();
-        let mut s = ring.sealer().unwrap();
+        let mut s = ring.sealer();
         let plain = datagram(&[5u8; 100]);
         let good = sealed(&mut s, &plain);
         for i in 0..good.len() {
@@ -579,7 +669,7 @@ mod tests {
         let mut p = plain.clone();
         assert_eq!(ring.opener().open(0, &mut p), Err(SealError::AuthFailed));
         let other = Keyring::generate().unwrap();
-        let mut foreign = sealed(&mut other.sealer().unwrap(), &plain);
+        let mut foreign = sealed(&mut other.sealer(), &plain);
         assert!(matches!(
             ring.opener().open(0, &mut foreign),
             Err(SealError::UnknownKey(_))
@@ -587,7 +677,7 @@ mod tests {
         // same key id, other key bytes: a forgery
         let mut forged_ring = other.clone();
         forged_ring.keys[0].id = ring.current_id();
-        let mut forged = sealed(&mut forged_ring.sealer().unwrap(), &plain);
+        let mut forged = sealed(&mut forged_ring.sealer(), &plain);
         assert_eq!(
             ring.opener().open(0, &mut forged),
             Err(SealError::AuthFailed)
@@ -597,19 +687,15 @@ mod tests {
     #[test]
     fn the_replay_window_takes_reordering_and_refuses_repeats_and_the_too_old() {
         let ring = Keyring::generate().unwrap();
-        let mut s = ring.sealer().unwrap();
+        let mut s = ring.sealer();
         let mut o = ring.opener();
         let all: Vec<Vec<u8>> = (0..3000).map(|_| sealed(&mut s, &datagram(b"x"))).collect();
         // out of order within the window: all accepted, each once
-        for i in (0..2000).rev().step_by(1).take(1000) {
-            assert!(o.open(0, &mut all[i].clone()).is_ok(), "{i}");
+        for (i, d) in all[1000..2000].iter().enumerate().rev() {
+            assert!(o.open(0, &mut d.clone()).is_ok(), "{i}");
         }
-        for i in 1000..2000 {
-            assert_eq!(
-                o.open(0, &mut all[i].clone()),
-                Err(SealError::Replayed),
-                "{i}"
-            );
+        for (i, d) in all[1000..2000].iter().enumerate() {
+            assert_eq!(o.open(0, &mut d.clone()), Err(SealError::Replayed), "{i}");
         }
         // older than the window below the highest (1999)
         assert_eq!(o.open(0, &mut all[900].clone()), Err(SealError::Replayed));
@@ -627,8 +713,8 @@ mod tests {
         let new = mid.rotated(60).unwrap();
         assert_eq!(new.current_id(), mid.keys[1].id, "the added key seals");
         let plain = datagram(b"rotating");
-        let from_old = sealed(&mut old.sealer().unwrap(), &plain);
-        let from_new = sealed(&mut new.sealer().unwrap(), &plain);
+        let from_old = sealed(&mut old.sealer(), &plain);
+        let from_new = sealed(&mut new.sealer(), &plain);
         // a node on mid opens both; one on old refuses the new key
         assert!(mid.opener().open(0, &mut from_new.clone()).is_ok());
         assert!(matches!(
@@ -669,7 +755,7 @@ mod tests {
         let ring = Keyring::generate().unwrap();
         let mut o = ring.opener();
         for _ in 0..MAX_SENDERS + 10 {
-            let mut d = sealed(&mut ring.sealer().unwrap(), &datagram(b"y"));
+            let mut d = sealed(&mut ring.sealer(), &datagram(b"y"));
             o.open(0, &mut d).unwrap();
         }
         assert_eq!(o.senders(), MAX_SENDERS);
@@ -682,7 +768,7 @@ mod tests {
             receiver: 2,
         }
         .encode(&mut nak);
-        let mut d = sealed(&mut ring.sealer().unwrap(), &nak);
+        let mut d = sealed(&mut ring.sealer(), &nak);
         let r = o.open(0, &mut d).unwrap();
         assert_eq!(&d[r], &nak[..]);
     }

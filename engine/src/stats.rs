@@ -95,6 +95,9 @@ pub(crate) struct ReceiverCounters {
     pub snapshot_messages: Counter,
     pub before_snapshot: Counter,
     pub snapshot_timeouts: Counter,
+    pub unknown_key: Counter,
+    pub replayed: Counter,
+    pub auth_failed: Counter,
     pub events_dropped: Counter,
     pub reassembly_refused: Counter,
     pub implausible: Counter,
@@ -256,6 +259,15 @@ pub struct Stats {
     pub before_snapshot: u64,
     /// Late joins whose snapshot did not come within a second (joined live).
     pub snapshot_timeouts: u64,
+    /// Sealed datagrams refused for a key id this node does not hold (another group,
+    /// or a previous key past its overlap).
+    pub unknown_key: u64,
+    /// Sealed datagrams refused as replays (a counter the sender already used, or
+    /// older than its 1,024-counter window).
+    pub replayed: u64,
+    /// Datagrams (any port) refused by the group key: not sealed, forged, mutated or
+    /// truncated. Dropped before any state changed.
+    pub auth_failed: u64,
     /// Session events (joined, gone) dropped for a subscription that does not poll and
     /// has 65,536 items waiting (losses are never dropped).
     pub events_dropped: u64,
@@ -385,6 +397,9 @@ impl Stats {
             ("snapshot_messages", self.snapshot_messages),
             ("before_snapshot", self.before_snapshot),
             ("snapshot_timeouts", self.snapshot_timeouts),
+            ("unknown_key", self.unknown_key),
+            ("replayed", self.replayed),
+            ("auth_failed", self.auth_failed),
             ("events_dropped", self.events_dropped),
             ("reassembly_refused", self.reassembly_refused),
             ("implausible", self.implausible),
@@ -493,6 +508,9 @@ impl Counters {
             snapshot_messages: self.rx.snapshot_messages.get(),
             before_snapshot: self.rx.before_snapshot.get(),
             snapshot_timeouts: self.rx.snapshot_timeouts.get(),
+            unknown_key: self.rx.unknown_key.get(),
+            replayed: self.rx.replayed.get(),
+            auth_failed: self.rx.auth_failed.get(),
             events_dropped: self.rx.events_dropped.get(),
             reassembly_refused: self.rx.reassembly_refused.get(),
             implausible: self.rx.implausible.get(),

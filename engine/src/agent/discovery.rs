@@ -15,6 +15,7 @@ use super::notify::Notify;
 use super::Shared;
 use crate::config::UNICAST_FALLBACK;
 use crate::proto::{Destination, Discovery, DiscoveryCounters, Peer, PeerEvent};
+use crate::seal::Guard;
 use crate::wire::MAX_ANNOUNCE;
 
 /// Longest block on the discovery socket (bounds how late the node's stop is seen).
@@ -152,6 +153,9 @@ pub(crate) struct Driver {
     pub may_fall_back: bool,
     /// Seeds are configured (for the warning when nobody is heard).
     pub seeds: Vec<SocketAddrV4>,
+    /// The group keys: announces and peer lists are sealed, and only sealed ones
+    /// that open are heard.
+    pub keys: Option<crate::seal::Keyring>,
 }
 
 /// The peers this node's data goes to by unicast: those subscribed to a topic it
@@ -171,10 +175,23 @@ fn destinations<'a>(
         .collect()
 }
 
-fn send(sock: &UdpSocket, group: SocketAddrV4, to: Destination, bytes: &[u8]) {
+fn send(
+    sock: &UdpSocket,
+    group: SocketAddrV4,
+    to: Destination,
+    bytes: &[u8],
+    guard: &mut Option<Guard>,
+) {
     let dest = match to {
         Destination::Group => group,
         Destination::To(a) => a,
+    };
+    let bytes = match guard {
+        Some(g) => match g.seal_one(bytes) {
+            Some(b) => b,
+            None => return,
+        },
+        None => bytes,
     };
     if let Err(e) = sock.send_to(bytes, dest) {
         tracing::debug!(error = %e, %dest, "discovery send failed");
@@ -193,8 +210,24 @@ pub(crate) fn run(
     let Some(m) = shared.membership.get() else {
         return;
     };
-    let mut buf = vec![0u8; MAX_ANNOUNCE + 64];
+    let mut buf = vec![0u8; MAX_ANNOUNCE + 64 + crate::seal::OVERHEAD];
     let mut out = Vec::with_capacity(MAX_ANNOUNCE);
+    let mut guard = driver
+        .keys
+        .as_ref()
+        .map(|k| Guard::new(k, MAX_ANNOUNCE + 64, 1));
+    let c = &shared.counters.rx;
+    // What arrives, opened when sealed (refusals counted, dropped untouched).
+    let hear = |machine: &mut Discovery, guard: &mut Option<Guard>, from, bytes: &[u8]| {
+        let plain = match guard.as_mut() {
+            Some(g) => match g.open(bytes, c) {
+                Some(p) => p,
+                None => return,
+            },
+            None => bytes,
+        };
+        let _ = machine.handle_datagram(Instant::now(), from, plain);
+    };
     let mut seen = u64::MAX;
     let mut refresh = Instant::now();
     let started = Instant::now();
@@ -218,7 +251,7 @@ pub(crate) fn run(
         }
         machine.handle_timeout(now);
         while let Some(to) = machine.poll_transmit(now, &mut out) {
-            send(tx, driver.group, to, &out);
+            send(tx, driver.group, to, &out, &mut guard);
         }
         if !looked && now >= started + UNICAST_FALLBACK {
             looked = true;
@@ -249,13 +282,13 @@ pub(crate) fn run(
             .clamp(Duration::from_millis(1), MAX_WAIT);
         let _ = rx.set_read_timeout(Some(wait));
         if let Ok((n, SocketAddr::V4(from))) = rx.recv_from(&mut buf) {
-            let _ = machine.handle_datagram(Instant::now(), from, &buf[..n]);
+            hear(&mut machine, &mut guard, from, &buf[..n]);
             // Take what else is queued without waiting.
             let _ = rx.set_nonblocking(true);
             for _ in 0..64 {
                 match rx.recv_from(&mut buf) {
                     Ok((n, SocketAddr::V4(from))) => {
-                        let _ = machine.handle_datagram(Instant::now(), from, &buf[..n]);
+                        hear(&mut machine, &mut guard, from, &buf[..n]);
                     }
                     _ => break,
                 }
@@ -266,7 +299,7 @@ pub(crate) fn run(
     machine.leave(Instant::now());
     while let Some(to) = machine.poll_transmit(Instant::now(), &mut out) {
         for _ in 0..2 {
-            send(tx, driver.group, to, &out);
+            send(tx, driver.group, to, &out, &mut guard);
         }
     }
     *lock(&m.counters) = *machine.counters();

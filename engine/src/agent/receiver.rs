@@ -699,6 +699,16 @@ pub(crate) struct ReceiverAgent {
     /// Publishers' control port (the data port + 1): where NAKs and status go by
     /// unicast, at each publisher's own address.
     control_port: u16,
+    /// With a group key: opens what arrives, seals the NAKs and status sent.
+    guard: Option<crate::seal::Guard>,
+}
+
+/// `plain` as it goes out: sealed with the group key when there is one.
+fn sealed<'a>(guard: &'a mut Option<crate::seal::Guard>, plain: &'a [u8]) -> &'a [u8] {
+    match guard {
+        Some(g) => g.seal_one(plain).unwrap_or_default(),
+        None => plain,
+    }
 }
 
 /// Sends a NAK or status: to the group's control address, or (unicast) to the
@@ -749,6 +759,10 @@ impl ReceiverAgent {
             batch: config.batch,
             max_payload,
             control_port: config.group.port().saturating_add(1),
+            guard: config
+                .keys
+                .as_ref()
+                .map(|k| crate::seal::Guard::new(k, max_payload, 1)),
         }
     }
 
@@ -790,6 +804,7 @@ impl ReceiverAgent {
         let c = &shared.counters.rx;
         let network = self.proto.network();
         let (unicast, port) = (shared.unicast.is_active(), self.control_port);
+        let guard = &mut self.guard;
         self.proto.poll_nak(&mut |key, from, to| {
             let mut buf = [0u8; NAK_LEN];
             Nak {
@@ -801,7 +816,7 @@ impl ReceiverAgent {
             .encode(&mut buf);
             crate::wire::stamp_network(&mut buf, network);
             let dest = SocketAddrV4::new(*key.source.ip(), port);
-            match send_control(sock, unicast, dest, &buf) {
+            match send_control(sock, unicast, dest, sealed(guard, &buf)) {
                 Ok(_) => c.naks_sent.add(1),
                 Err(e) => tracing::debug!(error = %e, "NAK send failed"),
             }
@@ -815,6 +830,7 @@ impl ReceiverAgent {
         let c = &shared.counters.rx;
         let network = self.proto.network();
         let (unicast, port) = (shared.unicast.is_active(), self.control_port);
+        let guard = &mut self.guard;
         self.proto
             .poll_status(now, self.window, &mut |key, next_seq, window, snapshot| {
                 let mut buf = [0u8; STATUS_LEN];
@@ -829,7 +845,7 @@ impl ReceiverAgent {
                 .encode(&mut buf);
                 crate::wire::stamp_network(&mut buf, network);
                 let dest = SocketAddrV4::new(*key.source.ip(), port);
-                match send_control(sock, unicast, dest, &buf) {
+                match send_control(sock, unicast, dest, sealed(guard, &buf)) {
                     Ok(_) => c.status_sent.add(1),
                     Err(e) => tracing::debug!(error = %e, "status send failed"),
                 }
@@ -889,8 +905,15 @@ impl ReceiverAgent {
                 std::thread::park_timeout(until);
             }
         } else if let Some(backend) = self.backend.as_mut() {
-            let (proto, subs) = (&mut self.proto, &mut self.subs);
+            let (proto, subs, guard) = (&mut self.proto, &mut self.subs, &mut self.guard);
             let got = backend.recv_batch(room, block, &mut |bytes, source| {
+                let bytes = match guard.as_mut() {
+                    Some(g) => match g.open(bytes, c) {
+                        Some(plain) => plain,
+                        None => return, // refused (counted) before any state changed
+                    },
+                    None => bytes,
+                };
                 adopt(subs, shared);
                 // Stamped when it came off the socket: the receive may have blocked.
                 let now = Instant::now();

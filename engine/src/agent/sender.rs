@@ -103,8 +103,13 @@ pub(crate) struct SenderAgent {
 
 impl SenderAgent {
     pub(crate) fn new(config: &Config, session: u32, max_payload: usize) -> Self {
+        let mut out = Fanout::new();
+        out.guard = config
+            .keys
+            .as_ref()
+            .map(|k| crate::seal::Guard::new(k, max_payload, MAX_BATCH));
         SenderAgent {
-            out: Fanout::new(),
+            out,
             control: None,
             machine: Publisher::new(
                 publisher_config(config, session, max_payload),
@@ -175,11 +180,18 @@ impl SenderAgent {
         let Some(sock) = self.control.as_ref() else {
             return 0;
         };
-        let mut buf = [0u8; NAK_LEN + 1];
+        let mut buf = [0u8; NAK_LEN + crate::seal::OVERHEAD + 1];
         let mut mine = 0;
         for _ in 0..CONTROL_PER_CYCLE {
             match recv_control(sock, &mut buf, wait) {
-                Ok(n) => match self.machine.handle_control(Instant::now(), &buf[..n]) {
+                Ok(n) => match match self.out.guard.as_mut() {
+                    // sealed: what does not open is dropped (counted) untouched
+                    Some(g) => match g.open(&buf[..n], &shared.counters.rx) {
+                        Some(plain) => self.machine.handle_control(Instant::now(), plain),
+                        None => Ok(ControlEvent::Other),
+                    },
+                    None => self.machine.handle_control(Instant::now(), &buf[..n]),
+                } {
                     Ok(ControlEvent::Status | ControlEvent::Nak) => mine += 1,
                     Ok(ControlEvent::OtherNak(nak)) => {
                         // Somebody else's session: our receiver may be missing the

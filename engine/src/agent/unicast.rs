@@ -58,11 +58,13 @@ impl Unicast {
     }
 }
 
-/// The sender's side: its backend and its copy of the destinations.
+/// The sender's side: its backend, its copy of the destinations, and (with a group
+/// key) the sealing of every batch.
 pub(crate) struct Fanout {
     pub backend: Option<Box<dyn TxBackend>>,
     seen: u64,
     destinations: Vec<SocketAddrV4>,
+    pub guard: Option<crate::seal::Guard>,
 }
 
 impl Fanout {
@@ -71,6 +73,7 @@ impl Fanout {
             backend: None,
             seen: 0,
             destinations: Vec::new(),
+            guard: None,
         }
     }
 
@@ -96,10 +99,27 @@ impl Fanout {
         let Fanout {
             backend,
             destinations,
+            guard,
             ..
         } = self;
         let b = backend.as_mut()?;
         Some(move |datagrams: &[&[u8]]| {
+            let mut send =
+                |datagrams: &[&[u8]]| Self::send(b.as_mut(), unicast, destinations, datagrams);
+            match guard.as_mut() {
+                Some(g) => g.seal_batch(datagrams, send),
+                None => send(datagrams),
+            }
+        })
+    }
+
+    fn send(
+        b: &mut dyn TxBackend,
+        unicast: bool,
+        destinations: &[SocketAddrV4],
+        datagrams: &[&[u8]],
+    ) -> Result<(), crate::io::IoError> {
+        {
             if !unicast {
                 return b.send_batch(datagrams);
             }
@@ -121,6 +141,6 @@ impl Fanout {
             } else {
                 last
             }
-        })
+        }
     }
 }

@@ -198,6 +198,9 @@ pub struct Config {
     pub(crate) receiver_tag: u32,
     pub(crate) rate_limit: Option<u64>,
     pub(crate) repair_share: u32,
+    /// The group key file (`key_file`), and the keys (from it, or set in code).
+    pub(crate) key_file: Option<std::path::PathBuf>,
+    pub(crate) keys: Option<crate::seal::Keyring>,
     pub(crate) gso: bool,
     pub(crate) gro: bool,
     pub(crate) busy_poll: Option<Duration>,
@@ -250,6 +253,8 @@ impl Default for Config {
             receiver_tag: 0,
             rate_limit: None,
             repair_share: 100,
+            key_file: None,
+            keys: None,
             gso: true,
             gro: true,
             busy_poll: None,
@@ -609,6 +614,32 @@ impl ConfigBuilder {
     /// send more. Default 100: repair may double the traffic, no more.
     pub fn repair_share(mut self, percent: u32) -> Self {
         self.0.repair_share = percent;
+        self
+    }
+
+    /// Seals every datagram this node sends, on every port, with the group's keys,
+    /// and accepts only datagrams sealed with them (see [`Keyring`](crate::Keyring)):
+    /// a node without the key sees nothing of the group, and is seen by nobody.
+    /// `None` (the default): open mode. The `key_file` setting loads one from a file.
+    pub fn key(mut self, keys: Option<crate::seal::Keyring>) -> Self {
+        self.0.keys = keys;
+        self.0.key_file = None;
+        self
+    }
+
+    /// Loads the group keys from a key file written by `ringcast keygen` (see
+    /// [`key`](Self::key)); a file that does not load fails [`build`](Self::build).
+    pub fn key_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        let path = path.into();
+        match crate::seal::Keyring::load(&path) {
+            Ok(k) => {
+                self.0.keys = Some(k);
+                self.0.key_file = Some(path);
+            }
+            Err(e) => {
+                self.1.error.get_or_insert(e.to_string());
+            }
+        }
         self
     }
 

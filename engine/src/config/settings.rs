@@ -449,6 +449,24 @@ pub(crate) static SETTINGS: &[Setting] = &[
         |c| format!("{}%", c.repair_share)
     ),
     setting!(
+        "key_file",
+        "path or none",
+        "Group key file (`ringcast keygen`): seal and authenticate every datagram",
+        |c, v| if is_none(v) {
+            c.key_file = None;
+            c.keys = None;
+        } else {
+            let path = PathBuf::from(v.trim());
+            c.keys = Some(crate::seal::Keyring::load(&path).map_err(|e| e.to_string())?);
+            c.key_file = Some(path);
+        },
+        |c| match (&c.key_file, &c.keys) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(_)) => "(set in code)".to_string(),
+            (None, None) => "none".to_string(),
+        }
+    ),
+    setting!(
         "gso",
         "bool",
         "UDP GSO on send where the kernel has it",
@@ -923,6 +941,8 @@ mod tests {
             receiver_tag: _,
             rate_limit: _,
             repair_share: _,
+            key_file: _,
+            keys: _,
             gso: _,
             gro: _,
             busy_poll: _,
@@ -969,6 +989,7 @@ mod tests {
             "receiver_tag",
             "rate_limit",
             "repair_share",
+            "key_file",
             "gso",
             "gro",
             "busy_poll",

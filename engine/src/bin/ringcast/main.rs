@@ -9,6 +9,7 @@ use ringcast::{Config, FlowControlStrategy, ThreadingMode};
 
 mod config;
 mod doctor;
+mod keygen;
 mod listen;
 mod peers;
 mod ping;
@@ -59,6 +60,9 @@ enum Command {
     /// Show the counters of every ringcast node on this host, with rates.
     #[command(after_help = stat::EXAMPLES)]
     Stat(stat::StatArgs),
+    /// Write a new group key file to standard output (or rotate one).
+    #[command(after_help = keygen::EXAMPLES)]
+    Keygen(keygen::KeygenArgs),
 }
 
 /// Where a node sends and listens, shared by the subcommands that make one. A flag
@@ -104,6 +108,11 @@ struct Net {
     /// RINGCAST_TRANSPORT, else auto].
     #[arg(long)]
     unicast: bool,
+    /// The group key file (`ringcast keygen`): every datagram is sealed with it, and
+    /// only datagrams sealed with it are heard [default: RINGCAST_KEY_FILE, else
+    /// none: open mode].
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
 }
 
 /// `--threading` values.
@@ -148,6 +157,7 @@ fn main() -> ExitCode {
         Command::Stat(a) => stat::run(a),
         Command::Config(a) => config::run(a),
         Command::Peers(a) => peers::run(a),
+        Command::Keygen(a) => keygen::run(a),
     };
     match result {
         Ok(code) => code,
@@ -220,6 +230,9 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     }
     if net.unicast {
         b = b.transport(ringcast::Transport::Unicast);
+    }
+    if let Some(k) = &net.key_file {
+        b = b.key_file(k);
     }
     if let Some(t) = ttl {
         b = b.ttl(t);
