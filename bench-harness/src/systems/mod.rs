@@ -99,6 +99,9 @@ pub enum Params {
         /// Bytes a publisher keeps for retransmission; `None` = the engine's default.
         #[serde(default)]
         retransmit_window: Option<usize>,
+        /// Every datagram sealed with a group key (AES-256-GCM).
+        #[serde(default)]
+        encrypted: bool,
     },
     Aeron {
         /// Media driver and client conductor in INVOKER mode: their duty cycles run in

@@ -12,6 +12,8 @@
 //!   at `Auto`: where agents and the application would outnumber the cores (this
 //!   2-core VM) that is inline with the application's thread spinning, elsewhere
 //!   dedicated agents that spin;
+//! * `encrypted`, `encrypted-busy-spin` — `default` and `busy-spin` with a group key:
+//!   every datagram sealed with AES-256-GCM (the cost of encryption, side by side);
 //! * `shared` — one agent thread per node;
 //! * `best-effort` — repair off (the cost of reliability is default vs best-effort);
 //! * `io_uring`, `fallback` — the backend forced with `RINGCAST_BACKEND=uring|mmsg`
@@ -59,6 +61,7 @@ struct Cfg {
     max_payload: Option<usize>,
     reliable: bool,
     retransmit_window: Option<usize>,
+    encrypted: bool,
     primary: bool,
 }
 
@@ -70,6 +73,7 @@ const BASE: Cfg = Cfg {
     max_payload: None,
     reliable: true,
     retransmit_window: None,
+    encrypted: false,
     primary: false,
 };
 
@@ -88,6 +92,7 @@ pub fn variants() -> Vec<Variant> {
             max_payload: c.max_payload,
             reliable: c.reliable,
             retransmit_window: c.retransmit_window,
+            encrypted: c.encrypted,
         },
     };
     let dedicated = Cfg {
@@ -127,6 +132,21 @@ pub fn variants() -> Vec<Variant> {
             Cfg {
                 busy_spin: true,
                 primary: true,
+                ..BASE
+            },
+        ),
+        mk(
+            "encrypted",
+            Cfg {
+                encrypted: true,
+                ..BASE
+            },
+        ),
+        mk(
+            "encrypted-busy-spin",
+            Cfg {
+                encrypted: true,
+                busy_spin: true,
                 ..BASE
             },
         ),
@@ -278,6 +298,14 @@ mod imp {
         }
     }
 
+    /// The benchmark's group key: fixed, so that the publisher's and the
+    /// subscriber's processes share it (a loopback benchmark keeps no secret).
+    fn bench_key() -> Result<ringcast::Keyring> {
+        let text = "ringcast-key 1\nkey 0be4c400 \
+                    000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+        Ok(ringcast::Keyring::parse(text)?)
+    }
+
     fn new_node(spec: &RunSpec) -> Result<Node> {
         let Params::Ringcast {
             busy_spin,
@@ -286,6 +314,7 @@ mod imp {
             max_payload,
             reliable,
             retransmit_window,
+            encrypted,
             ..
         } = spec.variant.params.clone()
         else {
@@ -311,6 +340,9 @@ mod imp {
         }
         if spin_poll {
             b = adapter::busy_poll(b);
+        }
+        if encrypted {
+            b = b.key(Some(bench_key()?));
         }
         // The agents are left to the scheduler, as ZeroMQ's I/O threads are; only the
         // process's main thread is pinned.
