@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 mod common;
 mod receiver;
 mod ring;
+mod seal;
 mod sender;
 mod topic;
 mod wire;
@@ -27,6 +28,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = config();
-    targets = wire::bench, ring::bench, receiver::bench, sender::bench, topic::bench
+    targets = wire::bench, ring::bench, receiver::bench, sender::bench, topic::bench, seal::bench
 }
 criterion_main!(hot_path);
