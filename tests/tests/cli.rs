@@ -1397,3 +1397,71 @@ fn a_late_listener_gets_the_last_value_of_send_first() {
     assert_eq!(got, want, "{}", f.stderr);
     assert!(f.stderr.contains("snapshot values 1"), "{}", f.stderr);
 }
+
+/// Acceptance (issue 11): `ringcast keygen` writes a key file; `send --key-file` is
+/// heard by a listener with the same file, byte-exact and in order, and by nobody
+/// else: a listener with another group's key and one without a key get nothing, and
+/// the publisher counts only the keyed listener as a receiver.
+#[test]
+fn a_group_key_lets_only_its_holders_hear_the_group() {
+    let backend = BACKENDS[0];
+    let dir = TempDir::new("keys");
+    let keygen = |name: &str| {
+        let out = ringcast(backend, &["keygen"]).output().expect("keygen");
+        assert!(out.status.success());
+        let path = dir.file(name);
+        std::fs::write(&path, &out.stdout).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (ours, theirs) = (keygen("ours.key"), keygen("theirs.key"));
+    let text = std::fs::read_to_string(&ours).unwrap();
+    assert!(text.starts_with("ringcast-key 1\n"), "{text}");
+    let g = group(58, backend).to_string();
+    let base = ["--group", g.as_str(), "--topic", "/sealed"];
+    let listen = |extra: &[&str], count: &str, timeout: &str| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--count", count, "--timeout", timeout]);
+        start_listener(backend, &a)
+    };
+    let keyed = listen(&["--key-file", &ours], "200", "30");
+    let wrong = listen(&["--key-file", &theirs], "1", "4");
+    let open = listen(&[], "1", "4");
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend_from_slice(&[
+        "--key-file",
+        &ours,
+        "--repeat",
+        "200",
+        "--autonumber",
+        "--wait-receivers",
+        "1",
+        "secret",
+    ]);
+    let s = send(backend, &a);
+    let k = keyed.finish(WAIT);
+    assert!(k.status.success(), "{}", k.stderr);
+    let got: Vec<String> = String::from_utf8_lossy(&k.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| format!("secret{i}")).collect();
+    assert_eq!(got, want);
+    for other in [wrong.finish(WAIT), open.finish(WAIT)] {
+        assert!(other.stdout.is_empty(), "heard: {:?}", other.stdout);
+        assert!(
+            other.stderr.contains("received 0 messages"),
+            "{}",
+            other.stderr
+        );
+    }
+    assert!(s.stderr.contains("receivers 1"), "{}", s.stderr);
+    // a key file that does not parse is refused up front
+    let bad = dir.file("bad.key");
+    std::fs::write(&bad, "ringcast-key 1\nkey zz\n").unwrap();
+    let out = ringcast(backend, &["listen", "--key-file", &bad.to_string_lossy()])
+        .output()
+        .expect("listen");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key file"));
+}
