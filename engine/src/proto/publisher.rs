@@ -706,6 +706,10 @@ impl Publisher {
     ) -> Result<Option<std::ops::Range<usize>>, Blocked> {
         for _ in 0..2 {
             if self.pool[self.head].is_empty() {
+                if self.needs_transmit() {
+                    // a full batch goes out before a new datagram starts
+                    return Err(Blocked::Transmit);
+                }
                 if !self.window_allows(1) {
                     self.held_back(now, 1);
                     return Err(Blocked::FlowControl);
@@ -748,6 +752,11 @@ impl Publisher {
         }
         if self.snapshot_pending() {
             self.drive_burst(now)?;
+            // The burst may have filled the batch (its last fragment wrapping the
+            // pool): that goes out before anything new starts (found by fuzzing).
+            if self.needs_transmit() {
+                return Err(Blocked::Transmit);
+            }
         }
         self.room_for(now, topic, len)
     }
