@@ -44,7 +44,7 @@ use crate::FlowControlStrategy;
 /// Operations per script at most (receiver and publisher targets).
 pub const MAX_OPS: usize = 256;
 /// The fuzz targets, by name (as [`run`] takes them).
-pub const TARGETS: [&str; 3] = ["decode", "receiver", "publisher"];
+pub const TARGETS: [&str; 4] = ["decode", "receiver", "publisher", "seal"];
 
 /// Runs the target called `target` (one of [`TARGETS`]) on `data`; returns false for
 /// an unknown name.
@@ -53,6 +53,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "decode" => decode(data),
         "receiver" => receiver(data),
         "publisher" => publisher(data),
+        "seal" => seal(data),
         _ => return false,
     }
     true
@@ -1178,6 +1179,14 @@ pub fn publisher(data: &[u8]) {
 /// rate limit and a lossy link for `publisher`).
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
+    for (name, d) in seed_datagrams().into_iter().take(8) {
+        // Each seal operation on a real datagram's body.
+        for op in 0..5u8 {
+            let mut script = vec![op, 3];
+            script.extend_from_slice(&d[..d.len().min(200)]);
+            out.push(("seal", format!("{name}-op{op}"), script));
+        }
+    }
     for (name, d) in seed_datagrams() {
         // Decoded as they are (selector 0).
         let mut raw = vec![0u8];
@@ -1671,6 +1680,94 @@ mod tests {
             }
             for t in TARGETS {
                 run(t, &data);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The sealed-datagram opener.
+
+/// The key every `seal` run uses (the target checks the opener, not key secrecy).
+const FUZZ_KEY: &str = "ringcast-key 1\nkey 0f0f0f0f \
+    606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f\n\
+    key 1e1e1e1e 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff until 1\n";
+
+/// The opener fed arbitrary bytes and real sealed datagrams, then mutated,
+/// truncated, replayed and reordered ones, with what each must give asserted: a
+/// datagram sealed with the key opens to exactly its plain bytes, once; any flipped
+/// bit or cut byte is refused; a replay is refused as one; an expired key's datagram
+/// is refused. Script: `[op, len, bytes…]…`.
+pub fn seal(data: &[u8]) {
+    use crate::seal::{Keyring, SealError, HEADER_LEN as H, OVERHEAD};
+    let Ok(keys) = Keyring::parse(FUZZ_KEY) else {
+        return;
+    };
+    let mut sealer = keys.sealer();
+    let mut opener = keys.opener();
+    let mut input = Input::new(data);
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut out = vec![0u8; 4096 + OVERHEAD];
+    for _ in 0..MAX_OPS {
+        if input.is_empty() {
+            break;
+        }
+        let op = input.u8() % 5;
+        let len = usize::from(input.u8()) * 8 % 2048;
+        let body = input.take(len);
+        // A plain datagram: a header (the fuzzer's bytes, or a valid one) and a body.
+        let mut plain = vec![0u8; H];
+        plain[..4].copy_from_slice(b"RCST");
+        plain[4] = 2;
+        plain[5] = 1;
+        plain.extend_from_slice(body);
+        match op {
+            0 => {
+                // arbitrary bytes: never opens (the fuzzer cannot forge the tag)
+                let mut raw = body.to_vec();
+                assert!(opener.open(0, &mut raw).is_err(), "forged datagram opened");
+            }
+            1 | 2 | 3 => {
+                let n = sealer.seal(&plain, &mut out).expect("seals");
+                let sealed = out[..n].to_vec();
+                match op {
+                    1 => {
+                        let mut b = sealed.clone();
+                        let r = opener.open(0, &mut b).expect("a sealed datagram opens");
+                        assert_eq!(&b[r], &plain[..], "opened to other bytes");
+                        let mut again = sealed.clone();
+                        assert_eq!(opener.open(0, &mut again), Err(SealError::Replayed));
+                    }
+                    2 => {
+                        let mut b = sealed.clone();
+                        let at = usize::from(input.u8()) * 7 % b.len();
+                        b[at] ^= 1 << (input.u8() % 8);
+                        assert!(opener.open(0, &mut b).is_err(), "mutated byte {at} opened");
+                        kept.push(sealed);
+                    }
+                    _ => {
+                        let mut b = sealed.clone();
+                        let cut = usize::from(input.u8()) % b.len();
+                        b.truncate(cut);
+                        assert!(opener.open(0, &mut b).is_err(), "cut to {cut} opened");
+                        kept.push(sealed);
+                    }
+                }
+                kept.truncate(64);
+            }
+            _ => {
+                // an untouched one kept from before: opens once, in any order
+                if let Some(mut k) = kept.pop() {
+                    let plain_len = k.len() - OVERHEAD;
+                    let first = opener.open(0, &mut k.clone());
+                    assert!(
+                        first.is_ok() || first == Err(SealError::Replayed),
+                        "{first:?}"
+                    );
+                    let r = opener.open(0, &mut k);
+                    assert_eq!(r, Err(SealError::Replayed));
+                    assert!(plain_len >= H);
+                }
             }
         }
     }

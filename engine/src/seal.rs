@@ -33,7 +33,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::wire::HEADER_LEN;
+pub use crate::wire::HEADER_LEN;
 
 /// Header flag (high nibble of the kind byte): the datagram is sealed.
 pub const SEALED: u8 = 0x8;

@@ -1,7 +1,8 @@
 //! Writes the seed corpus, `corpus/<target>/seed-<name>`, from
 //! `ringcast::fuzzing::seeds` (valid inputs of every kind). Run from `fuzz/`:
 //! `cargo run --example seeds`. Files of other names (what the fuzzer found) are left
-//! alone; seeds no longer produced are removed.
+//! alone; seeds no longer produced are removed (not `seed-regression-*`: inputs that
+//! once crashed a target, kept by hand).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -23,7 +24,7 @@ fn main() -> std::io::Result<()> {
             let stale = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("seed-"))
+                .is_some_and(|n| n.starts_with("seed-") && !n.starts_with("seed-regression-"))
                 && !written.contains(&path);
             if stale {
                 fs::remove_file(&path)?;

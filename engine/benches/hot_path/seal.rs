@@ -46,9 +46,11 @@ pub fn bench(c: &mut Criterion) {
             p
         };
         let mut out = vec![0u8; len + 36];
-        g.bench_with_input(BenchmarkId::new("ringcast_seal", size(len)), &len, |b, _| {
-            b.iter(|| black_box(sealer.seal(black_box(&plain), &mut out)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("ringcast_seal", size(len)),
+            &len,
+            |b, _| b.iter(|| black_box(sealer.seal(black_box(&plain), &mut out))),
+        );
         // Open: a fresh sealed copy each time (a replay would be refused early).
         let mut opener = keys.opener();
         let batch: Vec<Vec<u8>> = (0..4096)
@@ -60,18 +62,22 @@ pub fn bench(c: &mut Criterion) {
             .collect();
         let mut scratch = vec![0u8; len + 36];
         let mut i = 0;
-        g.bench_with_input(BenchmarkId::new("ringcast_open", size(len)), &len, |b, _| {
-            b.iter(|| {
-                // Past the batch, the replay window refuses: reseal a new one.
-                if i < batch.len() {
-                    scratch.copy_from_slice(&batch[i]);
-                    i += 1;
-                } else {
-                    sealer.seal(&plain, &mut scratch);
-                }
-                black_box(opener.open(0, &mut scratch).is_ok())
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("ringcast_open", size(len)),
+            &len,
+            |b, _| {
+                b.iter(|| {
+                    // Past the batch, the replay window refuses: reseal a new one.
+                    if i < batch.len() {
+                        scratch.copy_from_slice(&batch[i]);
+                        i += 1;
+                    } else {
+                        sealer.seal(&plain, &mut scratch);
+                    }
+                    black_box(opener.open(0, &mut scratch).is_ok())
+                })
+            },
+        );
     }
     g.finish();
 }
