@@ -1217,10 +1217,13 @@ fn first_start(header: &Header, frames: &Frames<'_>) -> u64 {
 }
 
 /// Whether reaching datagram `seq` at message `msg` from `(next_seq, next_msg)`
-/// takes more messages than that many datagrams can carry.
+/// takes more messages than the datagrams in between can carry (one more for a
+/// message begun in the last of them): a datagram in sequence skips none.
 fn too_many_messages((next_seq, next_msg): (u64, u64), (seq, msg): (u64, u64)) -> bool {
-    let datagrams = seq.saturating_sub(next_seq).saturating_add(1);
-    msg > next_msg.saturating_add(datagrams.saturating_mul(MAX_FRAMES))
+    let datagrams = seq.saturating_sub(next_seq);
+    msg > next_msg
+        .saturating_add(datagrams.saturating_mul(MAX_FRAMES))
+        .saturating_add(1)
 }
 
 /// Bytes of reassembly buffers (their capacity) over all sessions, and the bound.
