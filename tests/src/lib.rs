@@ -5,6 +5,7 @@
 //! Every test uses the loopback interface and TTL 0: nothing leaves the host. CI runs
 //! them inside a fresh network namespace (`unshare -n`).
 
+pub mod hostile;
 pub mod netns;
 
 use std::collections::HashMap;
