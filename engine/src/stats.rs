@@ -262,8 +262,9 @@ pub struct Stats {
     /// Sealed datagrams refused for a key id this node does not hold (another group,
     /// or a previous key past its overlap).
     pub unknown_key: u64,
-    /// Sealed datagrams refused as replays (a counter the sender already used, or
-    /// older than its 1,024-counter window).
+    /// Sealed datagrams refused as replays: a counter the sender already used (a
+    /// replay, or a copy of an accepted datagram with bytes changed: the window is
+    /// checked before the tag), or one older than its 1,024-counter window.
     pub replayed: u64,
     /// Datagrams (any port) refused by the group key: not sealed, forged, mutated or
     /// truncated. Dropped before any state changed.

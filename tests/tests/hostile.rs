@@ -986,7 +986,6 @@ fn without_a_key_a_nak_storm_is_clamped_and_held_back_by_the_repair_budget() {
 /// `a_nak_storm_is_held_to_the_repair_budget` feeds one NAK per transmit and so never
 /// sees it.)
 #[test]
-#[ignore = "engine bug: several NAKs read in one duty cycle each spend the whole repair budget (RepairBudget tokens are debited only at transmit, saturating), so retransmit_bytes exceeds window + data + 4 windows/s"]
 fn without_a_key_a_nak_storm_retransmits_no_more_than_the_documented_bound() {
     for (backend, name) in LIB_BACKENDS {
         let r = nak_storm_run(207, backend, name);

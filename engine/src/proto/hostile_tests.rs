@@ -162,8 +162,11 @@ fn a_nak_storm_is_held_to_the_repair_budget() {
     let storm = Duration::from_millis(100);
     for i in 0..10_000u32 {
         let now = t0 + storm * i / 10_000;
-        let b = nak_bytes(key(SESSION), 0, u64::MAX >> 2, 666);
-        let _ = p.handle_control(now, &b);
+        // sixteen NAKs read between two transmits, as the agent reads a burst
+        for _ in 0..16 {
+            let b = nak_bytes(key(SESSION), 0, u64::MAX >> 2, 666);
+            let _ = p.handle_control(now, &b);
+        }
         p.handle_timeout(now);
         let mut this = 0;
         p.poll_transmit(now, &mut |kind, b| {

@@ -870,7 +870,11 @@ impl Publisher {
             to
         };
         self.repair.refill(now);
-        let affordable = self.repair.affordable(self.max_datagram);
+        // (what is queued since the last transmit is not paid for yet)
+        let affordable = self
+            .repair
+            .affordable(self.max_datagram)
+            .saturating_sub(self.resend.len());
         let budget = (self.budget - self.resend.len()).min(affordable);
         if budget == 0 && lo < to {
             // kept for later (resumed when the budget allows)
@@ -930,7 +934,10 @@ impl Publisher {
                 Timer::Resume => {
                     let sent_up_to = self.sent_up_to();
                     self.repair.refill(now);
-                    let affordable = self.repair.affordable(self.max_datagram);
+                    let affordable = self
+                        .repair
+                        .affordable(self.max_datagram)
+                        .saturating_sub(self.resend.len());
                     let budget = (self.budget - self.resend.len()).min(affordable);
                     if let Some(r) = self.retransmit.as_mut() {
                         let resend = &mut self.resend;
