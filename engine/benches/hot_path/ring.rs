@@ -38,7 +38,9 @@ pub fn bench(c: &mut Criterion) {
                 })
             },
         );
-        assert!(read > 0 && r.is_empty(), "every record written was read");
+        // (nothing ran when a filter left this benchmark out)
+        assert!(r.is_empty(), "every record written was read");
+        let _ = read;
 
         // A burst of BATCH commits, then one read_batch (one release per batch).
         let mut records = 0u64;
@@ -59,7 +61,7 @@ pub fn bench(c: &mut Criterion) {
                 })
             },
         );
-        assert!(records > 0 && records % BATCH as u64 == 0 && r.is_empty());
+        assert!(records % BATCH as u64 == 0 && r.is_empty());
     }
     g.finish();
 }
