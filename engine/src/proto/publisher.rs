@@ -852,6 +852,10 @@ impl Publisher {
     /// budget (the rest is resumed later).
     pub fn on_nak(&mut self, now: Instant, from: u64, to: u64) {
         let sent_up_to = self.sent_up_to();
+        if self.retransmit.is_none() {
+            return;
+        }
+        let budget = self.repair_room(now);
         let Some(r) = self.retransmit.as_mut() else {
             return;
         };
@@ -869,19 +873,25 @@ impl Publisher {
         } else {
             to
         };
-        self.repair.refill(now);
-        // (what is queued since the last transmit is not paid for yet)
-        let affordable = self
-            .repair
-            .affordable(self.max_datagram)
-            .saturating_sub(self.resend.len());
-        let budget = (self.budget - self.resend.len()).min(affordable);
         if budget == 0 && lo < to {
             // kept for later (resumed when the budget allows)
             bump(&mut self.counters.repair_limited, 1);
         }
         let resend = &mut self.resend;
         r.on_nak(now, lo, to, sent_up_to, budget, &mut |seq| resend.push(seq));
+    }
+
+    /// Retransmissions that may be queued now: what is left of this transmit's budget
+    /// and what the repair budget pays for (what is queued since the last transmit is
+    /// not paid for yet, so it counts).
+    fn repair_room(&mut self, now: Instant) -> usize {
+        self.repair.refill(now);
+        let queued = self.resend.len();
+        let affordable = self
+            .repair
+            .affordable(self.max_datagram)
+            .saturating_sub(queued);
+        (self.budget - queued).min(affordable)
     }
 
     /// The deadline (µs since the UNIX epoch) that the messages offered or claimed
@@ -933,12 +943,7 @@ impl Publisher {
                 Timer::RateLimit => {}
                 Timer::Resume => {
                     let sent_up_to = self.sent_up_to();
-                    self.repair.refill(now);
-                    let affordable = self
-                        .repair
-                        .affordable(self.max_datagram)
-                        .saturating_sub(self.resend.len());
-                    let budget = (self.budget - self.resend.len()).min(affordable);
+                    let budget = self.repair_room(now);
                     if let Some(r) = self.retransmit.as_mut() {
                         let resend = &mut self.resend;
                         r.resume(now, sent_up_to, budget, &mut |seq| resend.push(seq));
