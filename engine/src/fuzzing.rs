@@ -381,19 +381,6 @@ fn zeroed(bytes: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
     v
 }
 
-/// `s` cut to at most `max` bytes at a character boundary (as the announce encoder
-/// cuts names and versions).
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// Every decoder on `bytes`; what decodes is encoded again and compared.
 fn check_datagram(bytes: &[u8], max_message: usize) {
     let head = Header::decode(bytes);
@@ -476,8 +463,8 @@ fn check_datagram(bytes: &[u8], max_message: usize) {
         assert!(enc.len() <= MAX_ANNOUNCE, "announce of {} bytes", enc.len());
         // The encoder cuts long names and versions; everything else comes back.
         let want = Announce {
-            name: cut(&a.name, MAX_NAME).to_string(),
-            version: cut(&a.version, 32).to_string(),
+            name: crate::wire::cut(&a.name, MAX_NAME).to_string(),
+            version: crate::wire::cut(&a.version, 32).to_string(),
             ..a.clone()
         };
         assert_eq!(
@@ -1634,6 +1621,94 @@ fn publisher_scripts() -> Vec<(&'static str, Vec<u8>)> {
     v
 }
 
+// ---------------------------------------------------------------------------------
+// The sealed-datagram opener.
+
+/// The key every `seal` run uses (the target checks the opener, not key secrecy).
+const FUZZ_KEY: &str = "ringcast-key 1\nkey 0f0f0f0f \
+    606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f\n\
+    key 1e1e1e1e 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff until 1\n";
+
+/// The opener fed arbitrary bytes and real sealed datagrams, then mutated,
+/// truncated, replayed and reordered ones, with what each must give asserted: a
+/// datagram sealed with the key opens to exactly its plain bytes, once; any flipped
+/// bit or cut byte is refused; a replay is refused as one; an expired key's datagram
+/// is refused. Script: `[op, len, bytes…]…`.
+pub fn seal(data: &[u8]) {
+    use crate::seal::{Keyring, SealError, HEADER_LEN as H, OVERHEAD};
+    let Ok(keys) = Keyring::parse(FUZZ_KEY) else {
+        return;
+    };
+    let mut sealer = keys.sealer();
+    let mut opener = keys.opener();
+    let mut input = Input::new(data);
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut out = vec![0u8; 4096 + OVERHEAD];
+    for _ in 0..MAX_OPS {
+        if input.is_empty() {
+            break;
+        }
+        let op = input.u8() % 5;
+        let len = usize::from(input.u8()) * 8 % 2048;
+        let body = input.take(len);
+        // A plain datagram: a header (the fuzzer's bytes, or a valid one) and a body.
+        let mut plain = vec![0u8; H];
+        plain[..4].copy_from_slice(b"RCST");
+        plain[4] = 2;
+        plain[5] = 1;
+        plain.extend_from_slice(body);
+        match op {
+            0 => {
+                // arbitrary bytes: never opens (the fuzzer cannot forge the tag)
+                let mut raw = body.to_vec();
+                assert!(opener.open(0, &mut raw).is_err(), "forged datagram opened");
+            }
+            1..=3 => {
+                let n = sealer.seal(&plain, &mut out).expect("seals");
+                let sealed = out[..n].to_vec();
+                match op {
+                    1 => {
+                        let mut b = sealed.clone();
+                        let r = opener.open(0, &mut b).expect("a sealed datagram opens");
+                        assert_eq!(&b[r], &plain[..], "opened to other bytes");
+                        let mut again = sealed.clone();
+                        assert_eq!(opener.open(0, &mut again), Err(SealError::Replayed));
+                    }
+                    2 => {
+                        let mut b = sealed.clone();
+                        let at = usize::from(input.u8()) * 7 % b.len();
+                        b[at] ^= 1 << (input.u8() % 8);
+                        assert!(opener.open(0, &mut b).is_err(), "mutated byte {at} opened");
+                        kept.push(sealed);
+                    }
+                    _ => {
+                        let mut b = sealed.clone();
+                        let cut = usize::from(input.u8()) % b.len();
+                        b.truncate(cut);
+                        assert!(opener.open(0, &mut b).is_err(), "cut to {cut} opened");
+                        kept.push(sealed);
+                    }
+                }
+                kept.truncate(64);
+            }
+            _ => {
+                // an untouched one kept from before: opens once, in any order
+                if let Some(mut k) = kept.pop() {
+                    let plain_len = k.len() - OVERHEAD;
+                    let first = opener.open(0, &mut k.clone());
+                    assert!(
+                        first.is_ok() || first == Err(SealError::Replayed),
+                        "{first:?}"
+                    );
+                    let r = opener.open(0, &mut k);
+                    assert_eq!(r, Err(SealError::Replayed));
+                    assert!(plain_len >= H);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1680,94 +1755,6 @@ mod tests {
             }
             for t in TARGETS {
                 run(t, &data);
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// The sealed-datagram opener.
-
-/// The key every `seal` run uses (the target checks the opener, not key secrecy).
-const FUZZ_KEY: &str = "ringcast-key 1\nkey 0f0f0f0f \
-    606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f\n\
-    key 1e1e1e1e 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff until 1\n";
-
-/// The opener fed arbitrary bytes and real sealed datagrams, then mutated,
-/// truncated, replayed and reordered ones, with what each must give asserted: a
-/// datagram sealed with the key opens to exactly its plain bytes, once; any flipped
-/// bit or cut byte is refused; a replay is refused as one; an expired key's datagram
-/// is refused. Script: `[op, len, bytes…]…`.
-pub fn seal(data: &[u8]) {
-    use crate::seal::{Keyring, SealError, HEADER_LEN as H, OVERHEAD};
-    let Ok(keys) = Keyring::parse(FUZZ_KEY) else {
-        return;
-    };
-    let mut sealer = keys.sealer();
-    let mut opener = keys.opener();
-    let mut input = Input::new(data);
-    let mut kept: Vec<Vec<u8>> = Vec::new();
-    let mut out = vec![0u8; 4096 + OVERHEAD];
-    for _ in 0..MAX_OPS {
-        if input.is_empty() {
-            break;
-        }
-        let op = input.u8() % 5;
-        let len = usize::from(input.u8()) * 8 % 2048;
-        let body = input.take(len);
-        // A plain datagram: a header (the fuzzer's bytes, or a valid one) and a body.
-        let mut plain = vec![0u8; H];
-        plain[..4].copy_from_slice(b"RCST");
-        plain[4] = 2;
-        plain[5] = 1;
-        plain.extend_from_slice(body);
-        match op {
-            0 => {
-                // arbitrary bytes: never opens (the fuzzer cannot forge the tag)
-                let mut raw = body.to_vec();
-                assert!(opener.open(0, &mut raw).is_err(), "forged datagram opened");
-            }
-            1 | 2 | 3 => {
-                let n = sealer.seal(&plain, &mut out).expect("seals");
-                let sealed = out[..n].to_vec();
-                match op {
-                    1 => {
-                        let mut b = sealed.clone();
-                        let r = opener.open(0, &mut b).expect("a sealed datagram opens");
-                        assert_eq!(&b[r], &plain[..], "opened to other bytes");
-                        let mut again = sealed.clone();
-                        assert_eq!(opener.open(0, &mut again), Err(SealError::Replayed));
-                    }
-                    2 => {
-                        let mut b = sealed.clone();
-                        let at = usize::from(input.u8()) * 7 % b.len();
-                        b[at] ^= 1 << (input.u8() % 8);
-                        assert!(opener.open(0, &mut b).is_err(), "mutated byte {at} opened");
-                        kept.push(sealed);
-                    }
-                    _ => {
-                        let mut b = sealed.clone();
-                        let cut = usize::from(input.u8()) % b.len();
-                        b.truncate(cut);
-                        assert!(opener.open(0, &mut b).is_err(), "cut to {cut} opened");
-                        kept.push(sealed);
-                    }
-                }
-                kept.truncate(64);
-            }
-            _ => {
-                // an untouched one kept from before: opens once, in any order
-                if let Some(mut k) = kept.pop() {
-                    let plain_len = k.len() - OVERHEAD;
-                    let first = opener.open(0, &mut k.clone());
-                    assert!(
-                        first.is_ok() || first == Err(SealError::Replayed),
-                        "{first:?}"
-                    );
-                    let r = opener.open(0, &mut k);
-                    assert_eq!(r, Err(SealError::Replayed));
-                    assert!(plain_len >= H);
-                }
             }
         }
     }
