@@ -27,6 +27,7 @@ mod frame;
 mod header;
 mod peer_list;
 
+#[cfg(feature = "fuzzing")]
 pub(crate) use announce::cut;
 pub use announce::{Announce, MAX_ANNOUNCE, MAX_NAME};
 pub use control::{Control, Heartbeat, Nak, Status, HEARTBEAT_LEN, NAK_LEN, STATUS_LEN};
