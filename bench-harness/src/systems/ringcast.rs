@@ -14,6 +14,8 @@
 //!   dedicated agents that spin;
 //! * `encrypted`, `encrypted-busy-spin` — `default` and `busy-spin` with a group key:
 //!   every datagram sealed with AES-256-GCM (the cost of encryption, side by side);
+//! * `encrypted-mtu1472` — `mtu1472` with the group key: the cost of encryption where
+//!   datagrams are Ethernet-sized (per-datagram kernel work, not bytes, dominates);
 //! * `shared` — one agent thread per node;
 //! * `best-effort` — repair off (the cost of reliability is default vs best-effort);
 //! * `io_uring`, `fallback` — the backend forced with `RINGCAST_BACKEND=uring|mmsg`
@@ -188,6 +190,14 @@ pub fn variants() -> Vec<Variant> {
         mk(
             "mtu1472",
             Cfg {
+                max_payload: Some(1472),
+                ..BASE
+            },
+        ),
+        mk(
+            "encrypted-mtu1472",
+            Cfg {
+                encrypted: true,
                 max_payload: Some(1472),
                 ..BASE
             },
