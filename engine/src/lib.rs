@@ -77,7 +77,7 @@ pub use node::{HandlerGuard, Node};
 pub use peers::PeerEvents;
 pub use proto::{LeaveReason, Peer, PeerEvent};
 pub use publisher::{Claim, Publisher};
-pub use seal::{Keyring, SealError};
+pub use seal::{Keyring, SealError, OVERHEAD as SEAL_OVERHEAD};
 pub use stats::Stats;
 pub use subscriber::{
     Event, Loss, LossReason, Message, OwnedEvent, OwnedMessage, SessionEvent, SessionState,

@@ -37,6 +37,9 @@ pub fn bench(c: &mut Criterion) {
             })
         });
         assert_eq!(refused, 0, "every append fitted");
+        if d.seq().is_none() {
+            continue; // a name filter skipped this case: nothing was packed to check
+        }
         let (h, frames) = Frames::decode(d.bytes(), 4 << 20).expect("valid datagram");
         assert_eq!((u64::from(h.count), frames.count() as u64), (n, n));
         assert_eq!(Some(h.seq), d.seq());
