@@ -469,7 +469,7 @@ fn without_multicast_seeds_carry_discovery_and_data_by_unicast() {
         let s = lab.run(C, cmd).finish(WAIT);
         eprintln!("unicast {round}: {}", s.stderr.trim());
         let dropped = lab.dropped_by_rule();
-        eprintln!("unicast {round}: the bridge dropped {dropped:?} (multicast, unicast)");
+        eprintln!("unicast {round}: the bridge dropped {dropped:?} (multicast UDP, unicast UDP, other multicast)");
         assert!(s.status.success(), "send failed: {}", brief(&s.stderr));
         if !forced {
             assert!(
