@@ -1661,16 +1661,32 @@ pub fn seal(data: &[u8]) {
             0 => {
                 // arbitrary bytes: never opens (the fuzzer cannot forge the tag)
                 let mut raw = body.to_vec();
+                let mut into = [0u8; 4096];
+                assert!(
+                    opener.open_into(0, &raw, &mut into).is_err(),
+                    "forged, opened"
+                );
                 assert!(opener.open(0, &mut raw).is_err(), "forged datagram opened");
             }
             1..=3 => {
                 let n = sealer.seal(&plain, &mut out).expect("seals");
                 let sealed = out[..n].to_vec();
                 match op {
+                    1 if len % 16 == 8 => {
+                        // opened out of place (as the agents do), then in place: a replay
+                        let mut into = vec![0u8; n];
+                        let p = opener.open_into(0, &sealed, &mut into).expect("opens");
+                        assert_eq!(&into[..p], &plain[..], "opened into other bytes");
+                        let mut again = sealed.clone();
+                        assert_eq!(opener.open(0, &mut again), Err(SealError::Replayed));
+                    }
                     1 => {
                         let mut b = sealed.clone();
                         let r = opener.open(0, &mut b).expect("a sealed datagram opens");
                         assert_eq!(&b[r], &plain[..], "opened to other bytes");
+                        let mut into = vec![0u8; n];
+                        let replay = opener.open_into(0, &sealed, &mut into);
+                        assert_eq!(replay, Err(SealError::Replayed));
                         let mut again = sealed.clone();
                         assert_eq!(opener.open(0, &mut again), Err(SealError::Replayed));
                     }
@@ -1678,6 +1694,9 @@ pub fn seal(data: &[u8]) {
                         let mut b = sealed.clone();
                         let at = usize::from(input.u8()) * 7 % b.len();
                         b[at] ^= 1 << (input.u8() % 8);
+                        let mut into = vec![0u8; n];
+                        let r = opener.open_into(0, &b, &mut into);
+                        assert!(r.is_err(), "mutated byte {at} opened into");
                         assert!(opener.open(0, &mut b).is_err(), "mutated byte {at} opened");
                         kept.push(sealed);
                     }

@@ -29,9 +29,8 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::hkdf;
 
 pub use crate::wire::HEADER_LEN;
 
@@ -122,10 +121,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Key bytes and sender ids, from the operating system's CSPRNG (`getrandom(2)`:
+/// AWS-LC's own generator would first seed itself from CPU jitter, ~25 ms at every
+/// start of a keyed node).
 fn random_bytes<const N: usize>() -> Result<[u8; N], SealError> {
     let mut b = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut b)
+    getrandom::fill(&mut b)
         .map_err(|_| SealError::BadFile("the system has no randomness".into()))?;
     Ok(b)
 }
@@ -313,6 +314,7 @@ impl Guard {
     }
 
     /// Opens `bytes`: the plain datagram, or `None` (counted in `c`) to drop it.
+    /// Decrypted straight out of `bytes` (the receive buffer) into this guard's own.
     pub(crate) fn open(
         &mut self,
         bytes: &[u8],
@@ -322,10 +324,8 @@ impl Guard {
             // (a datagram larger than this node builds: bounded by the UDP maximum)
             self.inbound.resize(bytes.len(), 0);
         }
-        let b = &mut self.inbound[..bytes.len()];
-        b.copy_from_slice(bytes);
-        match self.opener.open(unix_now(), b) {
-            Ok(r) => Some(&self.inbound[r]),
+        match self.opener.open_into(unix_now(), bytes, &mut self.inbound) {
+            Ok(n) => Some(&self.inbound[..n]),
             Err(e) => {
                 e.count(c);
                 None
@@ -422,25 +422,26 @@ impl Sealer {
         }
         let counter = self.counter;
         self.counter += 1;
-        out[..HEADER_LEN].copy_from_slice(&plain[..HEADER_LEN]);
-        out[5] |= SEALED << 4;
-        let ext = &mut out[HEADER_LEN..HEADER_LEN + EXT_LEN];
+        let (aad, rest) = out[..n].split_at_mut(HEADER_LEN + EXT_LEN);
+        aad[..HEADER_LEN].copy_from_slice(&plain[..HEADER_LEN]);
+        aad[5] |= SEALED << 4;
+        let ext = &mut aad[HEADER_LEN..];
         ext[..4].copy_from_slice(&self.key_id.to_le_bytes());
         ext[4..12].copy_from_slice(&self.sender.to_le_bytes());
         ext[12..].copy_from_slice(&counter.to_le_bytes());
-        let body = HEADER_LEN + EXT_LEN;
-        let end = n - TAG_LEN;
-        out[body..end].copy_from_slice(&plain[HEADER_LEN..]);
-        let (aad, rest) = out.split_at_mut(body);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(
+        // Encrypted straight from `plain` into `out` (one pass over the body, no copy
+        // first), the tag after it.
+        let (body, tag) = rest.split_at_mut(plain.len() - HEADER_LEN);
+        self.key
+            .seal_out_of_place_scatter(
                 nonce(counter),
                 Aad::from(&aad[..]),
-                &mut rest[..end - body],
+                &plain[HEADER_LEN..],
+                body,
+                &[],
+                tag,
             )
             .ok()?;
-        out[end..n].copy_from_slice(tag.as_ref());
         Some(n)
     }
 }
@@ -530,7 +531,52 @@ impl Opener {
     /// after its `until`).
     pub fn open(&mut self, now: u64, buf: &mut [u8]) -> Result<std::ops::Range<usize>, SealError> {
         let n = buf.len();
-        if n < HEADER_LEN + OVERHEAD || (buf[5] >> 4) & SEALED == 0 {
+        let s = self.check(now, buf)?;
+        let (aad, rest) = buf.split_at_mut(HEADER_LEN + EXT_LEN);
+        self.key_of(&s)?
+            .open_in_place(nonce(s.counter), Aad::from(&aad[..]), rest)
+            .map_err(|_| SealError::AuthFailed)?;
+        self.accept(s);
+        // The plain datagram: the header moved up against the body, unflagged.
+        buf.copy_within(..HEADER_LEN, EXT_LEN);
+        buf[EXT_LEN + 5] &= 0x7f;
+        Ok(EXT_LEN..n - TAG_LEN)
+    }
+
+    /// Like [`Opener::open`], but leaves `sealed` as it is (a receive buffer) and
+    /// decrypts into `out` in the same pass: returns the plain datagram's length in
+    /// `out` (`sealed.len() - OVERHEAD`). `out` shorter than that: refused as
+    /// [`SealError::AuthFailed`], nothing changed.
+    pub fn open_into(
+        &mut self,
+        now: u64,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let plain = sealed
+            .len()
+            .checked_sub(OVERHEAD)
+            .filter(|&p| p <= out.len())
+            .ok_or(SealError::AuthFailed)?;
+        let s = self.check(now, sealed)?;
+        let body = HEADER_LEN + EXT_LEN;
+        let (aad, rest) = sealed.split_at(body);
+        let (cipher, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let (head, out_body) = out[..plain].split_at_mut(HEADER_LEN);
+        self.key_of(&s)?
+            .open_separate_gather(nonce(s.counter), Aad::from(aad), cipher, tag, out_body)
+            .map_err(|_| SealError::AuthFailed)?;
+        self.accept(s);
+        head.copy_from_slice(&sealed[..HEADER_LEN]);
+        head[5] &= 0x7f;
+        Ok(plain)
+    }
+
+    /// What a sealed datagram claims (key, sender, counter), refused when it cannot
+    /// be opened: too short, not sealed, an unknown or expired key, a replay. Changes
+    /// nothing.
+    fn check(&self, now: u64, buf: &[u8]) -> Result<Claim, SealError> {
+        if buf.len() < HEADER_LEN + OVERHEAD || (buf[5] >> 4) & SEALED == 0 {
             return Err(SealError::AuthFailed);
         }
         let ext = &buf[HEADER_LEN..HEADER_LEN + EXT_LEN];
@@ -540,7 +586,7 @@ impl Opener {
         let sender = u64::from_le_bytes(b8);
         b8.copy_from_slice(&ext[12..20]);
         let counter = u64::from_le_bytes(b8);
-        let k = self
+        let group = self
             .keys
             .iter()
             .enumerate()
@@ -552,53 +598,75 @@ impl Opener {
             return Err(SealError::Replayed);
         }
         // A new sender's key is derived, but kept only once a datagram of it opens.
-        let derived;
-        let key = match known {
-            Some(s) => &s.key,
-            None => {
-                derived = sender_key(k, sender);
-                &derived
-            }
-        };
-        let body = HEADER_LEN + EXT_LEN;
-        let (aad, rest) = buf.split_at_mut(body);
-        key.open_in_place(nonce(counter), Aad::from(&aad[..]), rest)
-            .map_err(|_| SealError::AuthFailed)?;
+        let derived = known.is_none().then(|| sender_key(group, sender));
+        Ok(Claim {
+            key_id,
+            sender,
+            counter,
+            derived,
+        })
+    }
+
+    /// The key that opens what `c` claims (always one: `check` derives a key for
+    /// every sender it does not know).
+    fn key_of<'a>(&'a self, c: &'a Claim) -> Result<&'a LessSafeKey, SealError> {
+        match &c.derived {
+            Some(k) => Ok(k),
+            None => self
+                .senders
+                .get(&(c.key_id, c.sender))
+                .map(|s| &s.key)
+                .ok_or(SealError::AuthFailed),
+        }
+    }
+
+    /// Records a datagram that opened: its sender's window moves (a new sender is
+    /// kept, the least recently heard making room).
+    fn accept(&mut self, c: Claim) {
+        let Claim {
+            key_id,
+            sender,
+            counter,
+            derived,
+        } = c;
         self.clock += 1;
         let clock = self.clock;
-        match self.senders.get_mut(&(key_id, sender)) {
-            Some(s) => {
-                s.window.accept(counter);
-                s.last_used = clock;
-            }
-            None => {
-                if self.senders.len() >= MAX_SENDERS {
-                    let oldest = self
-                        .senders
-                        .iter()
-                        .min_by_key(|(_, s)| s.last_used)
-                        .map(|(k, _)| *k);
-                    if let Some(o) = oldest {
-                        self.senders.remove(&o);
-                    }
-                }
-                let mut window = ReplayWindow::default();
-                window.accept(counter);
-                self.senders.insert(
-                    (key_id, sender),
-                    SenderState {
-                        key: sender_key(k, sender),
-                        window,
-                        last_used: clock,
-                    },
-                );
+        if let Some(s) = self.senders.get_mut(&(key_id, sender)) {
+            s.window.accept(counter);
+            s.last_used = clock;
+            return;
+        }
+        let Some(key) = derived else { return };
+        if self.senders.len() >= MAX_SENDERS {
+            let oldest = self
+                .senders
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| *k);
+            if let Some(o) = oldest {
+                self.senders.remove(&o);
             }
         }
-        // The plain datagram: the header moved up against the body, unflagged.
-        buf.copy_within(..HEADER_LEN, EXT_LEN);
-        buf[EXT_LEN + 5] &= 0x7f;
-        Ok(EXT_LEN..n - TAG_LEN)
+        let mut window = ReplayWindow::default();
+        window.accept(counter);
+        self.senders.insert(
+            (key_id, sender),
+            SenderState {
+                key,
+                window,
+                last_used: clock,
+            },
+        );
     }
+}
+
+/// A sealed datagram's claims, checked against the opener's state.
+struct Claim {
+    key_id: u32,
+    sender: u64,
+    counter: u64,
+    /// A new sender's key, derived (a known sender's is in the opener).
+    derived: Option<LessSafeKey>,
 }
 
 #[cfg(test)]
@@ -645,6 +713,48 @@ mod tests {
         // the same datagram again: a replay
         let mut again = copy;
         assert_eq!(o.open(0, &mut again), Err(SealError::Replayed));
+    }
+
+    #[test]
+    fn opening_into_another_buffer_checks_as_much_and_leaves_the_datagram() {
+        let ring = Keyring::generate().unwrap();
+        let mut s = ring.sealer();
+        let mut o = ring.opener();
+        let plain = datagram(&[9u8; 1000]);
+        let good = sealed(&mut s, &plain);
+        // Too small an output: refused, and the datagram still opens afterwards.
+        let mut small = vec![0u8; plain.len() - 1];
+        assert_eq!(
+            o.open_into(0, &good, &mut small),
+            Err(SealError::AuthFailed)
+        );
+        // Every single-bit mutation and every truncation is refused, nothing written
+        // that counts (the window does not move: the good one opens after them).
+        let mut out = vec![0u8; plain.len() + 64];
+        for i in (0..good.len()).step_by(7) {
+            let mut m = good.clone();
+            m[i] ^= 0x10;
+            assert!(o.open_into(0, &m, &mut out).is_err(), "byte {i} accepted");
+        }
+        for len in (0..good.len()).step_by(13) {
+            assert!(
+                o.open_into(0, &good[..len], &mut out).is_err(),
+                "cut to {len}"
+            );
+        }
+        assert_eq!(o.open_into(0, &good, &mut out), Ok(plain.len()));
+        assert_eq!(&out[..plain.len()], &plain[..]);
+        assert_eq!(
+            o.open_into(0, &good, &mut out),
+            Err(SealError::Replayed),
+            "a replay"
+        );
+        // The next datagram opens the same way in place and into a buffer.
+        let next = sealed(&mut s, &plain);
+        let mut in_place = next.clone();
+        let r = ring.opener().open(0, &mut in_place).unwrap();
+        assert_eq!(ring.opener().open_into(0, &next, &mut out), Ok(r.len()));
+        assert_eq!(&out[..r.len()], &in_place[r]);
     }
 
     #[test]
