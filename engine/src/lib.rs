@@ -112,6 +112,17 @@ pub mod doctor {
     }
 }
 
+/// A stream in a shared-memory file that local processes map and read (the storage
+/// of the IPC transport, issue 12): one writer, readers at their own positions,
+/// back-pressuring readers lent records in place, others copying and told what they
+/// lost when lapped.
+pub mod shm {
+    pub use crate::ring::log::{
+        process_alive, remove_dead_logs, LogClaim, LogError, LogEvent, LogReader, LogWriter,
+        WriterCounters, HEADER_LEN, MAX_CAPACITY, MAX_READERS, MIN_CAPACITY, RECORD_HEADER, SUFFIX,
+    };
+}
+
 /// Internals re-exported for the micro-benchmarks in `engine/benches/` only: not part of
 /// the API, no stability promise, may change with any commit.
 #[doc(hidden)]
