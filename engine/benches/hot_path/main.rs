@@ -13,6 +13,7 @@ mod receiver;
 mod ring;
 mod seal;
 mod sender;
+mod shm;
 mod topic;
 mod wire;
 
@@ -28,6 +29,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = config();
-    targets = wire::bench, ring::bench, receiver::bench, sender::bench, topic::bench, seal::bench
+    targets = wire::bench, ring::bench, receiver::bench, sender::bench, topic::bench, seal::bench, shm::bench
 }
 criterion_main!(hot_path);

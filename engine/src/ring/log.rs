@@ -499,6 +499,8 @@ pub struct LogReader {
     gone: bool,
     /// When the writer was last seen alive (its heartbeat, or progress).
     writer_seen: u64,
+    /// This process (`getpid` is a system call: asked once).
+    pid: u32,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -550,6 +552,7 @@ impl LogReader {
             copy: Vec::new(),
             gone: false,
             writer_seen: now_ns,
+            pid: std::process::id(),
             map,
         };
         if back_pressure {
@@ -606,7 +609,7 @@ impl LogReader {
                 .store(tail, Ordering::Relaxed);
             self.map
                 .atomic_u32(self.map.slot(i, SLOT_PID))
-                .store(std::process::id(), Ordering::Relaxed);
+                .store(self.pid, Ordering::Relaxed);
             self.map
                 .atomic_u64(self.map.slot(i, SLOT_HEARTBEAT))
                 .store(now_ns, Ordering::Relaxed);
@@ -693,7 +696,7 @@ impl LogReader {
                 .map
                 .atomic_u32(self.map.slot(i, SLOT_PID))
                 .load(Ordering::Relaxed)
-                == std::process::id();
+                == self.pid;
         if live {
             self.map
                 .atomic_u64(self.map.slot(i, SLOT_HEARTBEAT))
