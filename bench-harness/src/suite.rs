@@ -225,10 +225,10 @@ mod tests {
     fn suite_sizes() {
         let catalog = systems::catalog();
         let primary = catalog.iter().filter(|v| v.primary).count();
-        assert_eq!((catalog.len(), primary), (35, 13));
+        assert_eq!((catalog.len(), primary), (36, 13));
         let p = full_catalog_plan(&standard());
-        // full 13 × 3 + 22 × 1; rate 13 × 6 × 3; rtt 13 × 3; sweep 13 × 5 × 1.
-        assert_eq!(p.runs(), 61 + 234 + 39 + 65);
+        // full 13 × 3 + 23 × 1; rate 13 × 6 × 3; rtt 13 × 3; sweep 13 × 5 × 1.
+        assert_eq!(p.runs(), 62 + 234 + 39 + 65);
         let minutes = p.estimate_secs(500) / 60.0;
         eprintln!("standard suite: {} runs, ~{minutes:.1} min", p.runs());
         // (the estimate is pessimistic: 395 runs took 17 minutes in 2026-12-01T16-54-57Z)
@@ -242,8 +242,8 @@ mod tests {
             ..standard()
         };
         let q = full_catalog_plan(&quick);
-        // full 35; rate 13 × 2 waits; rtt 13; sweep 13 × 3.
-        assert_eq!(q.runs(), 35 + 26 + 13 + 39);
+        // full 36; rate 13 × 2 waits; rtt 13; sweep 13 × 3.
+        assert_eq!(q.runs(), 36 + 26 + 13 + 39);
         let minutes = q.estimate_secs(500) / 60.0;
         eprintln!("quick suite: {} runs, ~{minutes:.1} min", q.runs());
         assert!(minutes < 5.0, "{minutes:.1} min");

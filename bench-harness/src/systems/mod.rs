@@ -7,6 +7,7 @@
 pub mod aeron;
 pub mod nng;
 pub mod ringcast;
+pub mod shm_log;
 pub mod udp;
 pub mod zenoh;
 pub mod zeromq;
@@ -103,6 +104,8 @@ pub enum Params {
         #[serde(default)]
         encrypted: bool,
     },
+    /// ringcast's shared-memory log alone (`shm_log`).
+    RingcastShm {},
     Aeron {
         /// Media driver and client conductor in INVOKER mode: their duty cycles run in
         /// the application's loop (no driver threads).
@@ -162,6 +165,7 @@ pub fn unavailable(system: &str) -> Option<&'static str> {
 pub fn catalog() -> Vec<Variant> {
     let mut v = Vec::new();
     v.extend(ringcast::variants());
+    v.extend(shm_log::variants());
     v.extend(zeromq::variants());
     v.extend(nng::variants());
     v.extend(udp::variants());
@@ -177,6 +181,7 @@ pub fn open_publisher(spec: &RunSpec) -> Result<Box<dyn Publisher>> {
         Params::Zeromq { .. } => zeromq::open_publisher(spec),
         Params::Nng { .. } => nng::open_publisher(spec),
         Params::Ringcast { .. } => ringcast::open_publisher(spec),
+        Params::RingcastShm {} => shm_log::open_publisher(spec),
         Params::Aeron { .. } => aeron::open_publisher(spec),
         Params::Zenoh { .. } => zenoh::open_publisher(spec),
     }
@@ -189,6 +194,7 @@ pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
         Params::Zeromq { .. } => zeromq::open_subscriber(spec),
         Params::Nng { .. } => nng::open_subscriber(spec),
         Params::Ringcast { .. } => ringcast::open_subscriber(spec),
+        Params::RingcastShm {} => shm_log::open_subscriber(spec),
         Params::Aeron { .. } => aeron::open_subscriber(spec),
         Params::Zenoh { .. } => zenoh::open_subscriber(spec),
     }

@@ -17,14 +17,15 @@ pub fn bench(c: &mut Criterion) {
     for len in [64usize, 1024] {
         for (name, back_pressure) in [("offer_poll_lent", true), ("offer_poll_copied", false)] {
             let payload = vec![0x3cu8; len];
-            let mut w = LogWriter::create(&dir, name, 16 * MIN_CAPACITY, 1, 0).expect("log");
+            let mut w =
+                LogWriter::create(&dir, name, 16 * MIN_CAPACITY, 1, 0, u64::MAX).expect("log");
             let mut r = LogReader::open(w.path(), back_pressure, 0).expect("reader");
             assert_eq!(r.back_pressures(), back_pressure);
             let (mut offered, mut read) = (0u64, 0u64);
             g.throughput(Throughput::Elements(1));
             g.bench_function(BenchmarkId::new(name, size(len)), |b| {
                 b.iter(|| {
-                    if w.offer(black_box(&payload), 0, u64::MAX).is_ok() {
+                    if w.offer(black_box(&payload)).is_ok() {
                         offered += 1;
                     }
                     r.poll(1, 0, u64::MAX, &mut |e| {

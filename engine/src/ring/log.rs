@@ -205,6 +205,10 @@ pub struct LogWriter {
     /// How far the tail may go before the readers' slots are looked at again.
     limit: u64,
     seq: u64,
+    /// The time of the last heartbeat (readers' staleness is judged against it: no
+    /// clock is read per record).
+    now: u64,
+    reader_timeout: u64,
     counters: WriterCounters,
 }
 
@@ -220,13 +224,16 @@ impl std::fmt::Debug for LogWriter {
 
 impl LogWriter {
     /// Creates the log `dir/name.rclog` (readable and writable by this user only),
-    /// first removing any log in `dir` whose writer process is gone.
+    /// first removing any log in `dir` whose writer process is gone. A
+    /// back-pressuring reader whose heartbeat is `reader_timeout_ns` older than the
+    /// writer's own (see [`LogWriter::heartbeat`]) stops holding the writer.
     pub fn create(
         dir: &Path,
         name: &str,
         capacity: usize,
         session: u64,
         now_ns: u64,
+        reader_timeout_ns: u64,
     ) -> Result<LogWriter, LogError> {
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(LogError::BadCapacity(capacity));
@@ -266,6 +273,8 @@ impl LogWriter {
             tail: 0,
             limit: capacity as u64,
             seq: 0,
+            now: now_ns,
+            reader_timeout: reader_timeout_ns,
             counters: WriterCounters::default(),
         })
     }
@@ -286,8 +295,8 @@ impl LogWriter {
     }
 
     /// Appends one record (one copy, into the log); returns its sequence number.
-    pub fn offer(&mut self, payload: &[u8], now_ns: u64, timeout_ns: u64) -> Result<u64, LogError> {
-        let mut c = self.try_claim(payload.len(), now_ns, timeout_ns)?;
+    pub fn offer(&mut self, payload: &[u8]) -> Result<u64, LogError> {
+        let mut c = self.try_claim(payload.len())?;
         c.payload().copy_from_slice(payload);
         Ok(c.commit())
     }
@@ -295,13 +304,9 @@ impl LogWriter {
     /// Room for a `len`-byte record, written in place, visible to readers at
     /// [`LogClaim::commit`] (dropped uncommitted: committed as it is). Refused while a
     /// back-pressuring reader is a whole log behind — unless that reader's process is
-    /// gone or it has not heart-beaten for `timeout_ns`: then its slot is freed.
-    pub fn try_claim(
-        &mut self,
-        len: usize,
-        now_ns: u64,
-        timeout_ns: u64,
-    ) -> Result<LogClaim<'_>, LogError> {
+    /// gone or its heartbeat is the reader timeout older than the writer's last one:
+    /// then its slot is freed (counted).
+    pub fn try_claim(&mut self, len: usize) -> Result<LogClaim<'_>, LogError> {
         let cap = self.map.capacity;
         let need = aligned(len);
         if need > cap / 2 {
@@ -314,7 +319,7 @@ impl LogWriter {
         let pad = if offset + need > cap { cap - offset } else { 0 };
         let end = self.tail + pad + need;
         if end > self.limit {
-            self.limit = self.scan_readers(end, now_ns, timeout_ns);
+            self.limit = self.scan_readers(end);
             if end > self.limit {
                 self.counters.back_pressured = self.counters.back_pressured.saturating_add(1);
                 return Err(LogError::BackPressured);
@@ -340,12 +345,15 @@ impl LogWriter {
     }
 
     /// The furthest the tail may go: a log ahead of the slowest live
-    /// back-pressuring reader (none: unbounded). A reader that would hold back a
-    /// claim ending at `end` while its process is gone or its heartbeat is older
-    /// than `timeout_ns` loses its slot (counted).
-    fn scan_readers(&mut self, end: u64, now_ns: u64, timeout_ns: u64) -> u64 {
+    /// back-pressuring reader, and never more than a log ahead of the tail now — a
+    /// reader that joins after this scan joins at the tail or later, so it is safe
+    /// until the next one. A reader that would hold back a claim ending at `end`
+    /// while its process is gone or its heartbeat is older than `timeout_ns` loses
+    /// its slot (counted).
+    fn scan_readers(&mut self, end: u64) -> u64 {
+        let (now_ns, timeout_ns) = (self.now, self.reader_timeout);
         let cap = self.map.capacity;
-        let mut limit = u64::MAX;
+        let mut limit = self.tail.saturating_add(cap);
         for i in 0..MAX_READERS {
             let state = self.map.atomic_u32(self.map.slot(i, SLOT_STATE));
             if state.load(Ordering::Acquire) != LIVE {
@@ -365,10 +373,7 @@ impl LogWriter {
                     .map
                     .atomic_u32(self.map.slot(i, SLOT_PID))
                     .load(Ordering::Relaxed);
-                // (a heartbeat from the future is as stale as an old one)
-                let stale = now_ns.saturating_sub(beat) > timeout_ns
-                    || beat > now_ns.saturating_add(timeout_ns);
-                if stale || !process_alive(pid) {
+                if now_ns.saturating_sub(beat) > timeout_ns || !process_alive(pid) {
                     if state
                         .compare_exchange(LIVE, FREE, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
@@ -384,8 +389,12 @@ impl LogWriter {
         limit
     }
 
-    /// Tells readers the writer is alive (call at least every reader timeout).
-    pub fn heartbeat(&self, now_ns: u64) {
+    /// Tells readers the writer is alive, and gives it the time against which
+    /// readers' heartbeats are judged: call it at least every half reader timeout
+    /// (and, while back-pressured, before retrying, or a dead reader is never
+    /// found out).
+    pub fn heartbeat(&mut self, now_ns: u64) {
+        self.now = self.now.max(now_ns);
         self.map
             .atomic_u64(OFF_HEARTBEAT)
             .store(now_ns, Ordering::Release);
@@ -911,7 +920,7 @@ mod tests {
         let dir = Dir::new("three");
         let t0 = Instant::now();
         let now = move || t0.elapsed().as_nanos() as u64;
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 7, now()).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 7, now(), SEC).unwrap();
         let readers: Vec<_> = (0..3)
             .map(|_| LogReader::open(w.path(), true, now()).unwrap())
             .collect();
@@ -945,7 +954,7 @@ mod tests {
         for seq in 0..N {
             let b = body(seq);
             loop {
-                match w.offer(&b, now(), 10 * SEC) {
+                match w.offer(&b) {
                     Ok(s) => {
                         assert_eq!(s, seq);
                         break;
@@ -976,7 +985,7 @@ mod tests {
         let dir = Dir::new("race");
         let t0 = Instant::now();
         let now = move || t0.elapsed().as_nanos() as u64;
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, now()).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, now(), SEC).unwrap();
         let mut r = LogReader::open(w.path(), false, now()).unwrap();
         let reader = std::thread::spawn(move || {
             let (mut handed, mut lost, mut last) = (0u64, 0u64, None::<u64>);
@@ -1005,7 +1014,7 @@ mod tests {
             (handed, lost)
         });
         for seq in 0..N {
-            w.offer(&body(seq), now(), 10 * SEC).unwrap();
+            w.offer(&body(seq)).unwrap();
         }
         drop(w);
         let (handed, lost) = reader.join().unwrap();
@@ -1014,14 +1023,41 @@ mod tests {
         assert!(handed > 0);
     }
 
+    /// The writer ran ahead with nobody reading, then a back-pressuring reader
+    /// joins: from then on the writer waits for it (it was once free to lap it).
+    #[test]
+    fn a_reader_joining_a_running_writer_is_never_lapped() {
+        let dir = Dir::new("join");
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
+        let payload = [3u8; 1000];
+        for _ in 0..(3 * CAP / 1000) {
+            w.offer(&payload).unwrap();
+        }
+        let mut r = LogReader::open(w.path(), true, 0).unwrap();
+        let first = w.next_seq();
+        let mut offered = 0u64;
+        while w.offer(&payload).is_ok() {
+            offered += 1;
+            assert!(
+                offered <= CAP as u64 / 1000,
+                "the writer ran past its reader"
+            );
+        }
+        let got = drain(&mut r, 0, SEC);
+        assert_eq!(got.len() as u64, offered);
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(g, &Got::Msg(first + i as u64, payload.to_vec()));
+        }
+    }
+
     #[test]
     fn a_lapped_reader_is_told_exactly_what_it_lost_then_reads_on() {
         let dir = Dir::new("lapped");
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
         let mut r = LogReader::open(w.path(), false, 0).unwrap();
         assert!(!r.back_pressures());
         for seq in 0..10 {
-            w.offer(&body(seq), 0, SEC).unwrap();
+            w.offer(&body(seq)).unwrap();
         }
         let mut got = Vec::new();
         r.poll(5, 0, SEC, &mut |e| {
@@ -1032,7 +1068,7 @@ mod tests {
         assert_eq!(got, [0, 1, 2, 3, 4]);
         // Many laps of the ring: the reader never held the writer.
         for seq in 10..10_000 {
-            w.offer(&body(seq), 0, SEC).unwrap();
+            w.offer(&body(seq)).unwrap();
         }
         let got = drain(&mut r, 0, SEC);
         let Some(Got::Lost(5, lost)) = got.first() else {
@@ -1051,13 +1087,13 @@ mod tests {
         );
         // A reader that read one record, then lapped by ten thousand.
         for seq in 10_000..20_000 {
-            w.offer(&body(seq), 0, SEC).unwrap();
+            w.offer(&body(seq)).unwrap();
         }
         let mut r2 = LogReader::open(w.path(), false, 0).unwrap();
-        w.offer(&body(20_000), 0, SEC).unwrap();
+        w.offer(&body(20_000)).unwrap();
         assert_eq!(drain(&mut r2, 0, SEC), [Got::Msg(20_000, body(20_000))]);
         for seq in 20_001..30_000 {
-            w.offer(&body(seq), 0, SEC).unwrap();
+            w.offer(&body(seq)).unwrap();
         }
         drop(w);
         // (it rejoins at the latest record: told the loss, given that record)
@@ -1074,13 +1110,13 @@ mod tests {
     #[test]
     fn a_writer_that_dies_mid_record_leaves_every_complete_record_then_gone() {
         let dir = Dir::new("crash");
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
         let path = w.path().to_path_buf();
         let mut r = LogReader::open(&path, true, 0).unwrap();
         for seq in 0..100 {
-            w.offer(&body(seq), 0, SEC).unwrap();
+            w.offer(&body(seq)).unwrap();
         }
-        let mut c = w.try_claim(200, 0, SEC).unwrap();
+        let mut c = w.try_claim(200).unwrap();
         c.payload()[..100].fill(0xee);
         // The process "dies" here: no commit, no close.
         std::mem::forget(c);
@@ -1095,16 +1131,16 @@ mod tests {
         // A new reader sees the same, and the log is removed by the next writer.
         let mut late = LogReader::open(&path, false, 0).unwrap();
         assert_eq!(drain(&mut late, 0, SEC), [Got::Gone]);
-        let _next = LogWriter::create(&dir.0, "other", CAP, 2, 0).unwrap();
+        let _next = LogWriter::create(&dir.0, "other", CAP, 2, 0, SEC).unwrap();
         assert!(!path.exists(), "a dead writer's log was left");
     }
 
     #[test]
     fn a_silent_writer_is_gone_after_the_timeout_and_a_live_one_is_not() {
         let dir = Dir::new("silent");
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
         let mut r = LogReader::open(w.path(), true, 0).unwrap();
-        w.offer(b"one", 0, SEC).unwrap();
+        w.offer(b"one").unwrap();
         assert_eq!(drain(&mut r, SEC / 2, SEC), [Got::Msg(0, b"one".to_vec())]);
         w.heartbeat(SEC);
         assert_eq!(drain(&mut r, 2 * SEC - 1, SEC), []);
@@ -1114,12 +1150,13 @@ mod tests {
     #[test]
     fn a_stuck_back_pressuring_reader_holds_the_writer_only_until_its_timeout() {
         let dir = Dir::new("stuck");
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
         let mut stuck = LogReader::open(w.path(), true, 0).unwrap();
         let mut seq = 0u64;
         let payload = [7u8; 1000];
+        w.heartbeat(SEC / 2);
         loop {
-            match w.offer(&payload, SEC / 2, SEC) {
+            match w.offer(&payload) {
                 Ok(_) => seq += 1,
                 Err(LogError::BackPressured) => break,
                 Err(e) => panic!("{e}"),
@@ -1129,11 +1166,12 @@ mod tests {
         assert_eq!(seq, (CAP as u64) / aligned(1000));
         assert_eq!(w.counters().readers_evicted, 0);
         // Past it: the slot is freed (counted) and the writer goes on.
-        w.offer(&payload, 2 * SEC, SEC).unwrap();
+        w.heartbeat(2 * SEC);
+        w.offer(&payload).unwrap();
         assert_eq!(w.counters().readers_evicted, 1);
         assert_eq!(w.readers(), 0);
         for _ in 0..200 {
-            w.offer(&payload, 2 * SEC, SEC).unwrap();
+            w.offer(&payload).unwrap();
         }
         // The reader wakes up: it lost its slot, reads on as a lapped reader, told.
         let got = drain(&mut stuck, 2 * SEC, SEC);
@@ -1158,7 +1196,7 @@ mod tests {
     fn a_scribbled_log_never_panics_or_hangs_its_reader_or_writer() {
         use std::os::unix::fs::FileExt;
         let dir = Dir::new("scribble");
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
         let file = OpenOptions::new().write(true).open(w.path()).unwrap();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut rnd = move || {
@@ -1173,7 +1211,7 @@ mod tests {
             .collect();
         for round in 0..300 {
             for seq in 0..20 {
-                let _ = w.offer(&body(seq), 0, SEC);
+                let _ = w.offer(&body(seq));
             }
             // words of the header and of the data, at random
             for _ in 0..8 {
@@ -1201,11 +1239,11 @@ mod tests {
     fn files_are_private_and_what_is_not_a_log_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = Dir::new("files");
-        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0).unwrap();
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
         let mode = std::fs::metadata(w.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            w.offer(&vec![0u8; CAP / 2], 0, SEC),
+            w.offer(&vec![0u8; CAP / 2]),
             Err(LogError::TooLarge { .. })
         ));
         for bad in [
@@ -1216,7 +1254,7 @@ mod tests {
             MIN_CAPACITY + 1,
         ] {
             assert!(matches!(
-                LogWriter::create(&dir.0, "x", bad, 1, 0),
+                LogWriter::create(&dir.0, "x", bad, 1, 0, SEC),
                 Err(LogError::BadCapacity(_))
             ));
         }
