@@ -681,6 +681,17 @@ impl LogReader {
         if n > 0 {
             self.writer_seen = now_ns;
         } else if n < max && self.writer_gone(now_ns, timeout_ns) {
+            // (what it completed but had not published yet)
+            while n < max {
+                match self.next_record(f, true) {
+                    Step::Handed => n += 1,
+                    Step::Padding => {}
+                    Step::Lapped | Step::Empty => break,
+                }
+            }
+            if n > 0 {
+                return n;
+            }
             self.gone = true;
             // Skipped when lapped and never followed by a record: the writer's count
             // is final now.
@@ -732,10 +743,23 @@ impl LogReader {
     }
 
     fn next(&mut self, f: &mut dyn FnMut(LogEvent<'_>)) -> Step {
+        self.next_record(f, false)
+    }
+
+    /// The next record. Everything before the tail is committed (the tail is stored
+    /// after the commit word); with `past_tail` (the writer is gone: nothing moves
+    /// any more) a record whose commit word is stored but whose tail is not — a
+    /// writer killed between the two — is read too.
+    fn next_record(&mut self, f: &mut dyn FnMut(LogEvent<'_>), past_tail: bool) -> Step {
         let cap = self.map.capacity;
         let position = self.position;
-        // Everything before the tail is committed (the tail is stored after).
-        let tail = self.map.tail().load(Ordering::Acquire);
+        let mut tail = self.map.tail().load(Ordering::Acquire);
+        // Past the tail, a record that does not check out is one never committed
+        // (not one overwritten): nothing to read, not a lap.
+        let beyond = past_tail && position >= tail;
+        if beyond {
+            tail = position.saturating_add(cap);
+        }
         if position >= tail {
             return Step::Empty;
         }
@@ -746,7 +770,7 @@ impl LogReader {
         let len = word & LEN_MASK;
         let fits = (position & (cap - 1)) + len <= cap;
         if (word >> 32) as u32 != self.map.lap(position) || len == 0 || !fits {
-            return self.lapped(); // overwritten since the tail was read
+            return if beyond { Step::Empty } else { self.lapped() }; // overwritten since the tail was read
         }
         if word & PADDING != 0 {
             self.position = position.saturating_add(len);
@@ -754,7 +778,7 @@ impl LogReader {
         }
         let len = (len - 1) as usize;
         if (position & (cap - 1)) + aligned(len) > cap {
-            return self.lapped();
+            return if beyond { Step::Empty } else { self.lapped() };
         }
         let seq = self.map.seq_word(position).load(Ordering::Relaxed);
         let at = self.map.at(position) + RECORD_HEADER;
@@ -795,7 +819,12 @@ impl LogReader {
     /// next record read does, or [`LogEvent::Gone`].
     fn lapped(&mut self) -> Step {
         // (the tail stored before it is visible with it)
-        self.position = self.map.atomic_u64(OFF_LAST).load(Ordering::Acquire);
+        let last = self.map.atomic_u64(OFF_LAST).load(Ordering::Acquire);
+        if last <= self.position {
+            // (never backwards: that would hand out records again)
+            return Step::Empty;
+        }
+        self.position = last;
         Step::Lapped
     }
 }
@@ -1233,6 +1262,145 @@ mod tests {
                 assert!(events <= 64 * 2 + 2, "{events} events from one poll");
             }
         }
+    }
+
+    /// Set in a child process started by the `kill -9` tests: what it is to be.
+    const CHILD: &str = "RINGCAST_SHM_TEST_CHILD";
+
+    /// A child process, killed and reaped when dropped (also when a test fails).
+    struct Reap(std::process::Child);
+    impl Reap {
+        /// SIGKILL, then wait for it.
+        fn kill_9(&mut self) {
+            self.0.kill().unwrap();
+            self.0.wait().unwrap();
+        }
+    }
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// This test binary again, running only `test` with `role` (see `child_role`).
+    fn spawn_child(test: &str, role: &str, path: &Path) -> Reap {
+        Reap(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+                .env(CHILD, role)
+                .env("RINGCAST_SHM_TEST_PATH", path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// In a child: the role it was started for, and the log's path.
+    fn child_role() -> Option<(String, PathBuf)> {
+        let role = std::env::var(CHILD).ok()?;
+        Some((role, std::env::var_os("RINGCAST_SHM_TEST_PATH")?.into()))
+    }
+
+    /// A writer process killed with SIGKILL in the middle of a stream: its reader
+    /// gets every record it completed, in order, byte-exact, then `Gone`.
+    #[test]
+    fn kill_9_of_the_writer_leaves_every_complete_record_then_gone() {
+        const TEST: &str =
+            "ring::log::tests::kill_9_of_the_writer_leaves_every_complete_record_then_gone";
+        if let Some((role, dir)) = child_role() {
+            assert_eq!(role, "writer");
+            let mut w = LogWriter::create(&dir, "k", CAP, 1, 0, 10 * SEC).unwrap();
+            let t0 = Instant::now();
+            for seq in 0.. {
+                while w.offer(&body(seq)).is_err() {
+                    std::thread::yield_now();
+                }
+                if seq % 1024 == 0 && t0.elapsed().as_secs() > 30 {
+                    return; // (killed long before, unless the test failed)
+                }
+            }
+            return;
+        }
+        let dir = Dir::new("kill-writer");
+        let mut child = spawn_child(TEST, "writer", &dir.0);
+        let path = dir.0.join(format!("k{SUFFIX}"));
+        let t0 = Instant::now();
+        let mut r = loop {
+            if let Ok(r) = LogReader::open(&path, true, 0) {
+                break r;
+            }
+            assert!(t0.elapsed().as_secs() < 20, "the writer never made its log");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        let (mut next, mut gone, mut killed) = (None::<u64>, false, false);
+        while !gone {
+            r.poll(256, 0, 60 * SEC, &mut |e| match e {
+                LogEvent::Message { seq, payload } => {
+                    assert!(next.is_none_or(|n| n == seq), "{seq} after {next:?}");
+                    assert_eq!(payload, &body(seq)[..], "record {seq}");
+                    next = Some(seq + 1);
+                }
+                LogEvent::Lost { .. } => panic!("lost under back-pressure: {e:?}"),
+                LogEvent::Gone => gone = true,
+            });
+            if !killed && next.is_some_and(|n| n > 50_000) {
+                child.kill_9(); // mid-stream
+                killed = true;
+            }
+            assert!(t0.elapsed().as_secs() < 60, "no Gone after the kill");
+        }
+        assert!(killed, "Gone before the writer was killed");
+        // Everything the writer completed was read: no complete record where the
+        // reader stopped (at most one begun one), and its count as it died.
+        let word = r.map.commit_word(r.position).load(Ordering::Acquire);
+        let complete = (word >> 32) as u32 == r.map.lap(r.position) && word & LEN_MASK > 0;
+        let tail = r.map.tail().load(Ordering::Acquire);
+        assert!(!complete, "a complete record was left unread: word {word:#x} at {} (lap {}), tail {tail}, next {next:?}", r.position, r.map.lap(r.position));
+        let counted = r.map.atomic_u64(OFF_NEXT_SEQ).load(Ordering::Acquire);
+        assert!(
+            next.is_some_and(|n| n == counted || n == counted + 1),
+            "{next:?} {counted}"
+        );
+        let mut late = LogReader::open(&path, false, 0).unwrap();
+        assert_eq!(drain(&mut late, 0, SEC), [Got::Gone]);
+    }
+
+    /// A back-pressuring reader process killed with SIGKILL while the writer waits
+    /// for it: the writer goes on at its next try (the process is gone), long before
+    /// the reader timeout.
+    #[test]
+    fn kill_9_of_a_back_pressuring_reader_releases_the_writer() {
+        const TEST: &str =
+            "ring::log::tests::kill_9_of_a_back_pressuring_reader_releases_the_writer";
+        if let Some((role, path)) = child_role() {
+            assert_eq!(role, "reader");
+            let _r = LogReader::open(&path, true, 0).unwrap();
+            // holds its slot, reads nothing (and ends by itself if not killed)
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            return;
+        }
+        let dir = Dir::new("kill-reader");
+        let mut w = LogWriter::create(&dir.0, "k", CAP, 1, 0, 3600 * SEC).unwrap();
+        let mut child = spawn_child(TEST, "reader", w.path());
+        let t0 = Instant::now();
+        while w.readers() == 0 {
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "the reader never took its slot"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut written = 0u64;
+        while w.offer(&[1u8; 1000]).is_ok() {
+            written += 1;
+        }
+        assert!(written <= CAP as u64 / 1000, "ran past a live reader");
+        assert!(w.offer(&[1u8; 1000]).is_err(), "still held");
+        child.kill_9();
+        w.offer(&[1u8; 1000]).unwrap();
+        assert_eq!(w.counters().readers_evicted, 1);
+        assert_eq!(w.readers(), 0);
     }
 
     #[test]
