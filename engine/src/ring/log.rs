@@ -149,6 +149,16 @@ impl Map {
         OFF_SLOTS + i * SLOT_LEN + field
     }
 
+    /// A 64-bit field of reader slot `i`.
+    fn slot_u64(&self, i: usize, field: usize) -> &AtomicU64 {
+        self.atomic_u64(self.slot(i, field))
+    }
+
+    /// A 32-bit field of reader slot `i`.
+    fn slot_u32(&self, i: usize, field: usize) -> &AtomicU32 {
+        self.atomic_u32(self.slot(i, field))
+    }
+
     /// Offset in the file of the record at `position`. Rounded down to a record
     /// boundary: the writer's positions always are one, but a position read from a
     /// scribbled file must still give aligned words inside the map.
@@ -355,24 +365,15 @@ impl LogWriter {
         let cap = self.map.capacity;
         let mut limit = self.tail.saturating_add(cap);
         for i in 0..MAX_READERS {
-            let state = self.map.atomic_u32(self.map.slot(i, SLOT_STATE));
+            let state = self.map.slot_u32(i, SLOT_STATE);
             if state.load(Ordering::Acquire) != LIVE {
                 continue;
             }
-            let position = self
-                .map
-                .atomic_u64(self.map.slot(i, SLOT_POSITION))
-                .load(Ordering::Acquire);
+            let position = self.map.slot_u64(i, SLOT_POSITION).load(Ordering::Acquire);
             let reach = position.saturating_add(cap);
             if reach < end {
-                let beat = self
-                    .map
-                    .atomic_u64(self.map.slot(i, SLOT_HEARTBEAT))
-                    .load(Ordering::Acquire);
-                let pid = self
-                    .map
-                    .atomic_u32(self.map.slot(i, SLOT_PID))
-                    .load(Ordering::Relaxed);
+                let beat = self.map.slot_u64(i, SLOT_HEARTBEAT).load(Ordering::Acquire);
+                let pid = self.map.slot_u32(i, SLOT_PID).load(Ordering::Relaxed);
                 if now_ns.saturating_sub(beat) > timeout_ns || !process_alive(pid) {
                     if state
                         .compare_exchange(LIVE, FREE, Ordering::AcqRel, Ordering::Relaxed)
@@ -403,12 +404,7 @@ impl LogWriter {
     /// Live back-pressuring readers (slots in use).
     pub fn readers(&self) -> usize {
         (0..MAX_READERS)
-            .filter(|&i| {
-                self.map
-                    .atomic_u32(self.map.slot(i, SLOT_STATE))
-                    .load(Ordering::Acquire)
-                    == LIVE
-            })
+            .filter(|&i| self.map.slot_u32(i, SLOT_STATE).load(Ordering::Acquire) == LIVE)
             .count()
     }
 }
@@ -577,7 +573,7 @@ impl LogReader {
         (r.position, r.expected) = r.live_end();
         if let Some(i) = r.slot {
             r.map
-                .atomic_u64(r.map.slot(i, SLOT_POSITION))
+                .slot_u64(i, SLOT_POSITION)
                 .store(r.position, Ordering::Release);
         }
         Ok(r)
@@ -614,18 +610,18 @@ impl LogReader {
         // writer may not lap it meanwhile.
         let tail = self.map.tail().load(Ordering::Acquire);
         for i in 0..MAX_READERS {
-            let state = self.map.atomic_u32(self.map.slot(i, SLOT_STATE));
+            let state = self.map.slot_u32(i, SLOT_STATE);
             if state.load(Ordering::Relaxed) != FREE {
                 continue;
             }
             self.map
-                .atomic_u64(self.map.slot(i, SLOT_POSITION))
+                .slot_u64(i, SLOT_POSITION)
                 .store(tail, Ordering::Relaxed);
             self.map
-                .atomic_u32(self.map.slot(i, SLOT_PID))
+                .slot_u32(i, SLOT_PID)
                 .store(self.pid, Ordering::Relaxed);
             self.map
-                .atomic_u64(self.map.slot(i, SLOT_HEARTBEAT))
+                .slot_u64(i, SLOT_HEARTBEAT)
                 .store(now_ns, Ordering::Relaxed);
             if state
                 .compare_exchange(FREE, LIVE, Ordering::AcqRel, Ordering::Relaxed)
@@ -666,7 +662,7 @@ impl LogReader {
         // reads (or a corrupt log) cannot keep it here.
         let mut rejoins = 0;
         while n < max {
-            match self.next(f) {
+            match self.next_record(f, false) {
                 Step::Handed => n += 1,
                 Step::Padding => {}
                 Step::Lapped if rejoins < 2 => rejoins += 1,
@@ -675,7 +671,7 @@ impl LogReader {
         }
         if let Some(i) = self.slot {
             self.map
-                .atomic_u64(self.map.slot(i, SLOT_POSITION))
+                .slot_u64(i, SLOT_POSITION)
                 .store(self.position, Ordering::Release);
         }
         if n > 0 {
@@ -712,19 +708,11 @@ impl LogReader {
     /// answer) is lost: reading goes on without back-pressure.
     fn keep_slot(&mut self, now_ns: u64) {
         let Some(i) = self.slot else { return };
-        let live = self
-            .map
-            .atomic_u32(self.map.slot(i, SLOT_STATE))
-            .load(Ordering::Acquire)
-            == LIVE
-            && self
-                .map
-                .atomic_u32(self.map.slot(i, SLOT_PID))
-                .load(Ordering::Relaxed)
-                == self.pid;
+        let live = self.map.slot_u32(i, SLOT_STATE).load(Ordering::Acquire) == LIVE
+            && self.map.slot_u32(i, SLOT_PID).load(Ordering::Relaxed) == self.pid;
         if live {
             self.map
-                .atomic_u64(self.map.slot(i, SLOT_HEARTBEAT))
+                .slot_u64(i, SLOT_HEARTBEAT)
                 .store(now_ns, Ordering::Release);
         } else {
             self.slot = None;
@@ -740,10 +728,6 @@ impl LogReader {
         }
         // (a writer that died mid-record leaves the tail before it: stop there)
         now_ns.saturating_sub(self.writer_seen) > timeout_ns || !process_alive(self.map.pid())
-    }
-
-    fn next(&mut self, f: &mut dyn FnMut(LogEvent<'_>)) -> Step {
-        self.next_record(f, false)
     }
 
     /// The next record. Everything before the tail is committed (the tail is stored
@@ -833,7 +817,7 @@ impl Drop for LogReader {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
             self.map
-                .atomic_u32(self.map.slot(i, SLOT_STATE))
+                .slot_u32(i, SLOT_STATE)
                 .store(FREE, Ordering::Release);
         }
     }
