@@ -77,6 +77,8 @@ const SLOT_POSITION: usize = 8;
 const SLOT_HEARTBEAT: usize = 16;
 const FREE: u32 = 0;
 const LIVE: u32 = 1;
+/// Taken by a joining reader that is still filling it in.
+const CLAIMING: u32 = 2;
 /// Kind bit of the commit word: padding to the end of the ring.
 const PADDING: u64 = 1 << 31;
 const LEN_MASK: u64 = PADDING - 1;
@@ -611,7 +613,14 @@ impl LogReader {
         let tail = self.map.tail().load(Ordering::Acquire);
         for i in 0..MAX_READERS {
             let state = self.map.slot_u32(i, SLOT_STATE);
-            if state.load(Ordering::Relaxed) != FREE {
+            // Owned first, then filled, then published: two readers racing for one
+            // slot cannot mix their fields. (A reader killed between the two steps
+            // leaves its slot claimed, never live: it holds nobody back and is one
+            // of MAX_READERS lost until the log is made again.)
+            if state
+                .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 continue;
             }
             self.map
@@ -623,12 +632,8 @@ impl LogReader {
             self.map
                 .slot_u64(i, SLOT_HEARTBEAT)
                 .store(now_ns, Ordering::Relaxed);
-            if state
-                .compare_exchange(FREE, LIVE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Some(i);
-            }
+            state.store(LIVE, Ordering::Release);
+            return Some(i);
         }
         None
     }
@@ -815,10 +820,16 @@ impl LogReader {
 
 impl Drop for LogReader {
     fn drop(&mut self) {
+        // (a slot the writer freed may be another process's by now: left alone)
         if let Some(i) = self.slot {
-            self.map
-                .slot_u32(i, SLOT_STATE)
-                .store(FREE, Ordering::Release);
+            if self.map.slot_u32(i, SLOT_PID).load(Ordering::Relaxed) == self.pid {
+                let _ = self.map.slot_u32(i, SLOT_STATE).compare_exchange(
+                    LIVE,
+                    FREE,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
 }
@@ -1061,6 +1072,32 @@ mod tests {
         for (i, g) in got.iter().enumerate() {
             assert_eq!(g, &Got::Msg(first + i as u64, payload.to_vec()));
         }
+    }
+
+    /// Readers joining at once each get a slot of their own, and give it back.
+    #[test]
+    fn readers_joining_at_once_get_slots_of_their_own() {
+        let dir = Dir::new("slots");
+        let w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
+        let path = w.path().to_path_buf();
+        let readers: Vec<LogReader> = std::thread::scope(|sc| {
+            let joins: Vec<_> = (0..MAX_READERS + 8)
+                .map(|_| sc.spawn(|| LogReader::open(&path, true, 0).unwrap()))
+                .collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        let mut slots: Vec<usize> = readers.iter().filter_map(|r| r.slot).collect();
+        assert_eq!(
+            slots.len(),
+            MAX_READERS,
+            "the rest read without back-pressure"
+        );
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), MAX_READERS, "a slot given twice");
+        assert_eq!(w.readers(), MAX_READERS);
+        drop(readers);
+        assert_eq!(w.readers(), 0);
     }
 
     #[test]
