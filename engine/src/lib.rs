@@ -112,6 +112,9 @@ pub mod doctor {
     }
 }
 
+/// Recordings: messages appended to memory-mapped segment files with an index, and read back.
+pub mod record;
+
 /// A stream in a shared-memory file that local processes map and read (the storage
 /// of the IPC transport, issue 12): one writer, readers at their own positions,
 /// back-pressuring readers lent records in place, others copying and told what they
