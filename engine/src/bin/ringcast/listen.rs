@@ -82,7 +82,7 @@ enum Format {
 
 /// `--slow-consumer` values.
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Policy {
+pub(crate) enum Policy {
     /// Hold the publishers back (lossless).
     BackPressure,
     /// Drop what does not fit, reported as losses.

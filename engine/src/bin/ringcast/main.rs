@@ -13,6 +13,8 @@ mod keygen;
 mod listen;
 mod peers;
 mod ping;
+mod record;
+mod replay;
 mod send;
 mod stamp;
 mod stat;
@@ -60,6 +62,13 @@ enum Command {
     /// Show the counters of every ringcast node on this host, with rates.
     #[command(after_help = stat::EXAMPLES)]
     Stat(stat::StatArgs),
+    /// Record every message of some topics into a directory (segment files and an
+    /// index) that survives a crash of the recorder.
+    #[command(after_help = record::EXAMPLES)]
+    Record(record::RecordArgs),
+    /// Publish a recording again: at its pace or faster, all of it or a time range.
+    #[command(after_help = replay::EXAMPLES)]
+    Replay(replay::ReplayArgs),
     /// Write a new group key file to standard output (or rotate one).
     #[command(after_help = keygen::EXAMPLES)]
     Keygen(keygen::KeygenArgs),
@@ -158,6 +167,8 @@ fn main() -> ExitCode {
         Command::Config(a) => config::run(a),
         Command::Peers(a) => peers::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::Record(a) => record::run(a),
+        Command::Replay(a) => replay::run(a),
     };
     match result {
         Ok(code) => code,
