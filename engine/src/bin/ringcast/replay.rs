@@ -21,7 +21,7 @@ pub const EXAMPLES: &str = "Examples:
   ringcast replay md-rec --summary                   check it; records, times, topics
 
 Times (--from, --to) are receive times: an offset from the first record (+30s, +1.5m,
-+200ms), an RFC 3339 time (UTC unless it says otherwise), or nanoseconds since the Unix
++200ms), an RFC 3339 time in UTC (2026-12-03T09:30:00Z, or without the Z), or ns since the Unix
 epoch. Messages go out in the recorded order, each on its recorded topic, in this
 node's own session (new sequence numbers).";
 
