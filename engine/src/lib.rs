@@ -121,8 +121,9 @@ pub mod record;
 /// lost when lapped.
 pub mod shm {
     pub use crate::ring::log::{
-        process_alive, remove_dead_logs, LogClaim, LogError, LogEvent, LogReader, LogWriter,
-        WriterCounters, HEADER_LEN, MAX_CAPACITY, MAX_READERS, MIN_CAPACITY, RECORD_HEADER, SUFFIX,
+        process_alive, read_meta, remove_dead_logs, Join, LogBeat, LogClaim, LogError, LogEvent,
+        LogInfo, LogMeta, LogReader, LogWriter, WriterCounters, HEADER_LEN, MAX_CAPACITY,
+        MAX_READERS, MAX_TOPIC, MIN_CAPACITY, RECORD_HEADER, SUFFIX,
     };
 }
 

@@ -68,6 +68,14 @@ const OFF_NEXT_SEQ: usize = 208;
 const OFF_CLAIM: usize = 216;
 /// Position of the latest record committed (where a lapped reader rejoins).
 const OFF_LAST: usize = 224;
+/// When the log was made (the writer's `now_ns` at create).
+const OFF_CREATED: usize = 232;
+/// The writer's network address (IPv4 << 16 | port), 0 when it has none.
+const OFF_SOURCE: usize = 240;
+/// The topic the log carries: length (u16), then its bytes.
+const OFF_TOPIC: usize = 3072;
+/// Longest topic a log header holds.
+pub const MAX_TOPIC: usize = 256;
 const OFF_SLOTS: usize = 256;
 const SLOT_LEN: usize = 32;
 // Slot fields.
@@ -83,7 +91,8 @@ const CLAIMING: u32 = 2;
 const PADDING: u64 = 1 << 31;
 const LEN_MASK: u64 = PADDING - 1;
 
-const _: () = assert!(OFF_SLOTS + MAX_READERS * SLOT_LEN <= HEADER_LEN);
+const _: () = assert!(OFF_SLOTS + MAX_READERS * SLOT_LEN <= OFF_TOPIC);
+const _: () = assert!(OFF_TOPIC + 2 + MAX_TOPIC <= HEADER_LEN);
 
 /// Why a log could not be made, opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +122,9 @@ pub enum LogError {
     /// Nothing written: try again once the slowest back-pressuring reader moved.
     #[error("the slowest back-pressuring reader is a whole log behind")]
     BackPressured,
+    /// A topic longer than a log header holds.
+    #[error("a {0}-byte topic does not fit a log header (at most {MAX_TOPIC})")]
+    TopicTooLong(usize),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -210,7 +222,7 @@ pub struct WriterCounters {
 
 /// The one writer of a log.
 pub struct LogWriter {
-    map: Map,
+    map: std::sync::Arc<Map>,
     path: PathBuf,
     /// Position of the next record (the shared tail is this, published).
     tail: u64,
@@ -247,8 +259,30 @@ impl LogWriter {
         now_ns: u64,
         reader_timeout_ns: u64,
     ) -> Result<LogWriter, LogError> {
+        let meta = LogMeta {
+            session,
+            topic: "",
+            source: 0,
+        };
+        Self::create_with(dir, name, capacity, &meta, now_ns, reader_timeout_ns)
+    }
+
+    /// [`create`](Self::create) with a topic and source address in the header, for
+    /// readers to choose logs by ([`read_meta`]).
+    pub fn create_with(
+        dir: &Path,
+        name: &str,
+        capacity: usize,
+        meta: &LogMeta<'_>,
+        now_ns: u64,
+        reader_timeout_ns: u64,
+    ) -> Result<LogWriter, LogError> {
+        let session = meta.session;
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(LogError::BadCapacity(capacity));
+        }
+        if meta.topic.len() > MAX_TOPIC {
+            return Err(LogError::TopicTooLong(meta.topic.len()));
         }
         remove_dead_logs(dir);
         let path = dir.join(format!("{name}{SUFFIX}"));
@@ -263,10 +297,10 @@ impl LogWriter {
         file.set_len((HEADER_LEN + capacity) as u64)
             .map_err(io(&path))?;
         let map = MmapRaw::map_raw(&file).map_err(io(&path))?;
-        let map = Map {
+        let map = std::sync::Arc::new(Map {
             map,
             capacity: capacity as u64,
-        };
+        });
         // The file is new and zero; nobody reads it before the magic is stored.
         map.atomic_u64(OFF_CAPACITY)
             .store(capacity as u64, Ordering::Relaxed);
@@ -276,6 +310,18 @@ impl LogWriter {
             .store(std::process::id(), Ordering::Relaxed);
         map.atomic_u64(OFF_HEARTBEAT)
             .store(now_ns, Ordering::Relaxed);
+        map.atomic_u64(OFF_CREATED).store(now_ns, Ordering::Relaxed);
+        map.atomic_u64(OFF_SOURCE)
+            .store(meta.source, Ordering::Relaxed);
+        let topic = meta.topic.as_bytes();
+        // SAFETY: `OFF_TOPIC + 2 + MAX_TOPIC <= HEADER_LEN` (asserted above) and
+        // `topic.len() <= MAX_TOPIC` (checked above); the file is new, so no other
+        // process maps it yet.
+        unsafe {
+            let at = map.map.as_mut_ptr().add(OFF_TOPIC);
+            std::ptr::copy_nonoverlapping((topic.len() as u16).to_le_bytes().as_ptr(), at, 2);
+            std::ptr::copy_nonoverlapping(topic.as_ptr(), at.add(2), topic.len());
+        }
         map.atomic_u32(OFF_VERSION)
             .store(VERSION, Ordering::Relaxed);
         map.atomic_u64(OFF_MAGIC).store(MAGIC, Ordering::Release);
@@ -363,6 +409,9 @@ impl LogWriter {
     /// while its process is gone or its heartbeat is older than `timeout_ns` loses
     /// its slot (counted).
     fn scan_readers(&mut self, end: u64) -> u64 {
+        // (a `LogBeat` on another thread may have moved the heartbeat on)
+        let beat = self.map.atomic_u64(OFF_HEARTBEAT).load(Ordering::Acquire);
+        self.now = self.now.max(beat);
         let (now_ns, timeout_ns) = (self.now, self.reader_timeout);
         let cap = self.map.capacity;
         let mut limit = self.tail.saturating_add(cap);
@@ -401,6 +450,14 @@ impl LogWriter {
         self.map
             .atomic_u64(OFF_HEARTBEAT)
             .store(now_ns, Ordering::Release);
+    }
+
+    /// A handle that heart-beats this log from another thread (a node's timer
+    /// thread, for a publisher that may be idle for long).
+    pub fn beat_handle(&self) -> LogBeat {
+        LogBeat {
+            map: self.map.clone(),
+        }
     }
 
     /// Live back-pressuring readers (slots in use).
@@ -477,6 +534,92 @@ impl Drop for LogClaim<'_> {
     }
 }
 
+/// What a log's header says besides its records: set by its writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogMeta<'a> {
+    /// The writer's session.
+    pub session: u64,
+    /// The topic its records carry (at most [`MAX_TOPIC`] bytes; may be empty).
+    pub topic: &'a str,
+    /// The writer's network address (IPv4 << 16 | port), 0 when none.
+    pub source: u64,
+}
+
+/// Heart-beats a log from another thread than its writer's (see
+/// [`LogWriter::beat_handle`]).
+pub struct LogBeat {
+    map: std::sync::Arc<Map>,
+}
+
+impl std::fmt::Debug for LogBeat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBeat").finish_non_exhaustive()
+    }
+}
+
+impl LogBeat {
+    /// As [`LogWriter::heartbeat`]: the writer is alive at `now_ns` (never moves
+    /// the heartbeat back).
+    pub fn beat(&self, now_ns: u64) {
+        self.map
+            .atomic_u64(OFF_HEARTBEAT)
+            .fetch_max(now_ns, Ordering::AcqRel);
+    }
+}
+
+/// A log's header as a reader deciding whether to open it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogInfo {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its writer's session.
+    pub session: u64,
+    /// Its writer's process.
+    pub pid: u32,
+    /// The topic its records carry.
+    pub topic: String,
+    /// When it was made (the writer's clock, as passed to create).
+    pub created_ns: u64,
+    /// Its writer's network address (IPv4 << 16 | port), 0 when none.
+    pub source: u64,
+}
+
+/// Reads the header of the log at `path` (no mapping: one read), or `None` when it
+/// is not a complete log of this version.
+pub fn read_meta(path: &Path) -> Option<LogInfo> {
+    use std::io::Read;
+    let mut b = vec![0u8; HEADER_LEN];
+    File::open(path).ok()?.read_exact(&mut b).ok()?;
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
+    if u64_at(OFF_MAGIC) != MAGIC || u32_at(OFF_VERSION) != VERSION {
+        return None;
+    }
+    let len = usize::from(u16::from_le_bytes([b[OFF_TOPIC], b[OFF_TOPIC + 1]]));
+    if len > MAX_TOPIC {
+        return None;
+    }
+    let topic = std::str::from_utf8(&b[OFF_TOPIC + 2..OFF_TOPIC + 2 + len]).ok()?;
+    Some(LogInfo {
+        path: path.to_path_buf(),
+        session: u64_at(OFF_SESSION),
+        pid: u32_at(OFF_PID),
+        topic: topic.to_string(),
+        created_ns: u64_at(OFF_CREATED),
+        source: u64_at(OFF_SOURCE),
+    })
+}
+
+/// Where a new reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// After the latest record (a late joiner).
+    Live,
+    /// At the first record (for a log made after the reader's subscription: what
+    /// the writer already overwrote is reported lost).
+    Start,
+}
+
 /// What a reader finds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LogEvent<'a> {
@@ -507,6 +650,10 @@ pub struct LogReader {
     /// The sequence number expected next (`None` until the first record).
     expected: Option<u64>,
     slot: Option<usize>,
+    /// Records from here on are lent in place (with a slot); before it — a reader
+    /// that joined at the start catching up — they are copied and checked, as the
+    /// writer may have scanned the slots before this reader's slot was there.
+    safe_from: u64,
     copy: Vec<u8>,
     gone: bool,
     /// When the writer was last seen alive (its heartbeat, or progress).
@@ -529,6 +676,19 @@ impl LogReader {
     /// writer waits for (records are then lent in place); without one, or when every
     /// slot is taken, reads copies and may be lapped.
     pub fn open(path: &Path, back_pressure: bool, now_ns: u64) -> Result<LogReader, LogError> {
+        Self::open_from(path, back_pressure, now_ns, Join::Live)
+    }
+
+    /// [`open`](Self::open), joining where `join` says. A back-pressuring reader
+    /// that joins at the start holds the writer from the tail as it was when it
+    /// took its slot; what it reads before that is copied (and what the writer
+    /// overwrote meanwhile reported lost).
+    pub fn open_from(
+        path: &Path,
+        back_pressure: bool,
+        now_ns: u64,
+        join: Join,
+    ) -> Result<LogReader, LogError> {
         // Read and write: a reader's slot is in the header.
         let file = OpenOptions::new()
             .read(true)
@@ -561,6 +721,7 @@ impl LogReader {
             position: 0,
             expected: None,
             slot: None,
+            safe_from: 0,
             copy: Vec::new(),
             gone: false,
             writer_seen: now_ns,
@@ -570,13 +731,26 @@ impl LogReader {
         if back_pressure {
             r.slot = r.take_slot(now_ns);
         }
-        // The live end, read after the slot is published so the writer cannot lap
-        // the position taken.
-        (r.position, r.expected) = r.live_end();
-        if let Some(i) = r.slot {
-            r.map
-                .slot_u64(i, SLOT_POSITION)
-                .store(r.position, Ordering::Release);
+        match join {
+            Join::Live => {
+                // The live end, read after the slot is published so the writer
+                // cannot lap the position taken.
+                (r.position, r.expected) = r.live_end();
+                r.safe_from = r.position;
+                if let Some(i) = r.slot {
+                    r.map
+                        .slot_u64(i, SLOT_POSITION)
+                        .store(r.position, Ordering::Release);
+                }
+            }
+            Join::Start => {
+                // The slot stays at the tail it was taken at: safe from there.
+                r.safe_from = match r.slot {
+                    Some(i) => r.map.slot_u64(i, SLOT_POSITION).load(Ordering::Relaxed),
+                    None => u64::MAX,
+                };
+                (r.position, r.expected) = (0, Some(0));
+            }
         }
         Ok(r)
     }
@@ -648,6 +822,11 @@ impl LogReader {
         self.map.atomic_u64(OFF_SESSION).load(Ordering::Relaxed)
     }
 
+    /// The writer's network address (IPv4 << 16 | port), 0 when none.
+    pub fn source(&self) -> u64 {
+        self.map.atomic_u64(OFF_SOURCE).load(Ordering::Relaxed)
+    }
+
     /// Hands up to `max` events to `f`; returns how many. `timeout_ns`: a writer
     /// whose process is gone, or that neither wrote nor heart-beat for that long, is
     /// reported [`LogEvent::Gone`] once this reader has read everything complete.
@@ -675,9 +854,10 @@ impl LogReader {
             }
         }
         if let Some(i) = self.slot {
+            // (never below where the slot was taken: see `safe_from`)
             self.map
                 .slot_u64(i, SLOT_POSITION)
-                .store(self.position, Ordering::Release);
+                .store(self.position.max(self.safe_from), Ordering::Release);
         }
         if n > 0 {
             self.writer_seen = now_ns;
@@ -776,7 +956,7 @@ impl LogReader {
         // process may change: read as plain bytes (any value is valid), and either
         // the writer is held off them (back-pressure) or the copy is checked below.
         let bytes = unsafe { std::slice::from_raw_parts(self.map.map.as_ptr().add(at), len) };
-        let payload: &[u8] = if self.slot.is_some() {
+        let payload: &[u8] = if self.slot.is_some() && position >= self.safe_from {
             // The writer cannot claim these bytes before this reader's position
             // moves past them: lent in place.
             bytes
@@ -936,6 +1116,89 @@ mod tests {
         }) > 0
         {}
         got
+    }
+
+    #[test]
+    fn the_header_names_topic_session_source_and_creation_and_a_beat_handle_keeps_it_alive() {
+        let dir = Dir::new("meta");
+        let meta = LogMeta {
+            session: 0xabcd,
+            topic: "/md/eurusd",
+            source: 0x7f00_0001_1234,
+        };
+        let w = LogWriter::create_with(&dir.0, "m", CAP, &meta, 5 * SEC, SEC).unwrap();
+        let info = read_meta(w.path()).unwrap();
+        assert_eq!(
+            (
+                info.session,
+                info.pid,
+                info.topic.as_str(),
+                info.created_ns,
+                info.source
+            ),
+            (
+                0xabcd,
+                std::process::id(),
+                "/md/eurusd",
+                5 * SEC,
+                0x7f00_0001_1234
+            )
+        );
+        let long = "x".repeat(MAX_TOPIC + 1);
+        let too_long = LogMeta {
+            topic: &long,
+            ..meta
+        };
+        assert!(matches!(
+            LogWriter::create_with(&dir.0, "n", CAP, &too_long, 0, SEC),
+            Err(LogError::TopicTooLong(_))
+        ));
+        // An idle writer whose node beats for it is not declared gone.
+        let mut r = LogReader::open(w.path(), false, 5 * SEC).unwrap();
+        let beat = w.beat_handle();
+        for t in 6..20 {
+            beat.beat(t * SEC);
+            assert_eq!(drain(&mut r, t * SEC, 2 * SEC), vec![], "at {t} s");
+        }
+        beat.beat(SEC); // never backwards
+        assert_eq!(drain(&mut r, 20 * SEC, 2 * SEC), vec![]);
+        assert_eq!(drain(&mut r, 22 * SEC + 1, 2 * SEC), vec![Got::Gone]);
+        assert!(read_meta(&dir.0.join("nothing")).is_none());
+    }
+
+    #[test]
+    fn a_reader_joining_at_the_start_gets_what_came_before_it_then_holds_the_writer() {
+        let dir = Dir::new("start");
+        let mut w = LogWriter::create(&dir.0, "s", CAP, 1, 0, SEC).unwrap();
+        for seq in 0..100 {
+            w.offer(&body(seq)).unwrap();
+        }
+        let mut r = LogReader::open_from(w.path(), true, 0, Join::Start).unwrap();
+        let mut copy = LogReader::open_from(w.path(), false, 0, Join::Start).unwrap();
+        assert!(r.back_pressures());
+        // What came before it (copied), then what comes after.
+        let mut got = drain(&mut r, 0, SEC);
+        // Held from where it took its slot: the writer stops a log past it.
+        let mut seq = 100;
+        while w.offer(&body(seq)).is_ok() {
+            seq += 1;
+        }
+        got.extend(drain(&mut r, 0, SEC));
+        let want: Vec<Got> = (0..seq).map(|s| Got::Msg(s, body(s))).collect();
+        assert!(got == want, "{} events for {seq} records", got.len());
+        // The copying one was lapped (nobody waits for it): told what it lost.
+        let got = drain(&mut copy, 0, SEC);
+        assert!(
+            matches!(got[0], Got::Lost(0, n) if n > 0),
+            "{:?}",
+            &got[..1]
+        );
+        // Joining at the start of a log lapped long ago: the loss, then live records.
+        let mut late = LogReader::open_from(w.path(), false, 0, Join::Start).unwrap();
+        w.offer(&body(seq)).unwrap();
+        let got = drain(&mut late, 0, SEC);
+        assert!(matches!(got[0], Got::Lost(0, _)), "{:?}", &got[..1]);
+        assert_eq!(got.last(), Some(&Got::Msg(seq, body(seq))));
     }
 
     #[test]
