@@ -45,6 +45,7 @@ mod agent;
 mod config;
 mod error;
 mod io;
+mod ipc;
 mod mesh;
 mod node;
 mod peers;
@@ -64,8 +65,8 @@ mod wire;
 pub mod fuzzing;
 
 pub use config::{
-    BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, Origin,
-    SlowConsumerPolicy, ThreadingMode, Transport, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,
+    BackendChoice, Config, ConfigBuilder, FlowControlStrategy, IdleStrategy, LocalTransport,
+    Origin, SlowConsumerPolicy, ThreadingMode, Transport, CONFIG_ENV, DEFAULT_GROUP, DEFAULT_IFACE,
     UNICAST_FALLBACK,
 };
 pub use error::{Error, PublishError};

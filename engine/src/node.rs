@@ -10,7 +10,7 @@ use crate::agent::StatsBase;
 use crate::agent::{
     self, PublisherEntry, ReceiverCommand, SenderCommand, Shared, SubscriptionEntry,
 };
-use crate::config::{BackendChoice, Config, Origin, SlowConsumerPolicy, Transport};
+use crate::config::{BackendChoice, Config, LocalTransport, Origin, SlowConsumerPolicy, Transport};
 use crate::error::Error;
 use crate::io::{self, BackendKind, BackendReport, Interface, SocketConfig, SocketInfo};
 use crate::publisher::Publisher;
@@ -355,23 +355,43 @@ impl Node {
                 topic.len()
             )));
         }
-        let (producer, consumer) = byte_ring(self.config.publisher_ring);
+        let local = self.config.local_transport;
+        if local != LocalTransport::Udp && (ttl.is_some() || cache) {
+            return Err(Error::Config(format!(
+                "a publisher with a time to live or a last-value cache goes by the network only; \
+                 local_transport is {local} (use udp)"
+            )));
+        }
+        let only_ipc = local == LocalTransport::Ipc;
+        // Over IPC only, nothing reads the ring: a small one.
+        let ring = if only_ipc {
+            4096
+        } else {
+            self.config.publisher_ring
+        };
+        let (producer, consumer) = byte_ring(ring);
         let closed = Arc::new(AtomicBool::new(false));
+        let ipc = match local {
+            LocalTransport::Udp => None,
+            _ => Some(self.make_log(topic, &closed)?),
+        };
         let topic: Arc<str> = Arc::from(topic);
-        self.shared
-            .tx_commands
-            .push(SenderCommand::Publisher(PublisherEntry {
-                topic: topic.clone(),
-                ring: consumer,
-                closed: closed.clone(),
-                ttl: ttl.is_some(),
-                cache,
-            }));
-        self.shared.kick_sender();
+        if !only_ipc {
+            self.shared
+                .tx_commands
+                .push(SenderCommand::Publisher(PublisherEntry {
+                    topic: topic.clone(),
+                    ring: consumer,
+                    closed: closed.clone(),
+                    ttl: ttl.is_some(),
+                    cache,
+                }));
+            self.shared.kick_sender();
+        }
         if let Some(m) = self.shared.membership.get() {
             m.publishes(&topic, 1);
         }
-        Ok(Publisher::new(
+        let p = Publisher::new(
             producer,
             self.shared.clone(),
             topic,
@@ -379,7 +399,46 @@ impl Node {
             self.config.max_message,
             ttl,
             cache,
-        ))
+        );
+        Ok(match ipc {
+            Some(log) => p.with_ipc(log),
+            None => p,
+        })
+    }
+
+    /// A publisher's IPC log in `ipc_dir`, heart-beaten by the node until `closed`.
+    fn make_log(
+        &self,
+        topic: &str,
+        closed: &Arc<AtomicBool>,
+    ) -> Result<crate::publisher::IpcLog, Error> {
+        let prefix = crate::ipc::log_prefix(self.config.group, self.config.network_id());
+        let name = format!(
+            "{prefix}{}-{:08x}-{}",
+            std::process::id(),
+            self.session,
+            self.shared.ipc.next_log()
+        );
+        let meta = crate::ring::log::LogMeta {
+            session: u64::from(self.session),
+            topic,
+            source: 0,
+        };
+        let timeout = u64::try_from(self.config.publisher_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let writer = crate::ring::log::LogWriter::create_with(
+            &self.config.ipc_dir,
+            &name,
+            self.config.ipc_log,
+            &meta,
+            crate::ipc::mono_ns(),
+            timeout,
+        )
+        .map_err(|e| Error::Config(format!("IPC log in {}: {e}", self.config.ipc_dir.display())))?;
+        self.shared.ipc.add(writer.beat_handle(), closed.clone());
+        Ok(crate::publisher::IpcLog {
+            only: self.config.local_transport == LocalTransport::Ipc,
+            writer,
+        })
     }
 
     /// A subscriber to every topic starting with one of `prefixes` (`""` matches
@@ -404,15 +463,34 @@ impl Node {
                 "a subscriber needs at least one prefix".into(),
             ));
         }
-        self.ensure_receiving()?;
-        let (producer, consumer) = byte_ring(self.config.subscriber_ring);
+        let owned: Vec<String> = prefixes.iter().map(|p| p.as_ref().to_string()).collect();
+        let local = self.config.local_transport;
+        let logs = (local != LocalTransport::Udp).then(|| {
+            crate::ipc::SubLogs::new(
+                self.config.ipc_dir.clone(),
+                crate::ipc::log_prefix(self.config.group, self.config.network_id()),
+                owned.clone(),
+                policy,
+                u64::try_from(self.config.publisher_timeout.as_nanos()).unwrap_or(u64::MAX),
+            )
+        });
         let closed = Arc::new(AtomicBool::new(false));
         let resync = Arc::new(AtomicBool::new(false));
         let notify = self.shared.new_notify();
-        let owned: Vec<String> = prefixes.iter().map(|p| p.as_ref().to_string()).collect();
         if let Some(m) = self.shared.membership.get() {
             m.subscribes(&owned, 1);
         }
+        if local == LocalTransport::Ipc {
+            // Shared memory only: no socket, and a ring nothing writes.
+            let (_, consumer) = byte_ring(4096);
+            let sub = Subscriber::new(consumer, self.shared.clone(), closed, resync, notify, owned);
+            return Ok(match logs {
+                Some(l) => sub.with_ipc(l),
+                None => sub,
+            });
+        }
+        self.ensure_receiving()?;
+        let (producer, consumer) = byte_ring(self.config.subscriber_ring);
         self.shared.new_subscriptions.push(SubscriptionEntry {
             prefixes: owned.clone(),
             policy,
@@ -422,14 +500,11 @@ impl Node {
             handler: None,
             notify: notify.clone(),
         });
-        Ok(Subscriber::new(
-            consumer,
-            self.shared.clone(),
-            closed,
-            resync,
-            notify,
-            owned,
-        ))
+        let sub = Subscriber::new(consumer, self.shared.clone(), closed, resync, notify, owned);
+        Ok(match logs {
+            Some(l) => sub.with_ipc(l),
+            None => sub,
+        })
     }
 
     /// A handler subscription: `handler` is called on the receiving thread with every
@@ -449,6 +524,13 @@ impl Node {
         self.check_running()?;
         if prefixes.is_empty() {
             return Err(Error::Topic("a handler needs at least one prefix".into()));
+        }
+        if self.config.local_transport != LocalTransport::Udp {
+            return Err(Error::Config(format!(
+                "handler subscriptions go by the network only; local_transport is {} \
+                 (use udp, or a subscriber)",
+                self.config.local_transport
+            )));
         }
         self.ensure_receiving()?;
         // The ring is never written: events go to the handler.
@@ -516,7 +598,8 @@ impl Node {
         loop {
             let (next, acked) = (tx.next_seq.get(), tx.acked.get());
             let elapsed = start.elapsed();
-            if acked >= next && elapsed >= min {
+            // (and every IPC reader has read everything in the logs)
+            if acked >= next && elapsed >= min && self.shared.ipc.all_read() {
                 return true;
             }
             if elapsed >= timeout || self.shared.stopped() {

@@ -8,6 +8,31 @@ use std::time::{Duration, Instant};
 use crate::agent::{DirectClaim, Inline, Shared, POLL_SLEEP};
 use crate::error::PublishError;
 use crate::ring;
+use crate::ring::log::{LogClaim, LogError, LogWriter};
+
+/// A publisher's IPC log (issue 12): written on the application's thread, read in
+/// place by subscribers on this host.
+pub(crate) struct IpcLog {
+    pub writer: LogWriter,
+    /// `LocalTransport::Ipc`: the log only, nothing to the network.
+    pub only: bool,
+}
+
+/// A log's refusal as the publisher's.
+fn log_error(e: LogError, shared: &Shared) -> PublishError {
+    match e {
+        LogError::BackPressured => {
+            shared.counters.app.back_pressure.add_shared(1);
+            PublishError::BackPressured
+        }
+        LogError::TooLarge { len, capacity } => PublishError::TooLarge {
+            len,
+            max: capacity / 2 - ring::log::RECORD_HEADER,
+        },
+        // (a writer's claim fails only by size or back-pressure)
+        _ => PublishError::Stopped,
+    }
+}
 
 /// Publishes messages on one topic. Create with [`Node::publisher`](crate::Node::publisher).
 ///
@@ -26,6 +51,8 @@ pub struct Publisher {
     /// Its messages go into the node's last-value cache
     /// (`Node::publisher_with_last_value`): always through the ring.
     cached: bool,
+    /// Its IPC log, when the node's local transport is `Ipc` or `Auto`.
+    ipc: Option<Box<IpcLog>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -52,6 +79,10 @@ pub struct Claim<'a> {
 enum ClaimInner<'a> {
     Ring(ring::Claim<'a>),
     Direct(DirectClaim<'a>),
+    /// In the IPC log (`LocalTransport::Ipc`).
+    Log(LogClaim<'a>),
+    /// In the log, copied into the ring at commit (`LocalTransport::Auto`).
+    Both(LogClaim<'a>, ring::Claim<'a>),
 }
 
 impl Claim<'_> {
@@ -63,6 +94,15 @@ impl Claim<'_> {
                 self.shared.published();
             }
             ClaimInner::Direct(c) => Inline::commit_direct(c),
+            ClaimInner::Log(c) => {
+                c.commit();
+            }
+            ClaimInner::Both(c, mut r) => {
+                r.copy_from_slice(c.bytes());
+                c.commit();
+                r.commit();
+                self.shared.published();
+            }
         }
     }
 }
@@ -73,6 +113,7 @@ impl Deref for Claim<'_> {
         match &self.inner {
             ClaimInner::Ring(c) => &c[self.skip..],
             ClaimInner::Direct(c) => c.bytes(),
+            ClaimInner::Log(c) | ClaimInner::Both(c, _) => c.bytes(),
         }
     }
 }
@@ -82,6 +123,7 @@ impl DerefMut for Claim<'_> {
         match &mut self.inner {
             ClaimInner::Ring(c) => &mut c[self.skip..],
             ClaimInner::Direct(c) => c.bytes_mut(),
+            ClaimInner::Log(c) | ClaimInner::Both(c, _) => c.payload(),
         }
     }
 }
@@ -106,7 +148,20 @@ impl Publisher {
             max_message,
             ttl,
             cached,
+            ipc: None,
         }
+    }
+
+    /// This publisher also (or only) writes `log`.
+    pub(crate) fn with_ipc(mut self, log: IpcLog) -> Self {
+        let max = log.writer.capacity() / 2 - ring::log::RECORD_HEADER;
+        self.max_message = if log.only {
+            max
+        } else {
+            self.max_message.min(max)
+        };
+        self.ipc = Some(Box::new(log));
+        self
     }
 
     /// The deadline of a message offered now (µs since the UNIX epoch), for a
@@ -147,6 +202,9 @@ impl Publisher {
     /// Claims `len` bytes in the ring to be filled in place (no copy) and committed.
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
         self.check(len)?;
+        if self.ipc.is_some() {
+            return self.try_claim_ipc(len);
+        }
         let deadline = self.deadline();
         let Publisher {
             ring,
@@ -180,9 +238,62 @@ impl Publisher {
         claim_in_ring(ring, shared, len)
     }
 
+    /// [`try_claim`](Self::try_claim) of an IPC publisher.
+    fn try_claim_ipc(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        let Publisher {
+            ipc, ring, shared, ..
+        } = self;
+        let shared = &**shared;
+        let Some(log) = ipc.as_deref_mut() else {
+            return Err(PublishError::Stopped);
+        };
+
+        // Room in the ring first (Auto): a refusal by either publishes nothing.
+        let ring_claim = if log.only {
+            None
+        } else {
+            match ring.try_claim(len) {
+                Some(r) => Some(r),
+                None => {
+                    shared.counters.app.back_pressure.add_shared(1);
+                    return Err(PublishError::BackPressured);
+                }
+            }
+        };
+        let c = log
+            .writer
+            .try_claim_or_abort(len)
+            .map_err(|e| log_error(e, shared))?;
+        Ok(Claim {
+            inner: match ring_claim {
+                Some(r) => ClaimInner::Both(c, r),
+                None => ClaimInner::Log(c),
+            },
+            shared,
+            skip: 0,
+        })
+    }
+
     /// Copies `payload` into the ring for sending.
     pub fn offer(&mut self, payload: &[u8]) -> Result<(), PublishError> {
         self.check(payload.len())?;
+        if let Some(log) = self.ipc.as_deref_mut() {
+            let shared = &*self.shared;
+            if log.only {
+                return match log.writer.offer(payload) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(log_error(e, shared)),
+                };
+            }
+            // Both: room in the ring first, so a refusal by either publishes nothing.
+            let mut claim = claim_in_ring(&mut self.ring, shared, payload.len())?;
+            log.writer
+                .offer(payload)
+                .map_err(|e| log_error(e, shared))?;
+            claim.copy_from_slice(payload);
+            claim.commit();
+            return Ok(());
+        }
         let deadline = self.deadline();
         if let Some(i) = self.shared.inline.get().filter(|_| !self.cached) {
             // Inline, with nothing of ours queued ahead: straight into the datagram

@@ -109,6 +109,8 @@ pub(crate) struct ReceiverCounters {
     pub naks_sent: Counter,
     pub unmatched: Counter,
     pub delivered_direct: Counter,
+    /// `Auto`: datagrams of sessions read over IPC instead, dropped.
+    pub ipc_skipped: Counter,
     pub lost_nak_timeout: Counter,
     pub lost_beyond_window: Counter,
     pub lost_reorder_full: Counter,
@@ -131,6 +133,12 @@ pub(crate) struct ReceiverCounters {
 #[derive(Debug, Default)]
 pub(crate) struct AppCounters {
     pub back_pressure: Counter,
+    /// IPC (issue 12): messages subscribers read from logs, lost when lapped,
+    /// superseded (conflate), logs not opened (a subscriber's limit).
+    pub ipc_delivered: Counter,
+    pub ipc_lost: Counter,
+    pub ipc_conflated: Counter,
+    pub ipc_refused: Counter,
     /// Messages discarded by disconnect-policy subscribers when resynchronising.
     pub resync_discarded: Counter,
 }
@@ -297,6 +305,19 @@ pub struct Stats {
     /// Events an inline poller took straight out of the receive buffer (no copy into
     /// its ring).
     pub delivered_direct: u64,
+    /// IPC: messages this node's publishers wrote to their logs.
+    pub ipc_published: u64,
+    /// IPC: messages this node's subscribers read from logs.
+    pub ipc_delivered: u64,
+    /// IPC: messages subscribers lost because a log's writer lapped them (each
+    /// reported as a loss).
+    pub ipc_lost: u64,
+    /// IPC: messages a conflating subscriber skipped for a newer one.
+    pub ipc_conflated: u64,
+    /// IPC: logs a subscriber could not open (it reads at most 256).
+    pub ipc_refused: u64,
+    /// `Auto`: datagrams dropped because their session is read over IPC.
+    pub ipc_skipped: u64,
     /// Receive calls that failed.
     pub recv_errors: u64,
     /// Datagrams larger than the receive buffers (over the configured max payload),
@@ -407,6 +428,12 @@ impl Stats {
             ("ring_full_drops", self.ring_full_drops),
             ("unmatched", self.unmatched),
             ("delivered_direct", self.delivered_direct),
+            ("ipc_published", self.ipc_published),
+            ("ipc_delivered", self.ipc_delivered),
+            ("ipc_lost", self.ipc_lost),
+            ("ipc_conflated", self.ipc_conflated),
+            ("ipc_refused", self.ipc_refused),
+            ("ipc_skipped", self.ipc_skipped),
             ("recv_errors", self.recv_errors),
             ("truncated", self.truncated),
             ("status_sent", self.status_sent),
@@ -519,6 +546,12 @@ impl Counters {
             recv_errors: self.rx.recv_errors.get(),
             unmatched: self.rx.unmatched.get(),
             delivered_direct: self.rx.delivered_direct.get(),
+            ipc_published: 0,
+            ipc_delivered: self.app.ipc_delivered.get(),
+            ipc_lost: self.app.ipc_lost.get(),
+            ipc_conflated: self.app.ipc_conflated.get(),
+            ipc_refused: self.app.ipc_refused.get(),
+            ipc_skipped: self.rx.ipc_skipped.get(),
             lost_nak_timeout: self.rx.lost_nak_timeout.get(),
             lost_beyond_window: self.rx.lost_beyond_window.get(),
             lost_reorder_full: self.rx.lost_reorder_full.get(),

@@ -195,6 +195,8 @@ pub struct Subscriber {
     /// The stream handed out the node's stop as its last item.
     #[cfg(feature = "stream")]
     ended: bool,
+    /// The IPC logs it reads, when the node's local transport is `Ipc` or `Auto`.
+    ipc: Option<Box<crate::ipc::SubLogs>>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -224,7 +226,41 @@ impl Subscriber {
             parker: None,
             #[cfg(feature = "stream")]
             ended: false,
+            ipc: None,
         }
+    }
+
+    /// This subscriber also (or only) reads the IPC logs of `logs`.
+    pub(crate) fn with_ipc(mut self, logs: crate::ipc::SubLogs) -> Self {
+        self.ipc = Some(Box::new(logs));
+        self
+    }
+
+    /// IPC logs this subscriber reads now (0 without IPC).
+    pub fn ipc_logs(&self) -> usize {
+        self.ipc.as_ref().map_or(0, |l| l.logs())
+    }
+
+    /// Hands up to `limit` events from the IPC logs to `f` (0 without IPC).
+    fn poll_ipc(&mut self, limit: usize, f: &mut dyn FnMut(Event<'_>)) -> usize {
+        let Some(logs) = self.ipc.as_deref_mut() else {
+            return 0;
+        };
+        if limit == 0 {
+            return 0;
+        }
+        let n = logs.poll(limit, f);
+        let t = std::mem::take(&mut logs.tally);
+        let c = &self.shared.counters.app;
+        if t.delivered > 0 {
+            c.ipc_delivered.add_shared(t.delivered);
+        }
+        if t.lost + t.conflated + t.refused > 0 {
+            c.ipc_lost.add_shared(t.lost);
+            c.ipc_conflated.add_shared(t.conflated);
+            c.ipc_refused.add_shared(t.refused);
+        }
+        n
     }
 
     /// Why this subscriber's node stopped, if it did: an agent failed (say it
@@ -263,7 +299,8 @@ impl Subscriber {
         let taken = self.inline_cycle(limit, &mut f, |i, shared, direct| {
             i.poll(shared, direct);
         });
-        taken + self.read(limit - taken, f)
+        let n = taken + self.read(limit - taken, &mut f);
+        n + self.poll_ipc(limit - n, &mut f)
     }
 
     /// In inline threading, runs `cycle` (a receiver cycle on this thread), letting
@@ -398,6 +435,14 @@ impl Subscriber {
             if n > 0 || now >= deadline || self.shared.stopped() {
                 return n;
             }
+            if self.ipc.is_some() {
+                // Nothing wakes a reader of shared memory: spin, yield, then sleep
+                // briefly between looks (at most `POLL_SLEEP`).
+                crate::publisher::backoff(&mut tries);
+                waited = false;
+                taken = 0;
+                continue;
+            }
             if self.shared.inline.get().is_none() {
                 // Agent threads: spin and yield briefly (the next message is often
                 // close behind), then park until the receiver agent wakes us.
@@ -457,6 +502,11 @@ impl Subscriber {
                 };
             }
             if armed {
+                if self.ipc.is_some() {
+                    // Nothing wakes the task when a log grows: the node's sender
+                    // agent wakes it at its next cycle (within ~1 ms when idle).
+                    self.shared.ipc.wake_later(cx.waker());
+                }
                 return Poll::Pending;
             }
             // Armed, then one more look (a cycle that committed before the arm was
@@ -535,8 +585,12 @@ impl Subscriber {
     fn take_one(&mut self) -> Option<OwnedEvent> {
         let mut out = None;
         let mut own = |ev: Event<'_>| out = Some(owned(ev));
-        if self.read(1, &mut own) == 0 && self.shared.inline.get().is_some() {
-            self.poll(1, &mut own);
+        if self.read(1, &mut own) == 0 {
+            if self.shared.inline.get().is_some() {
+                self.poll(1, &mut own);
+            } else {
+                self.poll_ipc(1, &mut own);
+            }
         }
         out
     }

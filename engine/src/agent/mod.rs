@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     pub membership: OnceLock<discovery::Membership>,
     /// Whether data goes by unicast, and to whom.
     pub unicast: unicast::Unicast,
+    /// The publishers' IPC logs (heart-beaten by the sender agent).
+    pub ipc: crate::ipc::IpcShared,
 }
 
 /// A NAK heard on the control port, for NAK suppression.
@@ -175,6 +177,7 @@ impl Shared {
             drained: std::sync::atomic::AtomicU64::new(0),
             membership: OnceLock::new(),
             unicast: Default::default(),
+            ipc: Default::default(),
         }
     }
 
@@ -203,6 +206,7 @@ impl Shared {
             s.peers_refused = d.refused;
             s.peers_evicted = d.evicted;
         }
+        s.ipc_published = self.ipc.published();
         s.threading_reason.clone_from(&b.threading.reason);
         if let Some(w) = &b.threading.warning {
             s.threading_reason.push_str("; WARNING: ");
@@ -266,7 +270,7 @@ impl Shared {
     ) -> Result<usize, crate::Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            let have = self.counters.tx.receivers.get() as usize;
+            let have = self.counters.tx.receivers.get() as usize + self.ipc.readers();
             if have >= n {
                 return Ok(have);
             }

@@ -701,6 +701,9 @@ pub(crate) struct ReceiverAgent {
     control_port: u16,
     /// With a group key: opens what arrives, seals the NAKs and status sent.
     guard: Option<crate::seal::Guard>,
+    /// `LocalTransport::Auto`: the sessions read over IPC instead (their datagrams
+    /// are dropped).
+    local: Option<crate::ipc::LocalSessions>,
 }
 
 /// `plain` as it goes out: sealed with the group key when there is one.
@@ -763,6 +766,13 @@ impl ReceiverAgent {
                 .keys
                 .as_ref()
                 .map(|k| crate::seal::Guard::new(k, max_payload, 1)),
+            local: (config.local_transport == crate::config::LocalTransport::Auto).then(|| {
+                crate::ipc::LocalSessions::new(
+                    config.ipc_dir.clone(),
+                    crate::ipc::log_prefix(config.group, config.network_id()),
+                    config.max_sessions,
+                )
+            }),
         }
     }
 
@@ -905,7 +915,12 @@ impl ReceiverAgent {
                 std::thread::park_timeout(until);
             }
         } else if let Some(backend) = self.backend.as_mut() {
-            let (proto, subs, guard) = (&mut self.proto, &mut self.subs, &mut self.guard);
+            let (proto, subs, guard, local) = (
+                &mut self.proto,
+                &mut self.subs,
+                &mut self.guard,
+                &mut self.local,
+            );
             let got = backend.recv_batch(room, block, &mut |bytes, source| {
                 let bytes = match guard.as_mut() {
                     Some(g) => match g.open(bytes, c) {
@@ -914,6 +929,13 @@ impl ReceiverAgent {
                     },
                     None => bytes,
                 };
+                if let (Some(l), Ok(h)) = (local.as_mut(), crate::wire::Header::decode(bytes)) {
+                    if l.is_local(h.session) {
+                        // Its messages come from its IPC logs.
+                        c.ipc_skipped.add(1);
+                        return;
+                    }
+                }
                 adopt(subs, shared);
                 // Stamped when it came off the socket: the receive may have blocked.
                 let now = Instant::now();

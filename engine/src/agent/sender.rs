@@ -99,6 +99,9 @@ pub(crate) struct SenderAgent {
     blocked: bool,
     rate_blocked: bool,
     stats_file: Option<crate::stats_file::StatsFile>,
+    /// The node's publishers write IPC logs: heart-beat them (`BEAT_EVERY`).
+    ipc_beats: bool,
+    next_ipc_beat: u64,
 }
 
 impl SenderAgent {
@@ -120,6 +123,8 @@ impl SenderAgent {
             blocked: false,
             rate_blocked: false,
             stats_file: None,
+            ipc_beats: config.local_transport != crate::config::LocalTransport::Udp,
+            next_ipc_beat: 0,
         }
     }
 
@@ -379,6 +384,14 @@ impl SenderAgent {
         c.receivers.set(self.machine.receivers() as u64);
         if let Some(f) = self.stats_file.as_mut() {
             f.maybe_write(now, || shared.stats());
+        }
+        if self.ipc_beats {
+            shared.ipc.wake_all();
+            let mono = crate::ipc::mono_ns();
+            if mono >= self.next_ipc_beat {
+                shared.ipc.beat(mono);
+                self.next_ipc_beat = mono.saturating_add(crate::ipc::BEAT_EVERY);
+            }
         }
         self.blocked = false;
         self.rate_blocked = false;

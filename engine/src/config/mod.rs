@@ -60,6 +60,24 @@ pub enum Transport {
     Unicast,
 }
 
+/// How a node's publishers reach subscribers on the same host, and how its
+/// subscribers hear publishers on it (issue 12's IPC transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalTransport {
+    /// The network only (multicast or unicast, as [`Transport`] says), as before
+    /// IPC existed.
+    #[default]
+    Udp,
+    /// Shared memory only: each publisher writes its messages to a log file in
+    /// `ipc_dir` that subscribers on this host map and read in place; nothing goes
+    /// to the network, and subscribers hear only local publishers.
+    Ipc,
+    /// Both: publishers write the log and send to the network; subscribers read the
+    /// logs of local publishers (those of `Auto` or `Ipc` nodes on the same group and
+    /// network) and the network for everyone else, never a session twice.
+    Auto,
+}
+
 /// How long a node in [`Transport::Auto`] with seeds waits for a multicast announce
 /// before it switches to unicast.
 pub const UNICAST_FALLBACK: Duration = Duration::from_secs(2);
@@ -213,6 +231,9 @@ pub struct Config {
     pub(crate) max_peers: usize,
     pub(crate) transport: Transport,
     pub(crate) seeds: Vec<String>,
+    pub(crate) local_transport: LocalTransport,
+    pub(crate) ipc_dir: std::path::PathBuf,
+    pub(crate) ipc_log: usize,
     /// Where each value that is not a default came from (set by `build`).
     pub(crate) origins: Vec<(&'static str, Origin)>,
 }
@@ -267,6 +288,9 @@ impl Default for Config {
             max_peers: 1024,
             transport: Transport::default(),
             seeds: Vec::new(),
+            local_transport: LocalTransport::default(),
+            ipc_dir: std::path::PathBuf::from("/dev/shm"),
+            ipc_log: 8 << 20,
             origins: Vec::new(),
         }
     }
@@ -337,6 +361,11 @@ impl Config {
     /// How data reaches other nodes.
     pub fn transport_mode(&self) -> Transport {
         self.transport
+    }
+
+    /// How this node meets publishers and subscribers on its host.
+    pub fn local_transport(&self) -> LocalTransport {
+        self.local_transport
     }
 
     /// The seeds as configured (`HOST[:PORT]`).
@@ -756,6 +785,29 @@ impl ConfigBuilder {
     /// How data reaches other nodes (default [`Transport::Auto`]).
     pub fn transport(mut self, t: Transport) -> Self {
         self.0.transport = t;
+        self
+    }
+
+    /// How publishers and subscribers on this host reach each other: the network
+    /// ([`LocalTransport::Udp`], the default), shared memory
+    /// ([`LocalTransport::Ipc`]) or both ([`LocalTransport::Auto`]).
+    pub fn local_transport(mut self, t: LocalTransport) -> Self {
+        self.0.local_transport = t;
+        self
+    }
+
+    /// Where IPC logs live (default `/dev/shm`: memory, not disk). Every process
+    /// that is to meet over IPC must use the same directory.
+    pub fn ipc_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.0.ipc_dir = dir.into();
+        self
+    }
+
+    /// Each IPC publisher's log, in bytes (a power of two, 64 KiB to 1 GiB; default
+    /// 8 MiB): how far a subscriber may fall behind before back-pressure holds the
+    /// publisher, or it is lapped.
+    pub fn ipc_log(mut self, bytes: usize) -> Self {
+        self.0.ipc_log = bytes;
         self
     }
 

@@ -14,7 +14,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{
-    BackendChoice, Config, FlowControlStrategy, IdleStrategy, SlowConsumerPolicy, Transport,
+    BackendChoice, Config, FlowControlStrategy, IdleStrategy, LocalTransport, SlowConsumerPolicy,
+    Transport,
 };
 use crate::config::ThreadingMode;
 use crate::error::Error;
@@ -578,6 +579,27 @@ pub(crate) static SETTINGS: &[Setting] = &[
             c.seeds.join(",")
         }
     ),
+    setting!(
+        "local_transport",
+        "udp, ipc, auto",
+        "How nodes on one host meet: network, shared memory, or both (auto)",
+        |c, v| c.local_transport = v.parse()?,
+        |c| c.local_transport.to_string()
+    ),
+    setting!(
+        "ipc_dir",
+        "path",
+        "Directory of the IPC logs (shared by every process that meets there)",
+        |c, v| c.ipc_dir = std::path::PathBuf::from(v.trim()),
+        |c| c.ipc_dir.display().to_string()
+    ),
+    setting!(
+        "ipc_log",
+        "size (power of two)",
+        "Each IPC publisher's log",
+        |c, v| c.ipc_log = parse_size(v)?,
+        |c| show_size(c.ipc_log)
+    ),
 ];
 
 /// The setting named `key` (`-` and `_` alike).
@@ -736,6 +758,10 @@ names!(Transport, "a transport (auto, multicast, unicast)",
     Transport::Auto => "auto",
     Transport::Multicast => "multicast",
     Transport::Unicast => "unicast");
+names!(LocalTransport, "a local transport (udp, ipc, auto)",
+    LocalTransport::Udp => "udp",
+    LocalTransport::Ipc => "ipc" | "shm",
+    LocalTransport::Auto => "auto");
 names!(BackendChoice, "a backend (auto, uring, mmsg)",
     BackendChoice::Auto => "auto",
     BackendChoice::Uring => "uring" | "io_uring",
@@ -955,6 +981,9 @@ mod tests {
             max_peers: _,
             transport: _,
             seeds: _,
+            local_transport: _,
+            ipc_dir: _,
+            ipc_log: _,
             origins: _,
         } = Config::default();
         let keys = [
@@ -1002,6 +1031,9 @@ mod tests {
             "max_peers",
             "transport",
             "seeds",
+            "local_transport",
+            "ipc_dir",
+            "ipc_log",
         ];
         for k in keys {
             assert!(find(k).is_some(), "{k} has no setting");

@@ -117,11 +117,42 @@ struct Net {
     /// RINGCAST_TRANSPORT, else auto].
     #[arg(long)]
     unicast: bool,
+    /// How nodes on this host meet: `udp` (the network only), `ipc` (shared memory
+    /// only: logs in the IPC directory, nothing on the network) or `auto` (both:
+    /// local publishers over shared memory, remote ones over the network) [default:
+    /// RINGCAST_LOCAL_TRANSPORT, else udp]. Not the network transport (`--unicast`,
+    /// RINGCAST_TRANSPORT).
+    #[arg(long = "transport", alias = "local-transport", value_enum)]
+    local_transport: Option<Local>,
+    /// The directory of the IPC logs [default: RINGCAST_IPC_DIR, else /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    ipc_dir: Option<std::path::PathBuf>,
     /// The group key file (`ringcast keygen`): every datagram is sealed with it, and
     /// only datagrams sealed with it are heard [default: RINGCAST_KEY_FILE, else
     /// none: open mode].
     #[arg(long, value_name = "FILE")]
     key_file: Option<std::path::PathBuf>,
+}
+
+/// `--transport` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Local {
+    /// The network only.
+    Udp,
+    /// Shared memory only.
+    Ipc,
+    /// Shared memory for local nodes, the network for the others.
+    Auto,
+}
+
+impl From<Local> for ringcast::LocalTransport {
+    fn from(l: Local) -> Self {
+        match l {
+            Local::Udp => ringcast::LocalTransport::Udp,
+            Local::Ipc => ringcast::LocalTransport::Ipc,
+            Local::Auto => ringcast::LocalTransport::Auto,
+        }
+    }
 }
 
 /// `--threading` values.
@@ -244,6 +275,12 @@ fn builder(net: &Net, ttl: Option<u32>) -> ringcast::ConfigBuilder {
     }
     if let Some(k) = &net.key_file {
         b = b.key_file(k);
+    }
+    if let Some(l) = net.local_transport {
+        b = b.local_transport(l.into());
+    }
+    if let Some(d) = &net.ipc_dir {
+        b = b.ipc_dir(d.clone());
     }
     if let Some(t) = ttl {
         b = b.ttl(t);
