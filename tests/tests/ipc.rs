@@ -315,3 +315,132 @@ fn what_goes_by_the_network_only_is_refused_over_ipc() {
     assert!(matches!(p.offer(&big), Err(PublishError::TooLarge { .. })));
     assert!(p.offer(&vec![7u8; p.max_message()]).is_ok());
 }
+
+/// `ringcast ARGS` with the IPC transport in `dir`, on the group of test `id`.
+fn cli(id: u8, dir: &ShmDir, args: &[&str]) -> ringcast_e2e::Proc {
+    let g = group(id, "uring").to_string();
+    let d = dir.0.to_string_lossy().to_string();
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--group", &g, "--transport", "ipc", "--ipc-dir", &d]);
+    ringcast_e2e::Proc::spawn(ringcast_e2e::ringcast("uring", &full))
+}
+
+/// Acceptance 4 of issue 12: a publisher process killed with SIGKILL mid-stream
+/// leaves a log its subscriber reads to the last complete message, then `Gone`; the
+/// dead process's log is removed when the next publisher starts there.
+#[test]
+fn an_ipc_publisher_killed_mid_stream_leaves_every_complete_message_then_gone() {
+    let dir = ShmDir::new("kill-pub");
+    let rx = node(74, &dir, 1 << 20, SlowConsumerPolicy::BackPressure);
+    let mut sub = rx.subscriber(&["/ipc/"]).unwrap();
+    let sender = cli(
+        74,
+        &dir,
+        &[
+            "send",
+            "--topic",
+            "/ipc/k",
+            "--repeat",
+            "100000000",
+            "--autonumber",
+            "--size",
+            "64",
+            "MSG",
+        ],
+    );
+    let mut sender = Some(sender);
+    let mut seen = 0u64;
+    let mut gone = false;
+    let mut losses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gone {
+        assert!(Instant::now() < deadline, "no Gone ({seen} messages)");
+        sub.poll_timeout(4096, Duration::from_millis(20), |ev| match ev {
+            Event::Message(m) => {
+                let mut want = format!("MSG{seen}").into_bytes();
+                want.resize(64, b' ');
+                assert_eq!(m.seq(), seen);
+                assert!(m.payload() == want, "message {seen} is not byte-exact");
+                seen += 1;
+            }
+            Event::Loss(l) => losses.push(l),
+            Event::Session(s) if s.state == SessionState::Gone => gone = true,
+            _ => {}
+        });
+        if seen >= 50_000 {
+            if let Some(s) = sender.take() {
+                let f = s.stop(); // SIGKILL, mid-stream
+                assert!(!f.status.success(), "{:?}", f.status);
+            }
+        }
+    }
+    assert!(sender.is_none(), "Gone before the kill");
+    assert!(losses.is_empty(), "{losses:?}");
+    assert!(seen >= 50_000);
+    // The dead writer's log is still there; the next publisher here removes it.
+    assert_eq!(dir.logs(), 1);
+    let tx = node(74, &dir, 1 << 20, SlowConsumerPolicy::BackPressure);
+    let _p = tx.publisher("/ipc/k").unwrap();
+    assert_eq!(dir.logs(), 1, "the dead process's log was not removed");
+}
+
+/// Acceptance 4 of issue 12: a back-pressuring subscriber process that is killed
+/// while it holds the publisher back holds it no longer: the publisher's next offers
+/// go through.
+#[test]
+fn a_back_pressuring_ipc_subscriber_killed_releases_the_publisher() {
+    let dir = ShmDir::new("kill-sub");
+    let mut listener = cli(
+        75,
+        &dir,
+        &[
+            "listen",
+            "--topic",
+            "/ipc/",
+            "--slow-consumer",
+            "back-pressure",
+            "--handler-delay-us",
+            "100000",
+            "--publisher-timeout",
+            "0.5",
+        ],
+    );
+    listener.wait_for_stderr("listening on", Duration::from_secs(20));
+    let tx = node(75, &dir, 64 << 10, SlowConsumerPolicy::BackPressure);
+    let mut p = tx.publisher("/ipc/t").unwrap();
+    assert_eq!(
+        tx.wait_for_receivers(1, Duration::from_secs(10)).unwrap(),
+        1
+    );
+    // Fill the log: the listener reads ten a second, so the publisher is held.
+    let mut i = 0;
+    let held_since = loop {
+        match p.offer(&body(i)) {
+            Ok(()) => i += 1,
+            Err(PublishError::BackPressured) => break Instant::now(),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(i < 1_000_000, "never held back");
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(p.offer(&body(i)), Err(PublishError::BackPressured)),
+        "released while the subscriber lives"
+    );
+    let f = listener.stop(); // SIGKILL
+    assert!(!f.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match p.offer(&body(i)) {
+            Ok(()) => break,
+            Err(PublishError::BackPressured) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "still held 10 s after the kill");
+    }
+    eprintln!("released {:?} after the hold began", held_since.elapsed());
+    // And nothing holds it any more.
+    for k in 1..10_000 {
+        assert_eq!(p.offer(&body(i + k)), Ok(()));
+    }
+}

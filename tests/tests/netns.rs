@@ -712,3 +712,103 @@ fn loss_beyond_the_window_is_reported_exactly_across_hosts() {
         t0.elapsed()
     );
 }
+
+/// Acceptance 4 of issue 12: a mixed node. A publisher on host `a` with
+/// `--transport auto` serves a subscriber on its own host over shared memory and one
+/// on host `b` over the network, at once: both get every message in order; the local
+/// one reads them all from the log and drops the same session's datagrams.
+#[test]
+fn a_mixed_node_serves_a_local_ipc_and_a_remote_network_subscriber_at_once() {
+    const N: u64 = 20_000;
+    let Some(lab) = Lab::new("mixed") else {
+        return;
+    };
+    let g = group(21);
+    let dir = TempDir::new("mixed-ipc");
+    let ipc_dir = dir.file("shm");
+    std::fs::create_dir_all(&ipc_dir).unwrap();
+    let ipc_dir = ipc_dir.to_str().unwrap().to_string();
+    let count = N.to_string();
+    let local = lab.listen(
+        A,
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/m",
+            "--count",
+            &count,
+            "--timeout",
+            "30",
+            "--transport",
+            "auto",
+            "--ipc-dir",
+            &ipc_dir,
+        ],
+    );
+    let remote = lab.listen(
+        B,
+        &[
+            "--group",
+            &g,
+            "--topic",
+            "/m",
+            "--count",
+            &count,
+            "--timeout",
+            "30",
+        ],
+    );
+    let s = lab
+        .send(
+            A,
+            &[
+                "--group",
+                &g,
+                "--ttl",
+                "1",
+                "--topic",
+                "/m",
+                "--repeat",
+                &count,
+                "--autonumber",
+                "--transport",
+                "auto",
+                "--ipc-dir",
+                &ipc_dir,
+                "--wait-receivers",
+                "2",
+                "MSG",
+            ],
+        )
+        .finish(WAIT);
+    assert!(s.status.success(), "send failed: {}", s.stderr);
+    assert!(
+        s.stderr.contains(&format!("ipc: {N} messages written")),
+        "{}",
+        s.stderr
+    );
+    let expected = numbered("MSG", N as usize);
+    for (name, l) in [("local", local), ("remote", remote)] {
+        let f = l.finish(WAIT);
+        assert!(f.status.success(), "{name}: {}", brief(&f.stderr));
+        assert!(
+            String::from_utf8_lossy(&f.stdout) == expected,
+            "{name}: not MSG0..MSG{} in order; {}",
+            N - 1,
+            brief(&f.stderr)
+        );
+        if name == "local" {
+            let m = summary(&f, "ipc: ");
+            assert_eq!(get(&m, "ipc:"), N, "local: all over shared memory");
+            assert!(
+                get(&m, "datagrams of local sessions skipped") > 0,
+                "local: the session's datagrams were not dropped: {}",
+                brief(&f.stderr)
+            );
+        } else {
+            let m = summary(&f, "received ");
+            assert!(get(&m, "datagrams") > 0, "remote: over the network");
+        }
+    }
+}

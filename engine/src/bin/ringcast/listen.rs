@@ -181,6 +181,7 @@ pub fn run(a: ListenArgs) -> Res {
     let config = b.build()?;
     let (group, iface) = (config.group(), config.iface().to_string());
     let reliable = config.reliable();
+    let ipc = config.local_transport() != ringcast::LocalTransport::Udp;
     let node = Node::new(config)?;
     let topics = if a.topics.is_empty() {
         vec![String::new()]
@@ -292,6 +293,12 @@ pub fn run(a: ListenArgs) -> Res {
         s.slow_disconnects,
         s.snapshot_messages
     );
+    if ipc {
+        eprintln!(
+            "ipc: {} messages read from shared memory, lost {}, conflated {}, datagrams of local sessions skipped {}",
+            s.ipc_delivered, s.ipc_lost, s.ipc_conflated, s.ipc_skipped
+        );
+    }
     if a.latency {
         if lat.is_empty() {
             eprintln!("latency: no stamped messages ({unstamped} without a stamp)");

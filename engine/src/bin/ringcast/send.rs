@@ -198,6 +198,7 @@ pub fn run(a: SendArgs) -> Res {
     }
     let config = b.build()?;
     let reliable = config.reliable();
+    let ipc = config.local_transport() != ringcast::LocalTransport::Udp;
     let node = Node::new(config)?;
     let mut publisher = match a.expire_after {
         Some(t) => node.publisher_with_ttl(&a.topic, Duration::from_secs_f64(t.max(0.0)))?,
@@ -274,6 +275,9 @@ pub fn run(a: SendArgs) -> Res {
         s.flow_blocked,
         s.receivers
     );
+    if ipc {
+        eprintln!("ipc: {} messages written to shared memory", s.ipc_published);
+    }
     if !acked {
         eprintln!(
             "receivers did not acknowledge everything within {} s (position {}, acknowledged up to {})",
