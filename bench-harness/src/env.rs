@@ -159,6 +159,9 @@ pub fn features() -> Vec<String> {
     if cfg!(feature = "zenoh") {
         f.push("zenoh".to_owned());
     }
+    if cfg!(feature = "iceoryx2") {
+        f.push("iceoryx2".to_owned());
+    }
     f
 }
 

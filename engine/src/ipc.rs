@@ -5,8 +5,9 @@
 //!
 //! - **Finding logs.** A log's file name starts with the group, port and network ID
 //!   ([`log_prefix`]); its header names the topic and session ([`read_meta`]). A
-//!   subscriber looks for new logs when it is made and every [`SCAN_EVERY`] after,
-//!   and opens those whose topic it matches (at most [`MAX_LOGS`] at once).
+//!   subscriber looks for new logs when it is made and every [`SCAN_EVERY`] after
+//!   ([`SCAN_EVERY_READING`] while it reads some), and opens those whose topic it
+//!   matches (at most [`MAX_LOGS`] at once).
 //! - **No gap, no duplicate at the start.** A log made after the subscriber is read
 //!   from its first record (a publisher that starts after its subscribers loses
 //!   nothing to the scan's delay); one made before is joined at its live end, as a
@@ -37,8 +38,11 @@ use crate::config::SlowConsumerPolicy;
 use crate::ring::log::{read_meta, Join, LogBeat, LogEvent, LogReader, SUFFIX};
 use crate::subscriber::{Event, Loss, LossReason, Message, SessionEvent, SessionState};
 
-/// How often a subscriber looks for new logs.
+/// How often a subscriber that reads no log looks for new ones.
 pub(crate) const SCAN_EVERY: u64 = 20_000_000;
+/// How often one that reads some looks (a scan reads the directory: rarer while
+/// data flows, for the latency of what is read meanwhile).
+pub(crate) const SCAN_EVERY_READING: u64 = 200_000_000;
 /// Logs a subscriber reads at once.
 pub(crate) const MAX_LOGS: usize = 256;
 /// Directory entries a scan looks at.
@@ -297,7 +301,11 @@ impl SubLogs {
     }
 
     fn scan(&mut self, now: u64) {
-        self.next_scan = now.saturating_add(SCAN_EVERY);
+        self.next_scan = now.saturating_add(if self.open.is_empty() {
+            SCAN_EVERY
+        } else {
+            SCAN_EVERY_READING
+        });
         let paths = logs(&self.dir, &self.prefix);
         // Forget names that are gone (a log re-made under one is new).
         if self.seen.len() > MAX_SCAN {

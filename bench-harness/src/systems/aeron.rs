@@ -42,9 +42,9 @@ pub fn variants() -> Vec<Variant> {
         params: Params::Aeron { ipc, invoker },
     };
     vec![
-        mk("ipc", "ipc", true, false, false),
+        mk("ipc", "ipc", true, false, true),
         mk("udp", "udp-multicast", false, false, true),
-        mk("ipc-invoker", "ipc", true, true, false),
+        mk("ipc-invoker", "ipc", true, true, true),
         mk("udp-invoker", "udp-multicast", false, true, true),
     ]
 }

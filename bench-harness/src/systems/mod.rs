@@ -5,6 +5,7 @@
 //! verification and timing, so every system is measured by the same code.
 
 pub mod aeron;
+pub mod iceoryx2;
 pub mod nng;
 pub mod ringcast;
 pub mod shm_log;
@@ -103,9 +104,15 @@ pub enum Params {
         /// Every datagram sealed with a group key (AES-256-GCM).
         #[serde(default)]
         encrypted: bool,
+        /// The IPC transport (`LocalTransport::Ipc`): publisher and subscriber meet
+        /// over a log in shared memory, no network.
+        #[serde(default)]
+        ipc: bool,
     },
     /// ringcast's shared-memory log alone (`shm_log`).
     RingcastShm {},
+    /// Eclipse iceoryx2, lossless (`iceoryx2`).
+    Iceoryx2 {},
     Aeron {
         /// Media driver and client conductor in INVOKER mode: their duty cycles run in
         /// the application's loop (no driver threads).
@@ -146,7 +153,9 @@ impl Variant {
 }
 
 /// Every system the harness knows, in report order.
-pub const SYSTEMS: &[&str] = &["ringcast", "zeromq", "nng", "udp", "aeron", "zenoh"];
+pub const SYSTEMS: &[&str] = &[
+    "ringcast", "zeromq", "nng", "udp", "aeron", "zenoh", "iceoryx2",
+];
 
 /// Why a system cannot run in this build, if it cannot.
 pub fn unavailable(system: &str) -> Option<&'static str> {
@@ -157,6 +166,7 @@ pub fn unavailable(system: &str) -> Option<&'static str> {
         "udp" => None,
         "aeron" => aeron::UNAVAILABLE,
         "zenoh" => zenoh::UNAVAILABLE,
+        "iceoryx2" => iceoryx2::UNAVAILABLE,
         _ => Some("unknown system"),
     }
 }
@@ -171,6 +181,7 @@ pub fn catalog() -> Vec<Variant> {
     v.extend(udp::variants());
     v.extend(aeron::variants());
     v.extend(zenoh::variants());
+    v.extend(iceoryx2::variants());
     v
 }
 
@@ -184,6 +195,7 @@ pub fn open_publisher(spec: &RunSpec) -> Result<Box<dyn Publisher>> {
         Params::RingcastShm {} => shm_log::open_publisher(spec),
         Params::Aeron { .. } => aeron::open_publisher(spec),
         Params::Zenoh { .. } => zenoh::open_publisher(spec),
+        Params::Iceoryx2 {} => iceoryx2::open_publisher(spec),
     }
 }
 
@@ -197,6 +209,7 @@ pub fn open_subscriber(spec: &RunSpec) -> Result<Box<dyn Subscriber>> {
         Params::RingcastShm {} => shm_log::open_subscriber(spec),
         Params::Aeron { .. } => aeron::open_subscriber(spec),
         Params::Zenoh { .. } => zenoh::open_subscriber(spec),
+        Params::Iceoryx2 {} => iceoryx2::open_subscriber(spec),
     }
 }
 
@@ -221,6 +234,9 @@ pub fn library_versions() -> BTreeMap<String, String> {
     }
     if let Some(v) = aeron::library_version() {
         m.insert("aeron (C)".to_owned(), v);
+    }
+    if let Some(v) = iceoryx2::library_version() {
+        m.insert("iceoryx2".to_owned(), v);
     }
     m
 }

@@ -23,7 +23,12 @@
 //! * `window16m` — a 16 MiB retransmit window (the default before 4 MiB): what a
 //!   window that no longer fits the caches costs at full speed;
 //! * `mtu1472`, `mtu1408` — datagram payload capped at 1472 bytes (Ethernet) or
-//!   1408 bytes (Aeron's default MTU, for the comparison at equal datagram size).
+//!   1408 bytes (Aeron's default MTU, for the comparison at equal datagram size);
+//! * `ipc` (transport `ipc`) — the IPC transport (`LocalTransport::Ipc`, issue 12):
+//!   the publisher's log in `/dev/shm` read in place by the subscriber through the
+//!   same `Node`/`Publisher`/`Subscriber` API (topics, sessions, back-pressure
+//!   policy), inline threading, the subscriber polling in a spin loop as Aeron's IPC
+//!   subscriber does (next to `shm-log`, the storage layer alone).
 //!
 //! The threading modes reach the engine through [`adapter`]: until the engine has
 //! `ThreadingMode::{Auto, Inline}`, `Node::do_work` and `Node::threading`, it maps
@@ -65,6 +70,7 @@ struct Cfg {
     retransmit_window: Option<usize>,
     encrypted: bool,
     primary: bool,
+    ipc: bool,
 }
 
 const BASE: Cfg = Cfg {
@@ -77,13 +83,14 @@ const BASE: Cfg = Cfg {
     retransmit_window: None,
     encrypted: false,
     primary: false,
+    ipc: false,
 };
 
 pub fn variants() -> Vec<Variant> {
     let mk = |variant: &str, c: Cfg| Variant {
         system: "ringcast".into(),
         variant: variant.into(),
-        transport: "udp-multicast".into(),
+        transport: if c.ipc { "ipc" } else { "udp-multicast" }.into(),
         lossless_expected: true,
         primary: c.primary,
         params: Params::Ringcast {
@@ -95,6 +102,7 @@ pub fn variants() -> Vec<Variant> {
             reliable: c.reliable,
             retransmit_window: c.retransmit_window,
             encrypted: c.encrypted,
+            ipc: c.ipc,
         },
     };
     let dedicated = Cfg {
@@ -207,6 +215,15 @@ pub fn variants() -> Vec<Variant> {
             Cfg {
                 max_payload: Some(1408),
                 ..BASE
+            },
+        ),
+        mk(
+            "ipc",
+            Cfg {
+                ipc: true,
+                spin_poll: true,
+                primary: true,
+                ..inline
             },
         ),
     ]
@@ -325,12 +342,15 @@ mod imp {
             reliable,
             retransmit_window,
             encrypted,
+            ipc,
             ..
         } = spec.variant.params.clone()
         else {
             unreachable!("ringcast spec without ringcast params")
         };
-        netns::check_multicast(spec.endpoint.group, spec.endpoint.iface)?;
+        if !ipc {
+            netns::check_multicast(spec.endpoint.group, spec.endpoint.iface)?;
+        }
         let mut b = Config::builder()
             .group(spec.endpoint.group)
             .iface("lo")
@@ -353,6 +373,10 @@ mod imp {
         }
         if encrypted {
             b = b.key(Some(bench_key()?));
+        }
+        if ipc {
+            // Logs in /dev/shm (the default), named after this run's group.
+            b = b.local_transport(ringcast::LocalTransport::Ipc);
         }
         // The agents are left to the scheduler, as ZeroMQ's I/O threads are; only the
         // process's main thread is pinned.
@@ -411,6 +435,9 @@ mod imp {
             ("gso_segments".into(), s.offload.gso_segments),
             ("gro_buffers".into(), s.offload.gro_buffers),
             ("gro_segments".into(), s.offload.gro_segments),
+            ("ipc_published".into(), s.ipc_published),
+            ("ipc_delivered".into(), s.ipc_delivered),
+            ("ipc_lost".into(), s.ipc_lost),
         ])
     }
 

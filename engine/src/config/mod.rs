@@ -685,6 +685,16 @@ impl ConfigBuilder {
             }
         }
         c.origins = origins;
+        if c.local_transport != LocalTransport::Udp
+            && (!c.ipc_log.is_power_of_two()
+                || !(crate::ring::log::MIN_CAPACITY..=crate::ring::log::MAX_CAPACITY)
+                    .contains(&c.ipc_log))
+        {
+            return Err(Error::Config(format!(
+                "ipc_log {} bytes: a power of two from 64 KiB to 1 GiB",
+                c.ipc_log
+            )));
+        }
         if c.rate_limit == Some(0) {
             return Err(Error::Config("rate limit must be at least 1 byte/s".into()));
         }
