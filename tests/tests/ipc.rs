@@ -444,3 +444,67 @@ fn a_back_pressuring_ipc_subscriber_killed_releases_the_publisher() {
         assert_eq!(p.offer(&body(i + k)), Ok(()));
     }
 }
+
+/// An async IPC subscriber (`recv_async`) is woken for what a publisher writes into a
+/// log — nothing wakes it from the log itself, so the node's sender agent does — in
+/// each threading mode.
+#[test]
+fn an_async_ipc_subscriber_is_woken_in_every_threading_mode() {
+    for (k, mode) in [
+        ringcast::ThreadingMode::Auto,
+        ringcast::ThreadingMode::Inline,
+        ringcast::ThreadingMode::Dedicated,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = ShmDir::new(&format!("async-{k}"));
+        let mk = || {
+            let c = Config::builder()
+                .group(group(76, "uring"))
+                .discovery(Some(discovery_group(76, "uring")))
+                .iface("lo")
+                .local_transport(LocalTransport::Ipc)
+                .ipc_dir(dir.0.clone())
+                .threading(mode)
+                .build()
+                .unwrap();
+            Node::new(c).unwrap()
+        };
+        let rx = mk();
+        let mut sub = rx
+            .subscriber_with_policy(&["/ipc/"], SlowConsumerPolicy::BackPressure)
+            .unwrap();
+        let tx = mk();
+        let mut p = tx.publisher("/ipc/a").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            for i in 0..100u64 {
+                std::thread::sleep(Duration::from_millis(2));
+                while p.offer(&body(i)).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+            p
+        });
+        let got = rt.block_on(async {
+            let mut got = Vec::new();
+            while got.len() < 100 {
+                let ev = tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("{mode:?}: not woken ({} so far)", got.len()),
+                    ev = sub.recv_async() => ev.unwrap(),
+                };
+                if let ringcast::OwnedEvent::Message(m) = ev {
+                    got.push(m.seq);
+                }
+            }
+            got
+        });
+        let _p = writer.join().unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<u64>>(), "{mode:?}");
+    }
+}
