@@ -31,6 +31,25 @@ fn run(backend: &str, args: &[&str]) -> Proc {
     Proc::spawn(ringcast(backend, args))
 }
 
+/// `ringcast replay --speed max` of `dir` to group `g`, once a receiver reports; it
+/// must succeed.
+fn replay_max(backend: &str, g: &str, dir: &Path) -> Finished {
+    let d = dir.to_str().unwrap();
+    let args = [
+        "replay",
+        "--group",
+        g,
+        "--speed",
+        "max",
+        "--wait-receivers",
+        "1",
+        d,
+    ];
+    let rep = run(backend, &args).finish(WAIT);
+    assert_ok(&rep, "replay");
+    rep
+}
+
 fn assert_ok(f: &Finished, what: &str) {
     assert!(f.status.success(), "{what}: {:?} {}", f.status, f.stderr);
 }
@@ -173,21 +192,7 @@ fn a_million_messages_recorded_byte_exact_and_replayed_in_order_at_max_speed() {
             &(2 * HALF).to_string(),
         ],
     );
-    let rep = run(
-        backend,
-        &[
-            "replay",
-            "--group",
-            &g2,
-            "--speed",
-            "max",
-            "--wait-receivers",
-            "1",
-            first.to_str().unwrap(),
-        ],
-    )
-    .finish(WAIT);
-    assert_ok(&rep, "replay");
+    let rep = replay_max(backend, &g2, &first);
     assert!(
         rep.stderr.contains("replayed 1000000 messages"),
         "{}",
@@ -297,21 +302,7 @@ fn a_recorder_killed_mid_run_leaves_every_complete_message() {
             listened.to_str().unwrap(),
         ],
     );
-    let rep = run(
-        backend,
-        &[
-            "replay",
-            "--group",
-            &g2,
-            "--speed",
-            "max",
-            "--wait-receivers",
-            "1",
-            out.to_str().unwrap(),
-        ],
-    )
-    .finish(WAIT);
-    assert_ok(&rep, "replay");
+    replay_max(backend, &g2, &out);
     assert_ok(&l.finish(WAIT), "listen");
     let got = std::fs::read(&listened).unwrap();
     let mut want = Vec::with_capacity(got.len());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Args;
-use ringcast::{Event, Message, Node, SessionState, SlowConsumerPolicy};
+use ringcast::{Event, Message, Node, SlowConsumerPolicy};
 
 use crate::{builder, histogram, interrupted, on_interrupt, percentiles, stamp, Net, Res};
 
@@ -233,16 +233,7 @@ pub fn run(a: ListenArgs) -> Res {
                     std::thread::sleep(Duration::from_micros(a.handler_delay_us));
                 }
             }
-            Event::Session(e) => eprintln!(
-                "session {:08x} from {} {}",
-                e.session,
-                e.source,
-                match e.state {
-                    SessionState::Joined => "joined",
-                    SessionState::Gone => "gone",
-                    _ => "changed",
-                }
-            ),
+            Event::Session(e) => crate::print_session(&e),
             Event::Loss(l) => {
                 gaps += 1;
                 lost += l.count();

@@ -292,6 +292,26 @@ fn parse_flow(s: &str) -> Result<FlowControlStrategy, String> {
     s.parse()
 }
 
+/// A `session … joined|gone` line on stderr.
+fn print_session(e: &ringcast::SessionEvent) {
+    let state = match e.state {
+        ringcast::SessionState::Joined => "joined",
+        ringcast::SessionState::Gone => "gone",
+        _ => "changed",
+    };
+    eprintln!("session {:08x} from {} {state}", e.session, e.source);
+}
+
+/// Reliable mode: stays to answer NAKs until the receivers this node knows of
+/// (and its IPC readers) have everything, up to `timeout_secs`; whether they do.
+fn stay_until_acknowledged(node: &ringcast::Node, reliable: bool, timeout_secs: f64) -> bool {
+    !reliable
+        || node.wait_acknowledged(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs_f64(timeout_secs.max(0.0)),
+        )
+}
+
 /// Percentiles of a latency histogram (ns), in µs, for a summary line.
 fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
     let us = |ns: u64| ns as f64 / 1e3;

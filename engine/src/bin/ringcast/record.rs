@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use ringcast::record::{Entry, RecordError, Recorder};
-use ringcast::{Event, Node, SessionState, SlowConsumerPolicy};
+use ringcast::{Event, Node, SlowConsumerPolicy};
 
 use crate::listen::Policy;
 use crate::{builder, interrupted, on_interrupt, stamp, Net, Res};
@@ -120,16 +120,7 @@ pub fn run(a: RecordArgs) -> Res {
                     Err(e) => failed = Some(e),
                 }
             }
-            Event::Session(e) => eprintln!(
-                "session {:08x} from {} {}",
-                e.session,
-                e.source,
-                match e.state {
-                    SessionState::Joined => "joined",
-                    SessionState::Gone => "gone",
-                    _ => "changed",
-                }
-            ),
+            Event::Session(e) => crate::print_session(&e),
             Event::Loss(l) => {
                 t.gaps += 1;
                 t.lost += l.count();

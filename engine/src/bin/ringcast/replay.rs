@@ -313,11 +313,7 @@ pub fn run(a: ReplayArgs) -> Res {
     }
     pubs.flush()?;
     let secs = start.elapsed().as_secs_f64();
-    let acked = !reliable
-        || node.wait_acknowledged(
-            Duration::from_millis(50),
-            Duration::from_secs_f64(a.ack_timeout.max(0.0)),
-        );
+    let acked = crate::stay_until_acknowledged(&node, reliable, a.ack_timeout);
     let s = node.stats();
     eprintln!(
         "replayed {sent} messages in {:.3} s ({:.0} msg/s), {skipped} skipped (topic not UTF-8), datagrams {}, retransmits {}, receivers {}",

@@ -254,13 +254,7 @@ pub fn run(a: SendArgs) -> Res {
     }
     publisher.flush(Duration::from_secs(30))?;
     let secs = start.elapsed().as_secs_f64();
-    // Reliable mode: stay to answer NAKs until the receivers we know of have
-    // everything.
-    let acked = !reliable
-        || node.wait_acknowledged(
-            Duration::from_millis(50),
-            Duration::from_secs_f64(a.ack_timeout.max(0.0)),
-        );
+    let acked = crate::stay_until_acknowledged(&node, reliable, a.ack_timeout);
     let s = node.stats();
     eprintln!(
         "sent {sent} messages in {} datagrams, {:.3} s ({:.0} msg/s), backend {}, send errors {}, retransmits {}, naks received {}, back-pressured {}, flow-blocked {}, receivers {}",
