@@ -168,6 +168,14 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
+/// Whether a segment file's magic is still zero (its recorder died making it).
+fn header_unwritten(file: &File) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    let mut f = file;
+    f.read_exact(&mut magic).is_ok() && magic == [0; 8]
+}
+
 fn create_segment(dir: &Path, n: u32, len: usize) -> Result<MmapRaw, RecordError> {
     let path = segment_path(dir, n);
     let file = OpenOptions::new()
@@ -180,13 +188,21 @@ fn create_segment(dir: &Path, n: u32, len: usize) -> Result<MmapRaw, RecordError
     file.set_len(len as u64).map_err(io(&path))?;
     let map = MmapRaw::map_raw(&file).map_err(io(&path))?;
     let mut head = [0u8; SEGMENT_HEADER];
-    head[0..8].copy_from_slice(&MAGIC.to_le_bytes());
     head[8..12].copy_from_slice(&VERSION.to_le_bytes());
     head[12..16].copy_from_slice(&n.to_le_bytes());
     head[16..24].copy_from_slice(&(len as u64).to_le_bytes());
     // SAFETY: the mapping is `len` >= MIN_SEGMENT bytes long, writable, and this
-    // process created the file (no one else writes it).
-    unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), map.as_mut_ptr(), SEGMENT_HEADER) };
+    // process created the file (no one else writes it). The magic goes last, through
+    // an atomic: a segment whose magic is set has its whole header.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            head.as_ptr().add(8),
+            map.as_mut_ptr().add(8),
+            SEGMENT_HEADER - 8,
+        );
+        (*(map.as_mut_ptr() as *const std::sync::atomic::AtomicU64))
+            .store(MAGIC, Ordering::Release);
+    }
     Ok(map)
 }
 
@@ -440,6 +456,14 @@ impl Recording {
                 }
                 Err(e) => return Err(io(&path)(e)),
             };
+            // A recorder killed while it made its next segment leaves that file
+            // without a header (empty, or zero: the magic is stored last); no record
+            // is in it, and the segment before it ends without pointing to it.
+            let len = file.metadata().map_err(io(&path))?.len();
+            let last = !segment_path(dir, n + 1).exists();
+            if n > 0 && last && (len < (SEGMENT_HEADER + 8) as u64 || header_unwritten(&file)) {
+                break;
+            }
             // SAFETY: the file is mapped read-only; a recorder still appending may
             // change bytes past the end this open finds, which no reader reads
             // (records are read up to the commit word found 0, through copies of
@@ -781,6 +805,28 @@ mod tests {
         check_all(&rec, 3000);
         assert_eq!(rec.index().len(), 3);
         assert_eq!(rec.dropped_index_entries(), 2);
+        drop(rec);
+        // Killed while making the next segment: the file is there, empty or with
+        // its header unwritten (zero); the recording ends where it did.
+        let next = segment_path(&d, seg + 1);
+        for len in [0, MIN_SEGMENT] {
+            let f = File::create(&next).unwrap();
+            f.set_len(len as u64).unwrap();
+            drop(f);
+            let rec = Recording::open(&d).unwrap();
+            check_all(&rec, 3000);
+            assert_eq!(
+                rec.segments() as u32,
+                seg + 1,
+                "{len}-byte segment in the making"
+            );
+        }
+        // A segment in the middle with no header is damage, not a torn end.
+        std::fs::write(segment_path(&d, seg + 2), vec![0u8; MIN_SEGMENT]).unwrap();
+        assert!(matches!(
+            Recording::open(&d),
+            Err(RecordError::Corrupt { .. })
+        ));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
