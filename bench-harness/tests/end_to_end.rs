@@ -210,16 +210,34 @@ fn nng_delivers_verified_messages() {
 fn ringcast_delivers_every_message() {
     let rows = run(
         "ringcast",
-        Some("default,fallback,inline-spin,mtu1408"),
+        Some("default,fallback,inline-spin,mtu1408,ringcast/ipc/ipc"),
         "ringcast",
     );
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     check(&rows);
     for r in &rows {
         assert!(r["info"]["receiver.threading"].is_string(), "{}", r["info"]);
     }
-    let rows = run_rtt("ringcast", Some("default,inline-spin"), "ringcast-rtt");
-    assert_eq!(rows.len(), 2);
+    // The IPC row went through the logs, not the network.
+    let ipc = rows
+        .iter()
+        .find(|r| r["transport"] == "ipc")
+        .expect("an ipc row");
+    assert!(
+        ipc["receiver_counters"]["ipc_delivered"].as_u64() >= Some(MESSAGES),
+        "{ipc}"
+    );
+    assert_eq!(
+        ipc["receiver_counters"]["datagrams_received"].as_u64(),
+        Some(0),
+        "{ipc}"
+    );
+    let rows = run_rtt(
+        "ringcast",
+        Some("default,inline-spin,ringcast/ipc/ipc"),
+        "ringcast-rtt",
+    );
+    assert_eq!(rows.len(), 3);
 }
 
 #[cfg(feature = "aeron")]
@@ -244,8 +262,19 @@ fn aeron_delivers_verified_messages() {
 #[test]
 fn zenoh_delivers_verified_messages() {
     let rows = run("zenoh", None, "zenoh");
-    assert_eq!(rows.len(), 3); // tcp block, tcp drop, udp multicast block
+    assert_eq!(rows.len(), 4); // tcp block, tcp drop, udp multicast block, shm
     check(&rows);
+    let shm = rows
+        .iter()
+        .find(|r| r["transport"] == "ipc" && r["variant"] == "shm")
+        .expect("an ipc/shm row");
+    assert_eq!(
+        shm["info"]["sender.zenoh_config"]
+            .as_str()
+            .map(|c| c.contains("transport/shared_memory/enabled=true")),
+        Some(true),
+        "{shm}"
+    );
     let block = rows
         .iter()
         .find(|r| r["transport"] == "tcp" && r["variant"] == "block")
@@ -259,6 +288,17 @@ fn zenoh_delivers_verified_messages() {
             "{r}"
         );
     }
+}
+
+#[cfg(feature = "iceoryx2")]
+#[test]
+fn iceoryx2_delivers_verified_messages() {
+    let rows = run("iceoryx2", None, "iceoryx2");
+    assert_eq!(rows.len(), 1);
+    check(&rows);
+    assert_eq!(rows[0]["received"].as_u64(), Some(MESSAGES));
+    let rows = run_rtt("iceoryx2", None, "iceoryx2-rtt");
+    assert_eq!(rows.len(), 1);
 }
 
 #[test]

@@ -126,6 +126,10 @@ pub enum Params {
         multicast: bool,
         /// CongestionControl::Block (else Drop).
         block: bool,
+        /// Payloads in zenoh's shared memory (an `ShmProvider` buffer per message;
+        /// the loopback TCP session carries only their descriptors).
+        #[serde(default)]
+        shm: bool,
     },
 }
 
