@@ -320,11 +320,13 @@ impl SubLogs {
                 self.tally.refused = self.tally.refused.saturating_add(1);
                 break;
             }
-            self.seen.insert(path.clone());
+            // (a log whose writer is still making it has no magic yet: looked at
+            // again at the next scan)
             let Some(meta) = read_meta(&path) else {
                 continue;
             };
             if !self.matches(&meta.topic) || !crate::ring::log::process_alive(meta.pid) {
+                self.seen.insert(path);
                 continue;
             }
             let join = if meta.created_ns >= self.created_ns {
@@ -336,6 +338,7 @@ impl SubLogs {
             let Ok(reader) = LogReader::open_from(&path, bp, now, join) else {
                 continue;
             };
+            self.seen.insert(path);
             let session = meta.session as u32;
             let n = self.sessions.entry(session).or_insert(0);
             *n += 1;
@@ -457,5 +460,57 @@ impl SubLogs {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::log::{LogMeta, LogWriter};
+
+    /// A log a scan finds while its writer is still making it (no magic yet) is
+    /// looked at again, and opened, at the next scan.
+    #[test]
+    fn a_log_found_half_made_is_opened_at_the_next_scan() {
+        let dir = std::env::temp_dir().join(format!("ringcast-ipc-half-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 9, 9), 40000);
+        let prefix = log_prefix(group, 7);
+        let name = format!("{prefix}half");
+        // The file as `create` leaves it for a moment: there, sized, all zero.
+        let path = dir.join(format!("{name}{SUFFIX}"));
+        std::fs::write(&path, vec![0u8; 4096 + (64 << 10)]).unwrap();
+        let mut sub = SubLogs::new(
+            dir.clone(),
+            prefix.clone(),
+            vec!["/t".into()],
+            SlowConsumerPolicy::BackPressure,
+            1_000_000_000,
+        );
+        assert_eq!(sub.logs(), 0);
+        let meta = LogMeta {
+            session: 5,
+            topic: "/t",
+            source: 0,
+        };
+        let mut w =
+            LogWriter::create_with(&dir, &name, 64 << 10, &meta, mono_ns(), 1 << 30).unwrap();
+        assert_eq!(w.path(), path.as_path());
+        w.offer(b"hello").unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.is_empty() && std::time::Instant::now() < deadline {
+            sub.poll(16, &mut |ev| {
+                if let Event::Message(m) = ev {
+                    got.push(m.payload().to_vec());
+                }
+            });
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, vec![b"hello".to_vec()]);
+        assert_eq!(sub.logs(), 1);
+        drop(w);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
