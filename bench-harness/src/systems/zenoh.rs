@@ -16,9 +16,9 @@
 //!   message into a buffer of a 16 MiB POSIX `ShmProvider` pool (allocation policy
 //!   `BlockOn<GarbageCollect>`: wait for a buffer the subscriber released) and puts it;
 //!   the session over loopback TCP carries only the buffer's descriptor, and the
-//!   subscriber reads the payload in place. Lossless expected (Block); in the trial
-//!   runs of 2026-12-03 a full-speed run lost 1,556 of 1M (cause not found: paced and
-//!   round-trip runs lost nothing), which is reported as FAILED.
+//!   subscriber reads the payload in place. Lossless expected (Block): one trial
+//!   full-speed run of 2026-12-03 lost 1,556 of 1M (cause not found; reported FAILED),
+//!   the three of results/2026-12-03T08-06Z-ipc-side-by-side lost nothing.
 //!
 //! Every session: mode `peer`, multicast scouting and gossip off (nothing goes to
 //! 224.0.0.224), no other listener (a peer would otherwise listen on `tcp/[::]:0`).
