@@ -21,6 +21,11 @@
 //! engine, not in the harness. The harness itself neither panics nor overflows on any
 //! input (it reads past the end of the input as zeros).
 //!
+//! - [`files`]: the bytes as a recording on disk (segments with valid headers and
+//!   what follows from the input, an index) opened and read every way, and as an
+//!   IPC log header read by [`read_meta`](crate::ring::log::read_meta): files are
+//!   input too (a recording handed over, a log another user scribbled).
+//!
 //! [`seeds`] builds the committed seed corpus (one valid input of each kind per
 //! target), written by `fuzz/examples/seeds.rs`; [`run`] runs a target by name.
 
@@ -44,7 +49,7 @@ use crate::FlowControlStrategy;
 /// Operations per script at most (receiver and publisher targets).
 pub const MAX_OPS: usize = 256;
 /// The fuzz targets, by name (as [`run`] takes them).
-pub const TARGETS: [&str; 4] = ["decode", "receiver", "publisher", "seal"];
+pub const TARGETS: [&str; 5] = ["decode", "receiver", "publisher", "seal", "files"];
 
 /// Runs the target called `target` (one of [`TARGETS`]) on `data`; returns false for
 /// an unknown name.
@@ -54,6 +59,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "receiver" => receiver(data),
         "publisher" => publisher(data),
         "seal" => seal(data),
+        "files" => files(data),
         _ => return false,
     }
     true
@@ -1166,6 +1172,12 @@ pub fn publisher(data: &[u8]) {
 /// rate limit and a lossy link for `publisher`).
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
+    if let Some(s) = recording_seed(3000, 0) {
+        out.push(("files", "recording".to_string(), s));
+    }
+    if let Some(s) = recording_seed(40, 1) {
+        out.push(("files", "recording-two-segments".to_string(), s));
+    }
     for (name, d) in seed_datagrams().into_iter().take(8) {
         // Each seal operation on a real datagram's body.
         for op in 0..5u8 {
@@ -1725,6 +1737,131 @@ pub fn seal(data: &[u8]) {
                 }
             }
         }
+    }
+}
+
+/// A [`files`] input holding a real recording of `n` records: its index and the
+/// records of its first segment.
+fn recording_seed(n: u64, flags: u8) -> Option<Vec<u8>> {
+    use crate::record::{Entry, Recorder, MIN_SEGMENT, SEGMENT_HEADER};
+    let dir = scratch().with_extension(format!("seed-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut r = Recorder::create(&dir, MIN_SEGMENT).ok()?;
+    for i in 0..n {
+        let payload = vec![i as u8; (i % 40) as usize];
+        r.append(&Entry {
+            topic: "/t",
+            session: 1,
+            seq: i,
+            publish_ns: 0,
+            receive_ns: 1_000 + i * 10,
+            payload: &payload,
+        })
+        .ok()?;
+    }
+    drop(r);
+    let seg = std::fs::read(dir.join("00000000.rcseg")).ok()?;
+    let index = std::fs::read(dir.join("index.rcidx")).ok()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut out = vec![flags];
+    out.extend_from_slice(&(index.len() as u16).to_le_bytes());
+    out.extend_from_slice(&index);
+    // (the records as written, without trailing zeros)
+    let used = seg
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(SEGMENT_HEADER, |p| p + 1);
+    out.extend_from_slice(&seg[SEGMENT_HEADER..used.max(SEGMENT_HEADER)]);
+    Some(out)
+}
+
+/// A directory of this process for [`files`] (memory-backed where `/dev/shm` is).
+fn scratch() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::path::Path::new("/dev/shm");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        base.join(format!("ringcast-fuzz-files-{}", std::process::id()))
+    })
+}
+
+/// Input: a flags byte (bit 0: a second segment; bit 1: segment 0's header damaged
+/// by the input too), an index length (u16, at most 4 KiB), the index, then the
+/// records' bytes (segment 0 after its header, the rest into segment 1). The same
+/// bytes are also read as an IPC log's header.
+pub fn files(data: &[u8]) {
+    use crate::record::{segment_header, Recording, MIN_SEGMENT, SEGMENT_HEADER};
+    let dir = scratch();
+    let _ = std::fs::remove_dir_all(dir);
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let mut input = Input::new(data);
+    let flags = input.u8();
+    let index_len = usize::from(input.u16()) % 4096;
+    let rest = input.take(usize::MAX);
+    let (index, body) = rest.split_at(index_len.min(rest.len()));
+    let room = MIN_SEGMENT - SEGMENT_HEADER;
+    let (first, second) = body.split_at(body.len().min(room));
+    let segments: &[&[u8]] = if flags & 1 != 0 {
+        &[first, second]
+    } else {
+        &[first]
+    };
+    for (n, records) in segments.iter().enumerate() {
+        let mut seg = vec![0u8; MIN_SEGMENT];
+        seg[..SEGMENT_HEADER].copy_from_slice(&segment_header(n as u32, MIN_SEGMENT));
+        let at = if n == 0 && flags & 2 != 0 {
+            0
+        } else {
+            SEGMENT_HEADER
+        };
+        let len = records.len().min(MIN_SEGMENT - at);
+        seg[at..at + len].copy_from_slice(&records[..len]);
+        if std::fs::write(dir.join(format!("{n:08}.rcseg")), &seg).is_err() {
+            return;
+        }
+    }
+    if std::fs::write(dir.join("index.rcidx"), index).is_err() {
+        return;
+    }
+    if let Ok(rec) = Recording::open(dir) {
+        let mut count = 0u64;
+        let mut last = None;
+        for r in rec.iter() {
+            count += 1;
+            last = Some(r.receive_ns);
+            black_box(r);
+        }
+        // `open` counted the records the iteration hands out.
+        assert_eq!(count, rec.records(), "records iterated against counted");
+        for e in rec.index() {
+            let r = rec.iter_from_record(e.record).next();
+            assert_eq!(
+                r.map(|r| r.record),
+                Some(e.record),
+                "an index entry names its record"
+            );
+        }
+        if let Some(t) = last {
+            assert!(
+                rec.iter_from_time(t).next().is_some(),
+                "the last time is found"
+            );
+        }
+        black_box(rec.iter_from_record(u64::MAX).next());
+        black_box(rec.iter_from_time(u64::MAX).next());
+    }
+    // The same bytes as a log header.
+    let log = dir.join("x.rclog");
+    let mut head = data.to_vec();
+    head.resize(crate::ring::log::HEADER_LEN, 0);
+    if std::fs::write(&log, &head).is_ok() {
+        black_box(crate::ring::log::read_meta(&log));
     }
 }
 

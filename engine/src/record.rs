@@ -168,6 +168,16 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
+/// The header of segment `n` of `len` bytes, magic included.
+pub(crate) fn segment_header(n: u32, len: usize) -> [u8; SEGMENT_HEADER] {
+    let mut head = [0u8; SEGMENT_HEADER];
+    head[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+    head[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    head[12..16].copy_from_slice(&n.to_le_bytes());
+    head[16..24].copy_from_slice(&(len as u64).to_le_bytes());
+    head
+}
+
 /// Whether a segment file's magic is still zero (its recorder died making it).
 fn header_unwritten(file: &File) -> bool {
     use std::io::Read;
@@ -187,10 +197,7 @@ fn create_segment(dir: &Path, n: u32, len: usize) -> Result<MmapRaw, RecordError
         .map_err(io(&path))?;
     file.set_len(len as u64).map_err(io(&path))?;
     let map = MmapRaw::map_raw(&file).map_err(io(&path))?;
-    let mut head = [0u8; SEGMENT_HEADER];
-    head[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    head[12..16].copy_from_slice(&n.to_le_bytes());
-    head[16..24].copy_from_slice(&(len as u64).to_le_bytes());
+    let head = segment_header(n, len);
     // SAFETY: the mapping is `len` >= MIN_SEGMENT bytes long, writable, and this
     // process created the file (no one else writes it). The magic goes last, through
     // an atomic: a segment whose magic is set has its whole header.
@@ -502,6 +509,9 @@ impl Recording {
         });
         let mut last_ns = 0;
         let mut records = 0;
+        // Where every INDEX_EVERY-th record really is: an index entry must name one
+        // of these (a record-like run of bytes inside a payload is not a record).
+        let mut anchors = Vec::new();
         while let Some(p) = pos {
             let Some((r, next)) = rec.at(p)? else { break };
             if r.record != records || r.receive_ns < last_ns {
@@ -510,6 +520,9 @@ impl Recording {
                     offset: p.offset as u64,
                     what: "record number or receive time out of order",
                 });
+            }
+            if records % INDEX_EVERY == 0 {
+                anchors.push(rec.resolve(p));
             }
             records += 1;
             last_ns = r.receive_ns;
@@ -533,8 +546,11 @@ impl Recording {
                 segment: e.segment,
                 offset: e.offset as usize,
             };
+            let anchor = (e.record % INDEX_EVERY == 0)
+                .then(|| anchors.get((e.record / INDEX_EVERY) as usize))
+                .flatten();
             let names_it = e.record < rec.records
-                && e.offset as usize % 8 == 0
+                && anchor == Some(&pos)
                 && rec.index.last().is_none_or(|l| l.record < e.record)
                 && matches!(rec.at(pos), Ok(Some((r, _))) if r.record == e.record && r.receive_ns == e.receive_ns);
             if names_it {
@@ -546,6 +562,22 @@ impl Recording {
         // A partial entry (killed mid-write) is dropped too.
         rec.dropped_index += u64::from(raw.len() % INDEX_ENTRY != 0);
         Ok(rec)
+    }
+
+    /// Where the record read at `p` really starts: past the next-segment marks.
+    fn resolve(&self, mut p: Pos) -> Pos {
+        while let Some(seg) = self.segments.get(p.segment as usize) {
+            match parse(&segment_path(&self.dir, p.segment), seg, p.offset) {
+                Ok(Step::Next) => {
+                    p = Pos {
+                        segment: p.segment + 1,
+                        offset: SEGMENT_HEADER,
+                    }
+                }
+                _ => break,
+            }
+        }
+        p
     }
 
     /// The record at `p` and where the next one is (None at the end).
