@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::SlowConsumerPolicy;
-use crate::ring::log::{read_meta, Join, LogBeat, LogEvent, LogReader, SUFFIX};
+use crate::ring::log::{read_meta, Join, LogBeat, LogEvent, LogReader};
 use crate::subscriber::{Event, Loss, LossReason, Message, SessionEvent, SessionState};
 
 /// How often a subscriber that reads no log looks for new ones.
@@ -209,19 +209,7 @@ impl LocalSessions {
 
 /// The log files in `dir` whose names start with `prefix` (at most [`MAX_SCAN`]).
 fn logs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .take(MAX_SCAN)
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with(prefix) && n.ends_with(SUFFIX)
-        })
-        .map(|e| e.path())
-        .collect()
+    crate::ring::log::log_files(dir, prefix, MAX_SCAN)
 }
 
 /// One log a subscriber reads.
@@ -466,7 +454,7 @@ impl SubLogs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::log::{LogMeta, LogWriter};
+    use crate::ring::log::{LogMeta, LogWriter, SUFFIX};
 
     /// A log a scan finds while its writer is still making it (no magic yet) is
     /// looked at again, and opened, at the next scan.

@@ -1112,15 +1112,8 @@ enum Step {
 
 /// Removes the logs in `dir` whose writer process is gone (best effort).
 pub fn remove_dead_logs(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
     let mut removed = 0;
-    for e in entries.flatten() {
-        let path = e.path();
-        if !path.to_string_lossy().ends_with(SUFFIX) {
-            continue;
-        }
+    for path in log_files(dir, "", usize::MAX) {
         let Ok(bytes) = read_head(&path) else {
             continue;
         };
@@ -1132,6 +1125,24 @@ pub fn remove_dead_logs(dir: &Path) -> usize {
         }
     }
     removed
+}
+
+/// The log files in `dir` whose names start with `prefix` (at most `max` entries of
+/// the directory looked at).
+pub(crate) fn log_files(dir: &Path, prefix: &str, max: usize) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .take(max)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(prefix) && n.ends_with(SUFFIX)
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 fn read_head(path: &Path) -> std::io::Result<[u8; 64]> {
