@@ -289,17 +289,26 @@ impl Subscriber {
     /// the live position.
     ///
     /// In [`ThreadingMode::Inline`](crate::ThreadingMode::Inline) this call reads the
-    /// socket itself first (unless another thread is doing so). Under the
+    /// socket itself (unless another thread is doing so) once what waits in the ring
+    /// has been handed out and `limit` leaves room (so a poller that fell behind
+    /// drains its ring, then takes its messages directly again). Under the
     /// back-pressure policy, while nothing of this subscription waits in its ring, `f`
     /// then gets the messages straight out of the receive buffer, inside the
     /// receiver's cycle: no copy, no ring record (for up to 1 ms of a cycle, so a slow
     /// `f` holds the receiver back only briefly; the rest goes through the ring). Under the other policies they always go through the
     /// ring, so a slow application slows nobody else.
     pub fn poll(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
-        let taken = self.inline_cycle(limit, &mut f, |i, shared, direct| {
-            i.poll(shared, direct);
-        });
-        let n = taken + self.read(limit - taken, &mut f);
+        // What waits in the ring is older than anything in the socket: out first.
+        // Receiving while it waits would put the new messages behind it, in the ring
+        // too — a poller that fell behind once would then copy every message through
+        // its ring for as long as it stays behind, which is what keeps it there.
+        let mut n = self.read(limit, &mut f);
+        if n < limit || limit == 0 {
+            n += self.inline_cycle(limit - n, &mut f, |i, shared, direct| {
+                i.poll(shared, direct);
+            });
+            n += self.read(limit - n, &mut f);
+        }
         n + self.poll_ipc(limit - n, &mut f)
     }
 
@@ -340,6 +349,10 @@ impl Subscriber {
 
     /// [`poll`](Self::poll) without running the receiver first.
     fn read(&mut self, limit: usize, mut f: impl FnMut(Event<'_>)) -> usize {
+        if let Some(i) = self.shared.inline.get() {
+            // The application is about (see `Inline::note_rx`).
+            i.note_rx();
+        }
         if self.resync.load(Ordering::Acquire) {
             self.resync();
         }

@@ -196,6 +196,68 @@ fn an_inline_poller_takes_its_messages_directly_and_in_order() {
 }
 
 #[test]
+fn an_inline_poller_receives_only_what_its_limit_takes_so_bursts_skip_the_ring() {
+    // A publisher runs ahead (flow control keeps the socket full) of a poller that
+    // takes 32 events a call and looks every 300 µs. Messages of 4 KiB pack 15 to a
+    // datagram: the poller receives about as many datagrams as its limit holds (by
+    // the last receive's messages per datagram), so nearly every message is handed
+    // over straight from the receive buffer. A receive of what waits (up to a batch
+    // of 32 datagrams) would push most of each through the subscription's ring.
+    fn big(i: u64) -> Vec<u8> {
+        let mut p = i.to_le_bytes().to_vec();
+        p.extend((0..4088u64).map(|k| (i.wrapping_mul(7) + k) as u8));
+        p
+    }
+    for (backend, name) in BACKENDS {
+        let rx = Node::new(
+            config(67, backend, name)
+                .threading(ThreadingMode::Inline)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let tx = Node::new(config(67, backend, name).build().unwrap()).unwrap();
+        let mut sub = rx.subscriber(&["/b"]).unwrap();
+        let mut publ = tx.publisher("/b").unwrap();
+        let n = 12_000u64;
+        let sender = std::thread::spawn(move || {
+            for i in 0..n {
+                publ.offer_blocking(&big(i), Duration::from_secs(10))
+                    .unwrap();
+            }
+            publ.flush(Duration::from_secs(10)).unwrap();
+            tx
+        });
+        let (mut next, mut losses) = (0u64, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next < n && Instant::now() < deadline {
+            sub.poll_timeout(32, Duration::from_millis(1), |ev| match ev {
+                Event::Message(m) => {
+                    assert_eq!(m.seq(), next, "[{name}] order");
+                    assert_eq!(m.payload(), &big(next)[..], "[{name}] bytes of {next}");
+                    next += 1;
+                }
+                Event::Loss(_) => losses += 1,
+                _ => {}
+            });
+            let pause = Instant::now() + Duration::from_micros(300);
+            while Instant::now() < pause {
+                std::hint::spin_loop();
+            }
+        }
+        let _tx = sender.join().unwrap();
+        assert_eq!((next, losses), (n, 0), "[{name}]");
+        let s = rx.stats();
+        assert!(
+            s.delivered_direct * 10 >= n * 8,
+            "[{name}] {} of {n} handed over directly ({} datagrams; {s:?})",
+            s.delivered_direct,
+            s.datagrams_received
+        );
+    }
+}
+
+#[test]
 fn an_inline_publisher_that_stops_calling_still_gets_everything_out() {
     for (backend, name) in BACKENDS {
         let rx = Node::new(config(61, backend, name).build().unwrap()).unwrap();

@@ -438,6 +438,7 @@ mod imp {
             ("ipc_published".into(), s.ipc_published),
             ("ipc_delivered".into(), s.ipc_delivered),
             ("ipc_lost".into(), s.ipc_lost),
+            ("delivered_direct".into(), s.delivered_direct),
         ])
     }
 

@@ -704,6 +704,9 @@ pub(crate) struct ReceiverAgent {
     /// `LocalTransport::Auto`: the sessions read over IPC instead (their datagrams
     /// are dropped).
     local: Option<crate::ipc::LocalSessions>,
+    /// The most messages a datagram carried lately (at least 1, decaying by an
+    /// eighth per receive): a direct poller's receive is sized by it.
+    per_datagram: usize,
 }
 
 /// `plain` as it goes out: sealed with the group key when there is one.
@@ -732,6 +735,7 @@ fn send_control(
 impl ReceiverAgent {
     pub(crate) fn new(config: &crate::config::Config, max_payload: usize) -> Self {
         ReceiverAgent {
+            per_datagram: 1,
             backend: None,
             control: None,
             window: 1,
@@ -876,7 +880,11 @@ impl ReceiverAgent {
         mut direct: Option<&mut Direct<'_>>,
     ) -> usize {
         let mut work = 0;
-        while let Some(cmd) = shared.rx_commands.pop() {
+        // (`pop` on an empty queue costs a full fence: look first, as the sender does)
+        while let Some(cmd) = (!shared.rx_commands.is_empty())
+            .then(|| shared.rx_commands.pop())
+            .flatten()
+        {
             work += 1;
             match cmd {
                 ReceiverCommand::Backend {
@@ -901,7 +909,15 @@ impl ReceiverAgent {
             return work;
         }
         let c: &ReceiverCounters = &shared.counters.rx;
-        let room = self.room();
+        let mut room = self.room();
+        if let Some(d) = direct.as_deref().filter(|d| d.open) {
+            // A direct poller takes at most `limit` events; what a bigger receive
+            // brings goes through its ring (a copy in, a copy out). Receive what it
+            // will take, by the fullest datagram of the last receive.
+            let left = d.limit.saturating_sub(d.taken);
+            room = room.min((left / self.per_datagram).max(1));
+        }
+        let mut most = 0u64;
         if room == 0 {
             // Nothing may be read until a subscriber polls: wait as the idle strategy
             // asked (the subscriber's progress is seen at the next look), but not past
@@ -940,10 +956,18 @@ impl ReceiverAgent {
                 // Stamped when it came off the socket: the receive may have blocked.
                 let now = Instant::now();
                 // Malformed datagrams are counted inside the receiver and dropped here.
+                let before = proto.counters().messages;
                 let _ = proto.handle_datagram(now, source, bytes, &mut |d| {
                     dispatch(subs, shared, &mut direct, d)
                 });
+                most = most.max(proto.counters().messages.saturating_sub(before));
             });
+            if most > 0 {
+                // The fullest datagram seen lately: a receive of small ones (a burst's
+                // first message goes alone) lowers it only slowly.
+                let most = usize::try_from(most).unwrap_or(usize::MAX);
+                self.per_datagram = most.max(self.per_datagram - self.per_datagram / 8);
+            }
             match got {
                 Ok(n) => work += n,
                 Err(e) => {
