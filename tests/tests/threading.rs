@@ -249,7 +249,10 @@ fn an_inline_poller_receives_only_what_its_limit_takes_so_bursts_skip_the_ring()
         assert_eq!((next, losses), (n, 0), "[{name}]");
         let s = rx.stats();
         assert!(
-            s.delivered_direct * 10 >= n * 8,
+            // (alone it is ~95 %; a test host busy with other tests preempts the
+            // poller for milliseconds, and the backstop then reads for it — into
+            // the ring; before the poller drained its ring first, 0–41 %)
+            s.delivered_direct * 20 >= n * 11,
             "[{name}] {} of {n} handed over directly ({} datagrams; {s:?})",
             s.delivered_direct,
             s.datagrams_received

@@ -143,8 +143,15 @@ pub fn encode_frame_head_ext(
     Some((pos, need))
 }
 
-/// Parses one frame at `pos` of `body`; returns it and the position after it.
-fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize), WireError> {
+/// Parses one frame at `pos` of `body`; returns it and the position after it. `prev`
+/// is the previous frame's topic: a frame with the same topic bytes (the common case:
+/// a datagram packs one publisher's messages) takes it without checking UTF-8 again.
+fn parse_frame<'a>(
+    body: &'a [u8],
+    pos: usize,
+    index: u16,
+    prev: Option<&'a str>,
+) -> Result<(Frame<'a>, usize), WireError> {
     let past = WireError::FramePastEnd { index };
     let h = body.get(pos..pos + FRAME_HEADER_LEN).ok_or(past)?;
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
@@ -186,7 +193,10 @@ fn parse_frame(body: &[u8], pos: usize, index: u16) -> Result<(Frame<'_>, usize)
         None
     };
     let topic = body.get(p..p + topic_len).ok_or(past)?;
-    let topic = std::str::from_utf8(topic).map_err(|_| WireError::BadTopic)?;
+    let topic = match prev {
+        Some(t) if t.as_bytes() == topic => t,
+        _ => std::str::from_utf8(topic).map_err(|_| WireError::BadTopic)?,
+    };
     p += topic_len;
     let payload = body.get(p..p + len).ok_or(past)?;
     Ok((
@@ -208,6 +218,8 @@ pub struct Frames<'a> {
     pos: usize,
     left: u16,
     index: u16,
+    /// The last frame's topic.
+    topic: Option<&'a str>,
 }
 
 impl<'a> Frames<'a> {
@@ -229,6 +241,7 @@ impl<'a> Frames<'a> {
                     return Err(WireError::Empty);
                 }
                 let mut pos = 0;
+                let mut topic = None;
                 for index in 0..header.count {
                     if pos == body.len() {
                         return Err(WireError::CountMismatch {
@@ -236,7 +249,8 @@ impl<'a> Frames<'a> {
                             found: index,
                         });
                     }
-                    let (frame, next) = parse_frame(body, pos, index)?;
+                    let (frame, next) = parse_frame(body, pos, index, topic)?;
+                    topic = Some(frame.topic);
                     if let Some(f) = frame.fragment {
                         if header.count != 1 || f.total_len as usize > max_message {
                             return Err(WireError::FragmentOutOfRange);
@@ -259,6 +273,7 @@ impl<'a> Frames<'a> {
                 pos: 0,
                 left: header.count,
                 index: 0,
+                topic: None,
             },
         ))
     }
@@ -272,7 +287,8 @@ impl<'a> Iterator for Frames<'a> {
             return None;
         }
         // Already validated by `decode`; a failure here cannot happen, and ends iteration.
-        let (frame, next) = parse_frame(self.body, self.pos, self.index).ok()?;
+        let (frame, next) = parse_frame(self.body, self.pos, self.index, self.topic).ok()?;
+        self.topic = Some(frame.topic);
         self.pos = next;
         self.left -= 1;
         self.index += 1;
