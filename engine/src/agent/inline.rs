@@ -3,10 +3,8 @@
 //!
 //! - `offer`/`commit` runs a sender cycle at once, so a message is handed to the
 //!   kernel before `offer` returns — unless the node is in a burst: a message offered
-//!   before the previous send's cost has been paid again in application time (one
-//!   and a half times the previous cycle's duration, at most [`MAX_HOLD`]: the
-//!   syscall is only part of what a send costs, the kernel's delivery on the
-//!   receiving side the rest) waits in the datagram being
+//!   before the previous send's cost has been paid again in application time (the
+//!   previous cycle's duration, at most [`MAX_HOLD`]) waits in the datagram being
 //!   built and goes, packed with what follows, at the next call that finds the hold
 //!   over. That is natural batching on one thread: at low rates every message goes
 //!   alone and at once, at full speed datagrams fill up, and no timer ever waits to
@@ -44,14 +42,12 @@ use crate::config::IdleStrategy;
 
 /// The longest a burst holds a message back (a slow cycle, e.g. preempted, does not
 /// hold the next message for long).
-const MAX_HOLD: Duration = Duration::from_micros(30);
-/// What a burst holds the next messages for, as a multiple (numerator/denominator)
-/// of the last send's duration in application time. One and a half: measured on
-/// the project's 2-core VM with full-speed 1 KB messages (3M, three reps each,
-/// with the dense spin below), 1× packed 49 messages per 64 KiB datagram and 3× 59,
-/// and 1.5× (57) gave the best throughput; 3× held messages for so long that the
-/// receiver idled between datagrams.
-const HOLD_FACTOR: (u64, u64) = (3, 2);
+/// (Holding for longer packs fuller datagrams — 1.5× the send's cost 55 messages
+/// per 64 KiB datagram of 1 KB messages, 2.5× 59, against 53 — but measured side by
+/// side on the project's 2-core VM, three rounds of three reps each, it bought no
+/// throughput the noise did not swamp, and it adds its wait to every message of a
+/// burst.)
+const MAX_HOLD: Duration = Duration::from_micros(20);
 /// A receive that handed over at least this many messages means the publisher is
 /// batching (it is at full speed): the poller then polls before it blocks...
 const DENSE_MESSAGES: u64 = 16;
@@ -359,7 +355,7 @@ impl Inline {
         tx.last_os = Instant::now();
         let end = self.clock.now();
         let took = end.saturating_sub(start);
-        let cost = (took.saturating_mul(HOLD_FACTOR.0) / HOLD_FACTOR.1).min(ns(MAX_HOLD));
+        let cost = took.min(ns(MAX_HOLD));
         self.hold_until
             .store(end.saturating_add(cost), Ordering::Relaxed);
         shared.counters.tx.max_cycle_ns.max(took);
@@ -544,7 +540,12 @@ impl Inline {
                     t <= woke && last < now.saturating_sub(ns(woke.saturating_duration_since(t)))
                 })
             };
-            let tx_due = held || now.saturating_sub(last_tx) >= p || missed(tx_timer, last_tx);
+            // Held records go at the application's next offer if it is still
+            // offering (taking the sender from it meanwhile would push its offers
+            // through the ring, and preempt it on its own core).
+            let tx_due = (held && now.saturating_sub(last_tx) >= ns(MAX_HOLD))
+                || now.saturating_sub(last_tx) >= p
+                || missed(tx_timer, last_tx);
             let rx_due = now.saturating_sub(last_rx) >= p || missed(rx_timer, last_rx);
             let mut work = 0;
             for _ in 0..BACKSTOP_CYCLES {
