@@ -303,7 +303,8 @@ impl Subscriber {
         // too — a poller that fell behind once would then copy every message through
         // its ring for as long as it stays behind, which is what keeps it there.
         let mut n = self.read(limit, &mut f);
-        if n < limit || limit == 0 {
+        // (with agent threads nothing runs here: the ring was all there is)
+        if self.shared.inline.get().is_some() && (n < limit || limit == 0) {
             n += self.inline_cycle(limit - n, &mut f, |i, shared, direct| {
                 i.poll(shared, direct);
             });

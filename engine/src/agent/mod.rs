@@ -591,3 +591,15 @@ fn guarded(shared: &Shared, who: &str, run: impl FnOnce()) {
 
 /// How long `flush`-style waits sleep between checks once spinning stops paying.
 pub(crate) const POLL_SLEEP: Duration = Duration::from_micros(50);
+
+/// The next entry of an agent's queue (commands, new subscriptions). `SegQueue::pop`
+/// on an empty queue costs a full fence, and the agents look every cycle (inline: on
+/// every offer, and per datagram received); a look at the indices does not. An entry pushed meanwhile by another thread is seen at the
+/// next look; one pushed by this thread before, always.
+pub(crate) fn next_queued<T>(queue: &SegQueue<T>) -> Option<T> {
+    if queue.is_empty() {
+        None
+    } else {
+        queue.pop()
+    }
+}

@@ -564,7 +564,7 @@ impl Subscription {
 /// Registers subscriptions created since the last look.
 fn adopt(subs: &mut Vec<Subscription>, shared: &Shared) -> usize {
     let mut n = 0;
-    while let Some(entry) = shared.new_subscriptions.pop() {
+    while let Some(entry) = super::next_queued(&shared.new_subscriptions) {
         subs.push(Subscription::new(entry));
         n += 1;
     }
@@ -880,11 +880,7 @@ impl ReceiverAgent {
         mut direct: Option<&mut Direct<'_>>,
     ) -> usize {
         let mut work = 0;
-        // (`pop` on an empty queue costs a full fence: look first, as the sender does)
-        while let Some(cmd) = (!shared.rx_commands.is_empty())
-            .then(|| shared.rx_commands.pop())
-            .flatten()
-        {
+        while let Some(cmd) = super::next_queued(&shared.rx_commands) {
             work += 1;
             match cmd {
                 ReceiverCommand::Backend {

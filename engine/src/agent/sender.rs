@@ -159,15 +159,8 @@ impl SenderAgent {
     }
 
     fn commands(&mut self, shared: &Shared) -> usize {
-        // `pop` on an empty queue costs a full fence (and this runs on every inline
-        // offer); a look at the indices does not. A command pushed meanwhile is seen
-        // at the next call, and one pushed by this thread (a new publisher) before
-        // it, always.
-        if shared.tx_commands.is_empty() {
-            return 0;
-        }
         let mut n = 0;
-        while let Some(cmd) = shared.tx_commands.pop() {
+        while let Some(cmd) = super::next_queued(&shared.tx_commands) {
             n += 1;
             match cmd {
                 SenderCommand::Backend(b) => self.out.backend = Some(b),
