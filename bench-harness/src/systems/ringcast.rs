@@ -20,8 +20,9 @@
 //! * `best-effort` — repair off (the cost of reliability is default vs best-effort);
 //! * `io_uring`, `fallback` — the backend forced with `RINGCAST_BACKEND=uring|mmsg`
 //!   on the child processes;
-//! * `window16m` — a 16 MiB retransmit window (the default before 4 MiB): what a
-//!   window that no longer fits the caches costs at full speed;
+//! * `window4m`, `window16m` — a 4 MiB or 16 MiB retransmit window (the defaults
+//!   before 1 MiB): what a window that no longer fits the core's cache costs at full
+//!   speed (every datagram is built in a buffer last written a window earlier);
 //! * `mtu1472`, `mtu1408` — datagram payload capped at 1472 bytes (Ethernet) or
 //!   1408 bytes (Aeron's default MTU, for the comparison at equal datagram size);
 //! * `ipc` (transport `ipc`) — the IPC transport (`LocalTransport::Ipc`, issue 12):
@@ -185,6 +186,13 @@ pub fn variants() -> Vec<Variant> {
             "fallback",
             Cfg {
                 backend: Some("mmsg"),
+                ..BASE
+            },
+        ),
+        mk(
+            "window4m",
+            Cfg {
+                retransmit_window: Some(4 << 20),
                 ..BASE
             },
         ),

@@ -675,9 +675,10 @@ fn session_event(from: SessionKey, state: SessionState) -> Pending {
 
 /// Bytes a receiver lets pass between two status messages to a sending publisher at
 /// most (a quarter of its window when that is less). Publishers keep
-/// `retransmit_window` bytes (4 MiB by default) and never run further ahead of their
-/// slowest receiver than that: the status must come well before.
-const STATUS_EVERY_BYTES: usize = 512 << 10;
+/// `retransmit_window` bytes (1 MiB by default) and never run further ahead of their
+/// slowest receiver than that: the status must come well before (a status per 256
+/// KiB is one small datagram per four 64 KiB ones).
+const STATUS_EVERY_BYTES: usize = 256 << 10;
 
 /// [`STATUS_EVERY_BYTES`] in datagrams of `max_payload` (publishers count their
 /// window in datagrams of the same size).

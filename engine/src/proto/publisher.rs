@@ -39,6 +39,8 @@ use crate::wire::{Control, Header, Nak, WireError, HEARTBEAT_LEN, SNAPSHOT, SNAP
 
 /// Largest number of datagrams in one transmit (the I/O layer's batch limit).
 pub const MAX_BATCH: usize = 256;
+/// Fewest buffers in the datagram pool (the window of datagrams kept is one fewer).
+pub const MIN_POOL: usize = 4;
 /// How long a new session waits at most for a first receiver's status once it has
 /// filled its retransmit window (see [`FlowControl::with_startup`]).
 pub const STARTUP_GRACE: Duration = Duration::from_millis(100);
@@ -57,8 +59,8 @@ pub struct PublisherConfig {
     pub reliable: bool,
     /// Datagrams per transmit (1..=[`MAX_BATCH`]).
     pub batch: usize,
-    /// Bytes of sent datagrams kept for retransmission (at least two batches' worth
-    /// of buffers are always kept).
+    /// Bytes of sent datagrams kept for retransmission (at least [`MIN_POOL`]
+    /// buffers; a batch is at most half the pool).
     pub retransmit_window: usize,
     /// Retransmissions per transmit at most.
     pub retransmit_budget: usize,
@@ -105,13 +107,18 @@ impl PublisherConfig {
 
     /// Buffers in the datagram pool (the one being filled included).
     pub fn pool_slots(&self) -> usize {
-        let batch = self.batch.clamp(1, MAX_BATCH);
-        (self.retransmit_window / self.max_payload.max(1)).max(2 * batch)
+        (self.retransmit_window / self.max_payload.max(1)).max(MIN_POOL)
+    }
+
+    /// Datagrams per transmit: the configured batch, at most half the pool (the
+    /// datagrams waiting for a transmit are never the ones kept for retransmission).
+    pub fn effective_batch(&self) -> usize {
+        self.batch.clamp(1, MAX_BATCH).min(self.pool_slots() / 2)
     }
 
     /// The burst the rate limit allows at `rate` bytes per second.
     pub fn rate_burst(&self, rate: u64) -> u64 {
-        let batch = self.batch.clamp(1, MAX_BATCH) as u64;
+        let batch = self.effective_batch() as u64;
         (batch * self.max_payload as u64).max(rate / 1000)
     }
 }
@@ -380,7 +387,7 @@ pub const SNAPSHOT_HOLDOFF: Duration = Duration::from_millis(50);
 impl Publisher {
     /// A session that starts at `now` (the rate limit's bucket starts full).
     pub fn new(cfg: PublisherConfig, now: Instant) -> Self {
-        let batch = cfg.batch.clamp(1, MAX_BATCH);
+        let batch = cfg.effective_batch();
         let slots = cfg.pool_slots();
         let mut flow = FlowControl::new(cfg.receiver_timeout, cfg.flow_control);
         if cfg.reliable {
