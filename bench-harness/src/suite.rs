@@ -225,10 +225,10 @@ mod tests {
     fn suite_sizes() {
         let catalog = systems::catalog();
         let primary = catalog.iter().filter(|v| v.primary).count();
-        assert_eq!((catalog.len(), primary), (39, 17));
+        assert_eq!((catalog.len(), primary), (40, 17));
         let p = full_catalog_plan(&standard());
-        // full 17 × 3 + 22 × 1; rate 17 × 6 × 3; rtt 17 × 3; sweep 17 × 5 × 1.
-        assert_eq!(p.runs(), 73 + 306 + 51 + 85);
+        // full 17 × 3 + 23 × 1; rate 17 × 6 × 3; rtt 17 × 3; sweep 17 × 5 × 1.
+        assert_eq!(p.runs(), 74 + 306 + 51 + 85);
         let minutes = p.estimate_secs(500) / 60.0;
         eprintln!("standard suite: {} runs, ~{minutes:.1} min", p.runs());
         // (the estimate is pessimistic: 395 runs took 17 minutes in 2026-12-01T16-54-57Z)
