@@ -568,7 +568,7 @@ impl ConfigBuilder {
     /// benchmark's `window4m` and `window16m` variants), a wider one repairs losses
     /// over longer round trips and lets more data fly (1 MiB per round trip of the
     /// receivers' status: ~8 Gbit/s at 1 ms). Receivers report their position at
-    /// least every 256 KiB, so keep the window at 512 KiB or more: a smaller one
+    /// least every 384 KiB, so keep the window at 1 MiB or more: a smaller one
     /// waits on their status timers.
     pub fn retransmit_window(mut self, bytes: usize) -> Self {
         self.0.retransmit_window = bytes;
