@@ -243,8 +243,8 @@ mod tests {
             ..standard()
         };
         let q = full_catalog_plan(&quick);
-        // full 39; rate 17 × 2 waits; rtt 17; sweep 17 × 3.
-        assert_eq!(q.runs(), 39 + 34 + 17 + 51);
+        // full 40; rate 17 × 2 waits; rtt 17; sweep 17 × 3.
+        assert_eq!(q.runs(), 40 + 34 + 17 + 51);
         let minutes = q.estimate_secs(500) / 60.0;
         eprintln!("quick suite: {} runs, ~{minutes:.1} min", q.runs());
         assert!(minutes < 6.0, "{minutes:.1} min");
