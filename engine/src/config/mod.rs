@@ -563,9 +563,10 @@ impl ConfigBuilder {
     /// that keeps pace is never further behind, so it never misses anything the
     /// window no longer holds). The datagrams are built in the window's buffers, each
     /// one reused a window later: a window that stays in the CPU's own cache is
-    /// markedly faster at full speed (on the project's 2-core VM, 1 MiB against 4 MiB
-    /// moved about 1.5× the messages per second, and 16 MiB cost another ~15 %: the
-    /// benchmark's `window4m` and `window16m` variants), a wider one repairs losses
+    /// faster at full speed (on the project's 2-core VM, interleaved pairs measured
+    /// 1.05–1.6× the messages per second for 1 MiB against 4 MiB — within the noise
+    /// while the host was slow — and 16 MiB cost another ~15 %: the benchmark's
+    /// `window4m` and `window16m` variants), a wider one repairs losses
     /// over longer round trips and lets more data fly (1 MiB per round trip of the
     /// receivers' status: ~8 Gbit/s at 1 ms). Receivers report their position at
     /// least every 384 KiB, so keep the window at 1 MiB or more: a smaller one
