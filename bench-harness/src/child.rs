@@ -32,6 +32,12 @@ pub struct PubReport {
     /// CPU time of the publisher process (all threads) over the measured part.
     #[serde(default)]
     pub cpu_ns: Option<u64>,
+    /// Rate mode: the part of `cpu_ns` the harness's own pacing loop spent spinning
+    /// or yielding for send times, idle duty-cycle calls included (not a duty cycle
+    /// that did work, not sleeps; a round in which the thread lost its core counts
+    /// at most 1 µs): an estimate from the loop's clock reads that errs low.
+    #[serde(default)]
+    pub pacing_cpu_ns: Option<u64>,
     /// Round-trip mode: the pongs that came back, verified (the run's deliveries).
     #[serde(default)]
     pub rtt: Option<Tally>,
@@ -197,12 +203,13 @@ fn paced(
 ) -> Result<PubReport> {
     let start = now_ns() + 1_000_000;
     let mut max_behind = 0;
+    let mut pacing = 0;
     for seq in 0..n {
         let due = schedule(start, seq, rate);
         let mut now = now_ns();
         if now < due {
             tx.flush()?; // never hold a batch while idle
-            now = wait_until(tx, due, wait)?;
+            now = wait_until(tx, due, wait, &mut pacing)?;
         }
         max_behind = max_behind.max(now - due);
         pattern.fill(buf, seq, due);
@@ -216,30 +223,47 @@ fn paced(
         last_send_ns: last,
         finished_ns: now_ns(),
         max_behind_ns: max_behind,
+        pacing_cpu_ns: Some(pacing),
         ..PubReport::default()
     })
 }
 
+/// A round of the pacing loop (a spin or a yield, a clock read, an idle duty cycle)
+/// that took longer than this was not all the loop's own: the thread gave the core
+/// to another one.
+const OWN_ROUND_MAX_NS: u64 = 1_000;
+
 /// Wait for `due` in the given style, giving the system's duty cycle a turn in
-/// every round; returns the clock read last.
-fn wait_until(tx: &mut dyn Publisher, due: u64, wait: Wait) -> Result<u64> {
+/// every round; returns the clock read last. Adds to `pacing` the time the loop
+/// itself spun or yielded: rounds whose `do_work` did no work are the loop's (a
+/// spinning application's idle polling), the time of a `do_work` that did some is
+/// the system's, sleeps are no one's, and each round counts at most
+/// [`OWN_ROUND_MAX_NS`] (a longer one lost the core to another thread, whose CPU
+/// time is counted where it belongs).
+fn wait_until(tx: &mut dyn Publisher, due: u64, wait: Wait, pacing: &mut u64) -> Result<u64> {
+    let mut now = now_ns();
     loop {
-        let now = now_ns();
         if now >= due {
             return Ok(now);
         }
-        tx.do_work()?;
+        let round = now;
+        let work = tx.do_work()?;
+        let worked = now_ns();
         match wait {
             Wait::Spin => std::hint::spin_loop(),
             Wait::Sleep => {
-                let left = due - now;
+                let left = due.saturating_sub(worked);
                 if left > SLEEP_ABOVE_NS {
                     std::thread::sleep(Duration::from_nanos(left));
-                } else {
-                    std::thread::yield_now();
+                    now = now_ns();
+                    continue;
                 }
+                std::thread::yield_now();
             }
         }
+        now = now_ns();
+        let own = now.saturating_sub(if work == 0 { round } else { worked });
+        *pacing += own.min(OWN_ROUND_MAX_NS);
     }
 }
 

@@ -80,6 +80,14 @@ pub struct Row {
     pub cpu_ns_per_msg_pub: Option<f64>,
     pub cpu_ns_per_msg_sub: Option<f64>,
     pub cpu_ns_per_msg: Option<f64>,
+    /// Rate mode: the part of `cpu_ns_per_msg_pub` the harness's pacing loop spent
+    /// spinning or yielding for send times (a lower bound, see `PubReport`).
+    #[serde(default)]
+    pub cpu_ns_per_msg_pacing: Option<f64>,
+    /// `cpu_ns_per_msg` less the pacing loop's part: what the system cost (an upper
+    /// bound); equal to `cpu_ns_per_msg` outside rate mode.
+    #[serde(default)]
+    pub cpu_ns_per_msg_net: Option<f64>,
     /// Median rows: min–max over the repetitions.
     pub range: Option<Ranges>,
     /// HdrHistogram V2 files (relative to the output directory).
@@ -196,6 +204,14 @@ pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
             ));
         }
     }
+    let pacing = o.publ.as_ref().and_then(|p| p.pacing_cpu_ns);
+    let total_cpu = match (
+        o.publ.as_ref().and_then(|p| p.cpu_ns),
+        o.sub.as_ref().and_then(|s| s.cpu_ns),
+    ) {
+        (Some(a), Some(b)) => Some(a + b),
+        _ => None,
+    };
     let failed = !reasons.is_empty();
     let status = if failed {
         Status::Failed
@@ -237,13 +253,10 @@ pub fn rep_row(o: &Outcome, hdr_rel: &str) -> Row {
         latency_ns: o.hist.as_ref().and_then(Latency::from_histogram),
         cpu_ns_per_msg_pub: per_msg(o.publ.as_ref().and_then(|p| p.cpu_ns), received),
         cpu_ns_per_msg_sub: per_msg(o.sub.as_ref().and_then(|s| s.cpu_ns), received),
-        cpu_ns_per_msg: match (
-            o.publ.as_ref().and_then(|p| p.cpu_ns),
-            o.sub.as_ref().and_then(|s| s.cpu_ns),
-        ) {
-            (Some(a), Some(b)) => per_msg(Some(a + b), received),
-            _ => None,
-        },
+        cpu_ns_per_msg: total_cpu.and_then(|t| per_msg(Some(t), received)),
+        cpu_ns_per_msg_pacing: per_msg(pacing, received),
+        cpu_ns_per_msg_net: total_cpu
+            .and_then(|t| per_msg(Some(t.saturating_sub(pacing.unwrap_or(0))), received)),
         range: None,
         hdr: if o.hist.is_some() {
             vec![hdr_rel.to_owned()]
@@ -352,6 +365,8 @@ fn median_row(group: &[&Row]) -> Row {
         cpu_ns_per_msg_pub: spread(|r| r.cpu_ns_per_msg_pub).map(|s| s.median),
         cpu_ns_per_msg_sub: spread(|r| r.cpu_ns_per_msg_sub).map(|s| s.median),
         cpu_ns_per_msg: spread(|r| r.cpu_ns_per_msg).map(|s| s.median),
+        cpu_ns_per_msg_pacing: spread(|r| r.cpu_ns_per_msg_pacing).map(|s| s.median),
+        cpu_ns_per_msg_net: spread(|r| r.cpu_ns_per_msg_net).map(|s| s.median),
         range: Some(Ranges {
             sender_msgs_per_sec: send.map(|s| [s.min, s.max]),
             receiver_msgs_per_sec: recv.map(|s| [s.min, s.max]),
@@ -409,6 +424,8 @@ pub mod tests {
             cpu_ns_per_msg_pub: Some(1_000.0 * (rep + 1) as f64),
             cpu_ns_per_msg_sub: Some(500.0),
             cpu_ns_per_msg: Some(1_000.0 * (rep + 1) as f64 + 500.0),
+            cpu_ns_per_msg_pacing: None,
+            cpu_ns_per_msg_net: Some(1_000.0 * (rep + 1) as f64 + 500.0),
             range: None,
             hdr: vec![format!("r{rep}.hdr")],
             sender_counters: Counters::new(),
@@ -588,9 +605,32 @@ pub mod tests {
         assert_eq!(r.cpu_ns_per_msg_pub, Some(1_000.0));
         assert_eq!(r.cpu_ns_per_msg_sub, Some(500.0));
         assert_eq!(r.cpu_ns_per_msg, Some(1_500.0));
+        assert_eq!(
+            r.cpu_ns_per_msg_net,
+            Some(1_500.0),
+            "no pacing loop to take off"
+        );
+        assert_eq!(r.cpu_ns_per_msg_pacing, None);
         // Without the publisher's pong tally everything counts as lost.
         o.publ.as_mut().unwrap().rtt = None;
         assert_eq!(rep_row(&o, "x.hdr").lost, 10);
+    }
+
+    #[test]
+    fn rate_rows_take_the_pacing_loop_off_the_cpu() {
+        let all: Vec<u64> = (0..10).collect();
+        let mut o = outcome(true, Mode::Rate, &all, 1_000_000_000);
+        o.sub.as_mut().unwrap().cpu_ns = Some(3_000);
+        let publ = o.publ.as_mut().unwrap();
+        publ.cpu_ns = Some(100_000);
+        publ.pacing_cpu_ns = Some(90_000);
+        let r = rep_row(&o, "x.hdr");
+        assert_eq!(r.cpu_ns_per_msg, Some(10_300.0));
+        assert_eq!(r.cpu_ns_per_msg_pacing, Some(9_000.0));
+        assert_eq!(r.cpu_ns_per_msg_net, Some(1_300.0));
+        // A pacing estimate above the process's CPU never makes it negative.
+        o.publ.as_mut().unwrap().pacing_cpu_ns = Some(200_000);
+        assert_eq!(rep_row(&o, "x.hdr").cpu_ns_per_msg_net, Some(0.0));
     }
 
     #[test]

@@ -107,10 +107,18 @@ pub fn table<'a>(rows: impl IntoIterator<Item = &'a Row>, with_ranges: bool) -> 
     s
 }
 
-/// CPU ns per delivered message: `sum (pub + sub)`.
+/// CPU ns per delivered message: `sum (pub + sub)`, net of the harness's pacing
+/// loop where it ran (rate mode: `net (pub−wait + sub) + wait`).
 pub fn fmt_cpu(r: &Row) -> String {
-    match (r.cpu_ns_per_msg, r.cpu_ns_per_msg_pub, r.cpu_ns_per_msg_sub) {
-        (Some(t), Some(p), Some(s)) => format!("{t:.0} ({p:.0}+{s:.0})"),
+    match (
+        r.cpu_ns_per_msg_net.or(r.cpu_ns_per_msg),
+        r.cpu_ns_per_msg_pub,
+        r.cpu_ns_per_msg_sub,
+    ) {
+        (Some(t), Some(p), Some(s)) => match r.cpu_ns_per_msg_pacing {
+            Some(w) => format!("{t:.0} ({:.0}+{s:.0}) +{w:.0} wait", (p - w).max(0.0)),
+            None => format!("{t:.0} ({p:.0}+{s:.0})"),
+        },
         _ => "–".into(),
     }
 }
@@ -160,7 +168,7 @@ pub fn versus_udp(rows: &[&Row]) -> String {
             busy.map_or("–".into(), |l| fmt_us(l.p50)),
             busy.map_or("–".into(), |l| fmt_us(l.p99)),
         );
-        s.push_str("| configuration | p50 µs | p99 µs | p50 ÷ UDP | p99 ÷ UDP | p50 ÷ UDP busy-poll | p99 ÷ UDP busy-poll | CPU ns/msg | status |\n");
+        s.push_str("| configuration | p50 µs | p99 µs | p50 ÷ UDP | p99 ÷ UDP | p50 ÷ UDP busy-poll | p99 ÷ UDP busy-poll | CPU ns/msg (net of wait) | status |\n");
         s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
         for r in at {
             let l = r.latency_ns;
@@ -174,7 +182,9 @@ pub fn versus_udp(rows: &[&Row]) -> String {
                 ratio_to(l.map(|l| l.p99), udp.map(|l| l.p99)),
                 ratio_to(l.map(|l| l.p50), busy.map(|l| l.p50)),
                 ratio_to(l.map(|l| l.p99), busy.map(|l| l.p99)),
-                r.cpu_ns_per_msg.map_or("–".into(), |c| format!("{c:.0}")),
+                r.cpu_ns_per_msg_net
+                    .or(r.cpu_ns_per_msg)
+                    .map_or("–".into(), |c| format!("{c:.0}")),
                 status(r),
             );
         }
@@ -328,7 +338,12 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
         "`CPU ns/msg` = CPU time (user + system, every thread, `getrusage(RUSAGE_SELF)`) of the \
          publisher process from GO to the end of its sends (rtt: of its pings and pongs) plus the \
          subscriber process's from its first warm-up to its stop, divided by the verified \
-         deliveries; shown as `sum (pub+sub)`. Spinning threads count in full.\n"
+         deliveries; shown as `sum (pub+sub)`. Spinning threads of the system count in full. \
+         Paced rows show it net of the harness's own pacing loop — the wall time the publisher \
+         spun or yielded for its send times, less the system's calls it made meanwhile, its sleeps \
+         and every moment the thread waited for a core (`/proc/thread-self/schedstat`) — as \
+         `net (pub+sub) +W wait`, W the loop's part per message; `results.json` has both \
+         (`cpu_ns_per_msg`, `cpu_ns_per_msg_net`, `cpu_ns_per_msg_pacing`).\n"
     );
 
     let problems: Vec<&Row> = doc.reps().filter(|r| !r.reasons.is_empty()).collect();
