@@ -1005,17 +1005,13 @@ impl Publisher {
         }
         self.seal();
         if self.unsent > 0 {
-            let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
             let n = self.pool.len();
             let start = (self.head + n - self.unsent) % n;
-            let mut bytes = 0u64;
-            for (r, b) in refs.iter_mut().zip(&self.pool[start..start + self.unsent]) {
-                *r = b.bytes();
-                bytes += b.bytes().len() as u64;
-            }
+            let unsent = &self.pool[start..start + self.unsent];
+            let bytes: u64 = unsent.iter().map(|b| b.bytes().len() as u64).sum();
             // On failure the sequence numbers are spent all the same: receivers NAK
             // them, and they are retransmitted from the pool, or reported lost.
-            if send(Transmit::Data, &refs[..self.unsent]) {
+            if with_refs(unsent, |refs| send(Transmit::Data, refs)) {
                 bump(&mut self.counters.datagrams, self.unsent);
                 self.counters.bytes = self.counters.bytes.saturating_add(bytes);
                 self.repair.earn(bytes);
@@ -1053,6 +1049,27 @@ impl Publisher {
             }
         }
         done
+    }
+}
+
+/// Calls `f` with the bytes of `bufs` (at most [`MAX_BATCH`]). A lone datagram — what
+/// a paced publisher sends — is referenced from a small array: the full-batch one is
+/// 4 KiB to fill on every send.
+fn with_refs<R>(bufs: &[DatagramBuf], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    const FEW: usize = 4;
+    if bufs.len() <= FEW {
+        let mut refs: [&[u8]; FEW] = [&[]; FEW];
+        for (r, b) in refs.iter_mut().zip(bufs) {
+            *r = b.bytes();
+        }
+        f(&refs[..bufs.len()])
+    } else {
+        let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        let n = bufs.len().min(MAX_BATCH);
+        for (r, b) in refs.iter_mut().zip(bufs) {
+            *r = b.bytes();
+        }
+        f(&refs[..n])
     }
 }
 

@@ -393,7 +393,7 @@ const ASM_KEEP: usize = 256 << 10;
 #[derive(Debug)]
 pub struct Receiver {
     cfg: ReceiverConfig,
-    sessions: HashMap<SessionKey, Session>,
+    sessions: HashMap<SessionKey, Session, ahash::RandomState>,
     counters: ReceiverCounters,
     pool: Vec<Vec<u8>>,
     held_total: usize,
@@ -425,7 +425,7 @@ impl Receiver {
                 max_sessions: cfg.max_sessions.max(1),
                 ..cfg
             },
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             counters: ReceiverCounters::default(),
             pool: Vec::new(),
             held_total: 0,
