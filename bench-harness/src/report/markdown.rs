@@ -339,11 +339,12 @@ pub fn results_md(doc: &Document, plots: &[String]) -> String {
          publisher process from GO to the end of its sends (rtt: of its pings and pongs) plus the \
          subscriber process's from its first warm-up to its stop, divided by the verified \
          deliveries; shown as `sum (pub+sub)`. Spinning threads of the system count in full. \
-         Paced rows show it net of the harness's own pacing loop — the wall time the publisher \
-         spun or yielded for its send times, less the system's calls it made meanwhile, its sleeps \
-         and every moment the thread waited for a core (`/proc/thread-self/schedstat`) — as \
-         `net (pub+sub) +W wait`, W the loop's part per message; `results.json` has both \
-         (`cpu_ns_per_msg`, `cpu_ns_per_msg_net`, `cpu_ns_per_msg_pacing`).\n"
+         Paced rows show it net of the harness's own pacing loop — the rounds the publisher \
+         spun or yielded for its send times, idle `do_work` calls included, not a `do_work` \
+         that did work, not sleeps, at most 1 µs a round (a longer one lost the core to another \
+         thread) — as `net (pub+sub) +W wait`, W the loop's part per message (an estimate that \
+         errs low); `results.json` has both (`cpu_ns_per_msg`, `cpu_ns_per_msg_net`, \
+         `cpu_ns_per_msg_pacing`).\n"
     );
 
     let problems: Vec<&Row> = doc.reps().filter(|r| !r.reasons.is_empty()).collect();
