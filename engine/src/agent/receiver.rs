@@ -945,11 +945,14 @@ impl ReceiverAgent {
                     },
                     None => bytes,
                 };
-                if let (Some(l), Ok(h)) = (local.as_mut(), crate::wire::Header::decode(bytes)) {
-                    if l.is_local(h.session) {
-                        // Its messages come from its IPC logs.
-                        c.ipc_skipped.add(1);
-                        return;
+                // (the header is decoded here only when some sessions are local)
+                if let Some(l) = local.as_mut() {
+                    if let Ok(h) = crate::wire::Header::decode(bytes) {
+                        if l.is_local(h.session) {
+                            // Its messages come from its IPC logs.
+                            c.ipc_skipped.add(1);
+                            return;
+                        }
                     }
                 }
                 adopt(subs, shared);

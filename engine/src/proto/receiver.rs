@@ -488,8 +488,7 @@ impl Receiver {
         (cache, heard): (bool, u64),
         out: &mut dyn FnMut(Delivery<'_>),
     ) {
-        let fresh = !self.sessions.contains_key(&key);
-        self.ensure_session(now, key, seq, msg, out);
+        let fresh = self.ensure_session(now, key, seq, msg, out);
         if fresh && cache && heard > 0 && self.cfg.snapshots {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.snap = Snap::Waiting { since: now };
@@ -500,7 +499,7 @@ impl Receiver {
     }
 
     /// Creates the session at `seq`/`msg` if it is new, and notes it was heard
-    /// (announcing it when it is new or was gone).
+    /// (announcing it when it is new or was gone). True when it is new.
     fn ensure_session(
         &mut self,
         now: Instant,
@@ -508,42 +507,9 @@ impl Receiver {
         seq: u64,
         msg: u64,
         out: &mut dyn FnMut(Delivery<'_>),
-    ) {
+    ) -> bool {
         if self.next_liveness.is_none() {
             self.next_liveness = Some(now + self.cfg.publisher_timeout / 4);
-        }
-        if !self.sessions.contains_key(&key) {
-            self.make_room(now, out);
-            add(&mut self.counters.sessions, 1);
-            // A late joiner starts at the live position: nothing before is owed to it.
-            self.sessions.insert(
-                key,
-                Session {
-                    next_seq: seq,
-                    next_msg: msg,
-                    last_seen: now,
-                    asm: Reassembly::default(),
-                    reported: None,
-                    last_status: now,
-                    held: BTreeMap::new(),
-                    highest: seq,
-                    tail_msg: None,
-                    oldest_available: 0,
-                    gap_since: None,
-                    front: seq,
-                    nak_due: None,
-                    nak_attempts: 0,
-                    nak_backoff: Duration::ZERO,
-                    naked_upto: 0,
-                    fresh_due: None,
-                    renak_at: None,
-                    front_naked_at: None,
-                    repair_time: None,
-                    gone: false,
-                    snap: Snap::Live,
-                },
-            );
-            out(Delivery::Joined { from: key });
         }
         if let Some(s) = self.sessions.get_mut(&key) {
             s.last_seen = now;
@@ -551,7 +517,40 @@ impl Receiver {
                 s.gone = false;
                 out(Delivery::Joined { from: key });
             }
+            return false;
         }
+        self.make_room(now, out);
+        add(&mut self.counters.sessions, 1);
+        // A late joiner starts at the live position: nothing before is owed to it.
+        self.sessions.insert(
+            key,
+            Session {
+                next_seq: seq,
+                next_msg: msg,
+                last_seen: now,
+                asm: Reassembly::default(),
+                reported: None,
+                last_status: now,
+                held: BTreeMap::new(),
+                highest: seq,
+                tail_msg: None,
+                oldest_available: 0,
+                gap_since: None,
+                front: seq,
+                nak_due: None,
+                nak_attempts: 0,
+                nak_backoff: Duration::ZERO,
+                naked_upto: 0,
+                fresh_due: None,
+                renak_at: None,
+                front_naked_at: None,
+                repair_time: None,
+                gone: false,
+                snap: Snap::Live,
+            },
+        );
+        out(Delivery::Joined { from: key });
+        true
     }
 
     /// Processes one datagram from the data port (data or heartbeat) received at
@@ -687,7 +686,7 @@ impl Receiver {
         process(
             s,
             key,
-            header,
+            (header, first_start),
             frames,
             &mut self.counters,
             &mut self.asm,
@@ -812,7 +811,8 @@ impl Receiver {
                 self.held_bytes -= held.bytes.len();
                 if let Ok((header, frames)) = Frames::decode(&held.bytes, self.cfg.max_message) {
                     let c = &mut self.counters;
-                    let _ = process(s, key, header, frames, c, &mut self.asm, out);
+                    let first = first_start(&header, &frames);
+                    let _ = process(s, key, (header, first), frames, c, &mut self.asm, out);
                 }
                 recycle(&mut self.pool, held.bytes);
                 continue;
@@ -1299,13 +1299,14 @@ fn deliverable(s: &mut Session, snapshot: bool, c: &mut ReceiverCounters) -> boo
 fn process(
     s: &mut Session,
     key: SessionKey,
-    header: Header,
+    (header, first): (Header, u64),
     frames: Frames<'_>,
     c: &mut ReceiverCounters,
     budget: &mut AsmBudget,
     out: &mut dyn FnMut(Delivery<'_>),
 ) -> Result<(), WireError> {
-    let starts_mid_message = first_start(&header, &frames) != header.msg_seq;
+    // `first` is `first_start(&header, &frames)`: the caller has it.
+    let starts_mid_message = first != header.msg_seq;
     if !starts_mid_message && header.msg_seq != s.next_msg {
         if header.msg_seq < s.next_msg {
             // Changes nothing: the genuine datagram with this sequence may still come.
