@@ -111,7 +111,7 @@ pub fn table<'a>(rows: impl IntoIterator<Item = &'a Row>, with_ranges: bool) -> 
 /// loop where it ran (rate mode: `net (pub−wait + sub) + wait`).
 pub fn fmt_cpu(r: &Row) -> String {
     match (
-        r.cpu_ns_per_msg_net.or(r.cpu_ns_per_msg),
+        r.cpu_ns_per_msg_net,
         r.cpu_ns_per_msg_pub,
         r.cpu_ns_per_msg_sub,
     ) {
@@ -183,7 +183,6 @@ pub fn versus_udp(rows: &[&Row]) -> String {
                 ratio_to(l.map(|l| l.p50), busy.map(|l| l.p50)),
                 ratio_to(l.map(|l| l.p99), busy.map(|l| l.p99)),
                 r.cpu_ns_per_msg_net
-                    .or(r.cpu_ns_per_msg)
                     .map_or("–".into(), |c| format!("{c:.0}")),
                 status(r),
             );

@@ -1056,20 +1056,17 @@ impl Publisher {
 /// a paced publisher sends — is referenced from a small array: the full-batch one is
 /// 4 KiB to fill on every send.
 fn with_refs<R>(bufs: &[DatagramBuf], f: impl FnOnce(&[&[u8]]) -> R) -> R {
-    const FEW: usize = 4;
-    if bufs.len() <= FEW {
-        let mut refs: [&[u8]; FEW] = [&[]; FEW];
+    fn refs<const N: usize, R>(bufs: &[DatagramBuf], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let mut refs: [&[u8]; N] = [&[]; N];
         for (r, b) in refs.iter_mut().zip(bufs) {
             *r = b.bytes();
         }
-        f(&refs[..bufs.len()])
+        f(&refs[..bufs.len().min(N)])
+    }
+    if bufs.len() <= 4 {
+        refs::<4, R>(bufs, f)
     } else {
-        let mut refs: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
-        let n = bufs.len().min(MAX_BATCH);
-        for (r, b) in refs.iter_mut().zip(bufs) {
-            *r = b.bytes();
-        }
-        f(&refs[..n])
+        refs::<MAX_BATCH, R>(bufs, f)
     }
 }
 
