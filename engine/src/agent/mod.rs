@@ -237,6 +237,15 @@ impl Shared {
         }
     }
 
+    /// Inline: wakes the backstop thread (a sender cycle found the sender taken; the
+    /// backstop looks at the wish, see `Inline::released`). Rare: only when two
+    /// threads want the sender at once.
+    pub(crate) fn wake_backstop(&self) {
+        if let Some(t) = self.sender_thread.get() {
+            t.unpark();
+        }
+    }
+
     /// Wakes the sender agent if it is parked (called after a publish).
     #[inline]
     pub(crate) fn wake_sender(&self) {
